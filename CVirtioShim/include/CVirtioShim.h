@@ -1,0 +1,168 @@
+// CVirtioShim: the few things Swift cannot say directly on Linux.
+//
+// - split virtqueue layouts (VIRTIO 1.1 §2.7) and ordered access to the indices and flags that
+//   two processes share;
+// - memfd / hugetlb memfd creation, sealing and shared mappings;
+// - eventfd, AF_UNIX helpers and SCM_RIGHTS send/receive (the CMSG_* macros do not import);
+// - libnuma placement of a fresh region on the calling thread's node.
+//
+// Policy lives in Swift; every function here does one system-level thing and reports errno.
+#ifndef CVIRTIO_SHIM_H
+#define CVIRTIO_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <pthread.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Split virtqueue layout (VIRTIO 1.1 §2.7.5, §2.7.6, §2.7.8)
+
+/// One descriptor table entry: 16 bytes, little-endian (x86_64 and arm64 are).
+struct cvs_vring_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+
+/// One used ring element: 8 bytes.
+struct cvs_vring_used_elem {
+    uint32_t id;
+    uint32_t len;
+};
+
+enum {
+    CVS_VRING_DESC_F_NEXT = 1,
+    CVS_VRING_DESC_F_WRITE = 2,
+    CVS_VRING_DESC_F_INDIRECT = 4,
+    CVS_VRING_AVAIL_F_NO_INTERRUPT = 1,
+    CVS_VRING_USED_F_NO_NOTIFY = 1,
+    /// Alignments the spec requires of each part (§2.7: 16, 2 and 4 bytes).
+    CVS_VRING_DESC_ALIGN = 16,
+    CVS_VRING_AVAIL_ALIGN = 2,
+    CVS_VRING_USED_ALIGN = 4,
+};
+
+/// Bytes of the descriptor table for `num` entries.
+static inline size_t cvs_vring_desc_bytes(uint32_t num) { return (size_t)num * 16u; }
+/// Bytes of the available ring: flags, idx, ring[num], used_event.
+static inline size_t cvs_vring_avail_bytes(uint32_t num) { return 4u + (size_t)num * 2u + 2u; }
+/// Bytes of the used ring: flags, idx, ring[num], avail_event.
+static inline size_t cvs_vring_used_bytes(uint32_t num) { return 4u + (size_t)num * 8u + 2u; }
+
+// Field offsets inside the avail and used rings.
+static inline uint16_t *cvs_avail_flags(void *avail) { return (uint16_t *)avail; }
+static inline uint16_t *cvs_avail_idx(void *avail) { return (uint16_t *)avail + 1; }
+static inline uint16_t *cvs_avail_ring(void *avail) { return (uint16_t *)avail + 2; }
+static inline uint16_t *cvs_avail_used_event(void *avail, uint32_t num) { return (uint16_t *)avail + 2 + num; }
+static inline uint16_t *cvs_used_flags(void *used) { return (uint16_t *)used; }
+static inline uint16_t *cvs_used_idx(void *used) { return (uint16_t *)used + 1; }
+static inline struct cvs_vring_used_elem *cvs_used_ring(void *used) {
+    return (struct cvs_vring_used_elem *)((uint16_t *)used + 2);
+}
+static inline uint16_t *cvs_used_avail_event(void *used, uint32_t num) {
+    return (uint16_t *)((char *)used + 4 + (size_t)num * 8u);
+}
+
+// MARK: - Ordered access to shared indices and flags
+//
+// The other side of a ring runs in another process. Index publications are release stores (the
+// entries they cover become visible first); index reads are acquire loads (entries are read only
+// after the index). Flags are read with relaxed atomic loads so that the compiler re-reads them
+// in a poll loop instead of hoisting a plain load out of it.
+
+static inline uint16_t cvs_load_acquire_u16(const uint16_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint16_t cvs_load_relaxed_u16(const uint16_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void cvs_store_release_u16(uint16_t *p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void cvs_store_relaxed_u16(uint16_t *p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+/// Full barrier: needed between publishing an index and reading the peer's notification flags
+/// (VIRTIO 1.1 §2.7.7/§2.7.10: store then load, which acquire/release alone do not order).
+static inline void cvs_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void cvs_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void cvs_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+
+// MARK: - Shared memory
+
+enum {
+    /// Close-on-exec, allow sealing (we seal against shrinking so a peer cannot make our own
+    /// mapping fault with SIGBUS by truncating the file).
+    CVS_MEMFD_DEFAULT = 0x0001 | 0x0002,
+    CVS_MEMFD_HUGETLB = 0x0004,
+    CVS_MEMFD_HUGE_SHIFT = 26,
+};
+
+/// memfd_create(2). Returns the fd or -1 with errno.
+int cvs_memfd_create(const char *name, unsigned int flags);
+/// Seals the file's size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL). Returns 0 or -1 with errno.
+int cvs_memfd_seal_size(int fd);
+/// mmap(fd, len, offset) read/write shared; returns NULL with errno on failure.
+void *cvs_mmap_shared(int fd, size_t length, off_t offset);
+/// Anonymous private read/write mapping (for private bookkeeping and tests); NULL on failure.
+void *cvs_mmap_anonymous(size_t length);
+/// munmap(2): 0 or -1 with errno.
+int cvs_munmap(void *addr, size_t length);
+/// Size of `fd` as fstat(2) reports it, or -1 with errno.
+int64_t cvs_file_size(int fd);
+/// Binds [addr, addr+len) to the NUMA node of the CPU the caller runs on. Returns the node, or
+/// -1 when libnuma reports no NUMA support (nothing to do then), or -2 when binding failed.
+int cvs_numa_bind_local(void *addr, size_t length);
+
+// MARK: - eventfd
+
+/// eventfd(initval, EFD_CLOEXEC | EFD_NONBLOCK). Returns the fd or -1 with errno.
+int cvs_eventfd(unsigned int initval);
+
+// MARK: - AF_UNIX stream sockets
+
+/// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC). Returns the fd or -1 with errno.
+int cvs_unix_socket(void);
+/// connect(2) to a filesystem path. ENAMETOOLONG when the path does not fit sun_path.
+int cvs_unix_connect(int fd, const char *path);
+/// bind(2) to a filesystem path. ENAMETOOLONG when the path does not fit sun_path.
+int cvs_unix_bind(int fd, const char *path);
+/// accept4(fd, NULL, NULL, SOCK_CLOEXEC). Returns the fd or -1 with errno.
+int cvs_accept_cloexec(int fd);
+/// Largest path that fits sun_path, without its terminating NUL.
+size_t cvs_unix_path_max(void);
+
+// MARK: - SCM_RIGHTS
+
+/// Most fds one receive accepts; more are closed and reported as an error by the caller.
+enum { CVS_MAX_RECV_FDS = 16 };
+
+/// POLLRDHUP (a _GNU_SOURCE constant): the peer shut down its writing half.
+enum { CVS_POLLRDHUP = 0x2000 };
+
+/// sendmsg(2) of `len` bytes with `nfds` descriptors attached (MSG_NOSIGNAL: a dead peer is
+/// EPIPE, never SIGPIPE). Returns bytes sent or -1 with errno.
+ssize_t cvs_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+
+/// Result flags of cvs_recv_with_fds.
+enum {
+    /// The kernel truncated the control data (MSG_CTRUNC): some fds were lost.
+    CVS_RECV_CTRUNC = 1,
+    /// More than `maxfds` fds arrived; the extra ones were closed.
+    CVS_RECV_TOO_MANY_FDS = 2,
+};
+
+/// recvmsg(2) of up to `len` bytes with MSG_CMSG_CLOEXEC. Received fds (at most `maxfds`) are
+/// stored in `fds` and counted in `*nfds`; `*flags` gets CVS_RECV_* bits. Returns bytes read
+/// (0 at end of stream) or -1 with errno.
+ssize_t cvs_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *flags);
+
+// MARK: - Small helpers
+
+/// pthread_setname_np (needs _GNU_SOURCE, so it does not import). Returns 0 or an errno.
+int cvs_set_thread_name(pthread_t thread, const char *name);
+/// The CPU the caller runs on, or -1.
+int cvs_current_cpu(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

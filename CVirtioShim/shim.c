@@ -1,0 +1,153 @@
+// System-level helpers for Swift; see include/CVirtioShim.h for the contract of each.
+#define _GNU_SOURCE
+#include "CVirtioShim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <numa.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int cvs_memfd_create(const char *name, unsigned int flags) {
+    return (int)syscall(SYS_memfd_create, name, flags);
+}
+
+int cvs_memfd_seal_size(int fd) {
+    return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+}
+
+void *cvs_mmap_shared(int fd, size_t length, off_t offset) {
+    void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void *cvs_mmap_anonymous(size_t length) {
+    void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int cvs_munmap(void *addr, size_t length) { return munmap(addr, length); }
+
+int64_t cvs_file_size(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    return (int64_t)st.st_size;
+}
+
+int cvs_numa_bind_local(void *addr, size_t length) {
+    if (numa_available() < 0) return -1;
+    int cpu = sched_getcpu();
+    if (cpu < 0) return -2;
+    int node = numa_node_of_cpu(cpu);
+    if (node < 0) return -2;
+    // numa_tonode_memory sets an mbind(2) policy on the range; it only matters before the pages
+    // are first touched, which is why callers bind a fresh mapping before writing to it.
+    numa_tonode_memory(addr, length, node);
+    return node;
+}
+
+int cvs_eventfd(unsigned int initval) { return eventfd(initval, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+int cvs_unix_socket(void) { return socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0); }
+
+static int fill_sockaddr(struct sockaddr_un *sun, const char *path) {
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(sun->sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, path, n + 1);
+    return 0;
+}
+
+int cvs_unix_connect(int fd, const char *path) {
+    struct sockaddr_un sun;
+    if (fill_sockaddr(&sun, path) != 0) return -1;
+    return connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+}
+
+int cvs_unix_bind(int fd, const char *path) {
+    struct sockaddr_un sun;
+    if (fill_sockaddr(&sun, path) != 0) return -1;
+    return bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+}
+
+int cvs_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+
+size_t cvs_unix_path_max(void) { return sizeof(((struct sockaddr_un *)0)->sun_path) - 1; }
+
+ssize_t cvs_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CVS_MAX_RECV_FDS)];
+        struct cmsghdr align;
+    } control;
+    if (nfds > 0) {
+        if (nfds > CVS_MAX_RECV_FDS) {
+            errno = EINVAL;
+            return -1;
+        }
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
+    }
+    return sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
+
+ssize_t cvs_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *flags) {
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CVS_MAX_RECV_FDS)];
+        struct cmsghdr align;
+    } control;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    *nfds = 0;
+    *flags = 0;
+    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    if (msg.msg_flags & MSG_CTRUNC) *flags |= CVS_RECV_CTRUNC;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char *data = CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, data + i * sizeof(int), sizeof(int));
+            if (*nfds < maxfds) {
+                fds[(*nfds)++] = fd;
+            } else {
+                // Never leak what a peer pushed on us: close the surplus and let Swift refuse.
+                close(fd);
+                *flags |= CVS_RECV_TOO_MANY_FDS;
+            }
+        }
+    }
+    return n;
+}
+
+int cvs_set_thread_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
+
+int cvs_current_cpu(void) { return sched_getcpu(); }

@@ -1,0 +1,62 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "swift-virtio-user",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "VirtioUser", targets: ["VirtioUser"]),
+        .library(name: "VhostUserBackend", targets: ["VhostUserBackend"]),
+        .executable(name: "virtio-user-pmd", targets: ["virtio-user-pmd"]),
+        .executable(name: "vhost-user-backend", targets: ["vhost-user-backend"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C: ring layouts, ordered index access, memfd/hugetlbfs, eventfd, SCM_RIGHTS, libnuma.
+        .target(
+            name: "CVirtioShim",
+            path: "CVirtioShim",
+            linkerSettings: [.linkedLibrary("numa")]
+        ),
+        // Shared by both sides: system calls, shared memory, split-ring halves.
+        .target(name: "VirtioCore", dependencies: ["CVirtioShim"], swiftSettings: strict),
+        // vhost-user wire types, framed channel with fd passing, frontend session.
+        .target(name: "VhostUser", dependencies: ["VirtioCore", "CVirtioShim"], swiftSettings: strict),
+        // The driver side: VirtioUserDevice.
+        .target(name: "VirtioUser", dependencies: ["VirtioCore", "VhostUser", "CVirtioShim"], swiftSettings: strict),
+        // The device side: a vhost-user backend (loopback, sink).
+        .target(name: "VhostUserBackend", dependencies: ["VirtioCore", "VhostUser", "CVirtioShim"], swiftSettings: strict),
+        .executableTarget(
+            name: "virtio-user-pmd",
+            dependencies: [
+                "VirtioUser", "VhostUserBackend",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "vhost-user-backend",
+            dependencies: [
+                "VhostUserBackend",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // Counts heap allocations per thread so tests can prove the hot path allocates nothing.
+        .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CVirtioShim"], swiftSettings: strict),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VirtioCore", "CVirtioShim"], swiftSettings: strict),
+        .testTarget(
+            name: "VirtioUserTests",
+            dependencies: [
+                "VirtioUser", "VhostUserBackend", "CAllocationCounter",
+                "virtio-user-pmd", "vhost-user-backend",
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,126 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioShim
+import VirtioCore
+
+/// One message as it crossed the socket: header, payload and any fds that came with it.
+public struct VhostUserFrame: Sendable {
+    public var header: VhostUserHeader
+    public var payload: [UInt8]
+    /// Received fds, owned by the frame (closed when it is dropped unless taken).
+    public var descriptors: [OwnedDescriptor]
+
+    public init(header: VhostUserHeader, payload: [UInt8], descriptors: [OwnedDescriptor] = []) {
+        self.header = header
+        self.payload = payload
+        self.descriptors = descriptors
+    }
+}
+
+/// A framed vhost-user connection over an AF_UNIX stream socket, with fd passing.
+///
+/// Sends are one `sendmsg` with MSG_NOSIGNAL (a dead peer is an error, not SIGPIPE); receives
+/// read exactly one message, waiting at most a deadline, and refuse oversized payloads and
+/// truncated or excess fds. Not thread-safe: one session drives a channel.
+public final class VhostUserChannel {
+    /// The connected socket.
+    public let socket: OwnedDescriptor
+
+    /// Wraps a connected socket.
+    public init(socket: OwnedDescriptor) {
+        self.socket = socket
+    }
+
+    /// Sends one message.
+    public func send(request: VhostUserRequest, flags: UInt32, payload: [UInt8], descriptors: [Int32] = []) throws(VirtioError) {
+        guard descriptors.count <= Int(CVS_MAX_RECV_FDS) else {
+            throw VirtioError(.invalidArgument, "\(request) would carry \(descriptors.count) fds; at most \(CVS_MAX_RECV_FDS) fit one message.")
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(VhostUserHeader.byteCount + payload.count)
+        VhostUserHeader(request: request, flags: flags | VhostUserHeader.version, size: UInt32(payload.count)).encode(into: &bytes)
+        bytes.append(contentsOf: payload)
+        var sent = 0
+        while sent < bytes.count {
+            // The fds ride on the first chunk only.
+            let fds = sent == 0 ? descriptors : []
+            let (n, code) = bytes.withUnsafeBytes { raw in
+                fds.withUnsafeBufferPointer { fdBuffer in
+                    SystemCall.attempt {
+                        cvs_send_with_fds(socket.raw, raw.baseAddress! + sent, raw.count - sent, fdBuffer.baseAddress, Int32(fdBuffer.count))
+                    }
+                }
+            }
+            if n < 0 {
+                if code == EPIPE || code == ECONNRESET {
+                    throw VirtioError(.peerGone, "The vhost-user peer closed the connection while we sent \(request).", errno: code)
+                }
+                throw VirtioError.system("sending \(request)", errno: code)
+            }
+            sent += n
+        }
+    }
+
+    /// Sends a typed request.
+    public func send(_ message: VhostUserMessage, needReply: Bool = false, descriptors: [Int32] = []) throws(VirtioError) {
+        try send(request: message.request, flags: needReply ? VhostUserHeader.needReplyFlag : 0,
+                 payload: message.encodePayload(), descriptors: descriptors)
+    }
+
+    /// Sends a reply to `request` with `payload`.
+    public func reply(to request: VhostUserRequest, payload: [UInt8]) throws(VirtioError) {
+        try send(request: request, flags: VhostUserHeader.replyFlag, payload: payload)
+    }
+
+    /// Receives one whole message, waiting at most `timeoutMilliseconds` in total
+    /// (negative: forever).
+    public func receive(timeoutMilliseconds: Int) throws(VirtioError) -> VhostUserFrame {
+        let deadline = timeoutMilliseconds < 0 ? UInt64.max : MonotonicClock.nanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+        var descriptors: [OwnedDescriptor] = []
+        let headerBytes = try read(count: VhostUserHeader.byteCount, deadline: deadline, descriptors: &descriptors, what: "a message header")
+        let header = try VhostUserHeader.decode(headerBytes[...])
+        let payload = try read(count: Int(header.size), deadline: deadline, descriptors: &descriptors, what: "the \(header.request) payload")
+        return VhostUserFrame(header: header, payload: payload, descriptors: descriptors)
+    }
+
+    private func read(count: Int, deadline: UInt64, descriptors: inout [OwnedDescriptor], what: String) throws(VirtioError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var received = 0
+        while received < count {
+            let remaining = deadline == UInt64.max ? -1 : Int64(deadline) - Int64(MonotonicClock.nanoseconds())
+            if deadline != UInt64.max && remaining <= 0 {
+                throw VirtioError(.timeout, "The vhost-user peer did not send \(what) in time; it may be hung or not speak vhost-user.")
+            }
+            let wait = remaining < 0 ? Int32(-1) : Int32(clamping: (remaining + 999_999) / 1_000_000)
+            if try Poll.waitReadable(socket.raw, milliseconds: wait) == .timedOut { continue }
+            var fds = [Int32](repeating: -1, count: Int(CVS_MAX_RECV_FDS))
+            var fdCount: Int32 = 0
+            var flags: Int32 = 0
+            let (n, code) = bytes.withUnsafeMutableBytes { raw in
+                fds.withUnsafeMutableBufferPointer { fdBuffer in
+                    SystemCall.attempt {
+                        cvs_recv_with_fds(socket.raw, raw.baseAddress! + received, count - received,
+                                          fdBuffer.baseAddress, Int32(CVS_MAX_RECV_FDS), &fdCount, &flags)
+                    }
+                }
+            }
+            for i in 0..<Int(fdCount) { descriptors.append(OwnedDescriptor(taking: fds[i])) }
+            if n < 0 {
+                if code == EAGAIN { continue }
+                if code == ECONNRESET {
+                    throw VirtioError(.peerGone, "The vhost-user peer reset the connection while we read \(what).", errno: code)
+                }
+                throw VirtioError.system("receiving \(what)", errno: code)
+            }
+            if n == 0 {
+                throw VirtioError(.peerGone, "The vhost-user peer closed the connection" + (received == 0 && what == "a message header" ? "." : " in the middle of \(what)."))
+            }
+            if flags & Int32(CVS_RECV_CTRUNC | CVS_RECV_TOO_MANY_FDS) != 0 {
+                throw VirtioError(.protocolViolation, "The vhost-user peer attached more file descriptors than any message may carry.")
+            }
+            received += n
+        }
+        return bytes
+    }
+}

@@ -1,0 +1,144 @@
+import VirtioCore
+
+/// The front-end (driver) side of a vhost-user session: a typed call per request, each reply
+/// checked for its request code, reply flag, size and value.
+///
+/// Once REPLY_ACK is negotiated, every request without a reply of its own asks for an ack, so
+/// a back-end that rejects something says so at that message instead of failing silently.
+public final class VhostUserFrontend {
+    /// The framed connection.
+    public let channel: VhostUserChannel
+    /// How long each reply may take.
+    public let replyTimeoutMilliseconds: Int
+    /// Protocol features in force (after ``setProtocolFeatures(_:)``).
+    public private(set) var protocolFeatures: VhostUserProtocolFeatures = []
+    /// Every request sent, in order (the control path is short; tests and traces read it).
+    public private(set) var sentRequests: [VhostUserRequest] = []
+
+    /// Starts a session on a connected socket.
+    public init(socket: OwnedDescriptor, replyTimeoutMilliseconds: Int = 5000) {
+        channel = VhostUserChannel(socket: socket)
+        self.replyTimeoutMilliseconds = replyTimeoutMilliseconds
+    }
+
+    public func setOwner() throws(VirtioError) { try perform(.setOwner) }
+
+    public func resetOwner() throws(VirtioError) { try perform(.resetOwner) }
+
+    public func getFeatures() throws(VirtioError) -> VirtioFeatures {
+        VirtioFeatures(rawValue: try query(.getFeatures))
+    }
+
+    public func setFeatures(_ features: VirtioFeatures) throws(VirtioError) { try perform(.setFeatures(features)) }
+
+    public func getProtocolFeatures() throws(VirtioError) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures(rawValue: try query(.getProtocolFeatures))
+    }
+
+    /// Sets the protocol features; from here on REPLY_ACK (if included) is used.
+    public func setProtocolFeatures(_ features: VhostUserProtocolFeatures) throws(VirtioError) {
+        try perform(.setProtocolFeatures(features))
+        protocolFeatures = features
+    }
+
+    public func getQueueNum() throws(VirtioError) -> UInt64 { try query(.getQueueNum) }
+
+    /// Shares memory: one fd per region.
+    public func setMemTable(_ regions: [MemoryRegionDescriptor], descriptors: [Int32]) throws(VirtioError) {
+        guard regions.count == descriptors.count, (1...MemoryRegionDescriptor.maximumCount).contains(regions.count) else {
+            throw VirtioError(.invalidArgument, "SET_MEM_TABLE needs 1…\(MemoryRegionDescriptor.maximumCount) regions, each with one fd.")
+        }
+        try perform(.setMemTable(regions), descriptors: descriptors)
+    }
+
+    public func setVringNum(index: UInt32, size: UInt32) throws(VirtioError) {
+        try perform(.setVringNum(VringState(index: index, num: size)))
+    }
+
+    public func setVringBase(index: UInt32, base: UInt32) throws(VirtioError) {
+        try perform(.setVringBase(VringState(index: index, num: base)))
+    }
+
+    public func setVringAddr(_ address: VringAddress) throws(VirtioError) { try perform(.setVringAddr(address)) }
+
+    public func setVringKick(index: UInt32, notifier: EventNotifier) throws(VirtioError) {
+        try perform(.setVringKick(VringFile(index: index, hasDescriptor: true)), descriptors: [notifier.descriptor.raw])
+    }
+
+    public func setVringCall(index: UInt32, notifier: EventNotifier) throws(VirtioError) {
+        try perform(.setVringCall(VringFile(index: index, hasDescriptor: true)), descriptors: [notifier.descriptor.raw])
+    }
+
+    public func setVringEnable(index: UInt32, enabled: Bool) throws(VirtioError) {
+        try perform(.setVringEnable(VringState(index: index, num: enabled ? 1 : 0)))
+    }
+
+    /// Stops ring `index` and returns where the back-end stopped (its next available index).
+    public func getVringBase(index: UInt32) throws(VirtioError) -> UInt32 {
+        try send(.getVringBase(VringState(index: index, num: 0)))
+        let frame = try awaitReply(to: .getVringBase, size: 8)
+        var reader = WireReader(frame.payload)
+        let state = VringState(index: reader.u32(), num: reader.u32())
+        guard state.index == index else {
+            throw VirtioError(.protocolViolation, "GET_VRING_BASE for ring \(index) was answered for ring \(state.index).")
+        }
+        return state.num
+    }
+
+    public func setStatus(_ status: VirtioDeviceStatus) throws(VirtioError) { try perform(.setStatus(status.rawValue)) }
+
+    public func getStatus() throws(VirtioError) -> VirtioDeviceStatus {
+        let value = try query(.getStatus)
+        guard value <= 0xFF else {
+            throw VirtioError(.protocolViolation, "GET_STATUS answered 0x\(String(value, radix: 16)), which is not an 8-bit status.")
+        }
+        return VirtioDeviceStatus(rawValue: UInt8(value))
+    }
+
+    // MARK: - Mechanics
+
+    private var usesReplyAck: Bool { protocolFeatures.contains(.replyAck) }
+
+    private func send(_ message: VhostUserMessage, needReply: Bool = false, descriptors: [Int32] = []) throws(VirtioError) {
+        sentRequests.append(message.request)
+        try channel.send(message, needReply: needReply, descriptors: descriptors)
+    }
+
+    /// A request without a reply of its own: acknowledged when REPLY_ACK is in force.
+    private func perform(_ message: VhostUserMessage, descriptors: [Int32] = []) throws(VirtioError) {
+        let ack = usesReplyAck
+        try send(message, needReply: ack, descriptors: descriptors)
+        guard ack else { return }
+        let frame = try awaitReply(to: message.request, size: 8)
+        var reader = WireReader(frame.payload)
+        let status = reader.u64()
+        guard status == 0 else {
+            throw VirtioError(.protocolViolation, "The back-end rejected \(message.request) (REPLY_ACK status \(status)).")
+        }
+    }
+
+    /// A request answered by a u64.
+    private func query(_ message: VhostUserMessage) throws(VirtioError) -> UInt64 {
+        try send(message)
+        let frame = try awaitReply(to: message.request, size: 8)
+        var reader = WireReader(frame.payload)
+        return reader.u64()
+    }
+
+    private func awaitReply(to request: VhostUserRequest, size: Int) throws(VirtioError) -> VhostUserFrame {
+        let frame = try channel.receive(timeoutMilliseconds: replyTimeoutMilliseconds)
+        guard frame.header.request == request else {
+            throw VirtioError(.protocolViolation, "Expected a reply to \(request); the back-end sent \(frame.header.request).")
+        }
+        guard frame.header.isReply else {
+            throw VirtioError(.protocolViolation, "The back-end's answer to \(request) lacks the reply flag.")
+        }
+        guard frame.payload.count == size else {
+            throw VirtioError(.protocolViolation, "The reply to \(request) has \(frame.payload.count) payload bytes; \(size) expected.")
+        }
+        guard frame.descriptors.isEmpty else {
+            throw VirtioError(.protocolViolation, "The reply to \(request) carried \(frame.descriptors.count) unexpected file descriptor(s).")
+        }
+        return frame
+    }
+}

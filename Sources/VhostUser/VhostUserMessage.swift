@@ -1,0 +1,187 @@
+import VirtioCore
+
+/// A front-end → back-end request, typed. Each case knows its wire payload and how many file
+/// descriptors travel with it; ``decode(header:payload:descriptorCount:)`` checks both.
+public enum VhostUserMessage: Equatable, Sendable {
+    case getFeatures
+    case setFeatures(VirtioFeatures)
+    case setOwner
+    case resetOwner
+    case getProtocolFeatures
+    case setProtocolFeatures(VhostUserProtocolFeatures)
+    /// Regions; one fd per region travels with the message.
+    case setMemTable([MemoryRegionDescriptor])
+    case setVringNum(VringState)
+    case setVringAddr(VringAddress)
+    case setVringBase(VringState)
+    case getVringBase(VringState)
+    /// One fd travels with it unless `hasDescriptor` is false.
+    case setVringKick(VringFile)
+    case setVringCall(VringFile)
+    case setVringErr(VringFile)
+    case getQueueNum
+    case setVringEnable(VringState)
+    case setStatus(UInt8)
+    case getStatus
+
+    /// The request code.
+    public var request: VhostUserRequest {
+        switch self {
+        case .getFeatures: return .getFeatures
+        case .setFeatures: return .setFeatures
+        case .setOwner: return .setOwner
+        case .resetOwner: return .resetOwner
+        case .getProtocolFeatures: return .getProtocolFeatures
+        case .setProtocolFeatures: return .setProtocolFeatures
+        case .setMemTable: return .setMemTable
+        case .setVringNum: return .setVringNum
+        case .setVringAddr: return .setVringAddr
+        case .setVringBase: return .setVringBase
+        case .getVringBase: return .getVringBase
+        case .setVringKick: return .setVringKick
+        case .setVringCall: return .setVringCall
+        case .setVringErr: return .setVringErr
+        case .getQueueNum: return .getQueueNum
+        case .setVringEnable: return .setVringEnable
+        case .setStatus: return .setStatus
+        case .getStatus: return .getStatus
+        }
+    }
+
+    /// True when the protocol defines a reply of its own (so REPLY_ACK does not apply).
+    public var hasReply: Bool {
+        switch self {
+        case .getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getStatus: return true
+        default: return false
+        }
+    }
+
+    /// How many fds must travel with this message.
+    public var descriptorCount: Int {
+        switch self {
+        case .setMemTable(let regions): return regions.count
+        case .setVringKick(let file), .setVringCall(let file), .setVringErr(let file):
+            return file.hasDescriptor ? 1 : 0
+        default: return 0
+        }
+    }
+
+    /// The payload bytes.
+    public func encodePayload() -> [UInt8] {
+        var bytes: [UInt8] = []
+        switch self {
+        case .getFeatures, .setOwner, .resetOwner, .getProtocolFeatures, .getQueueNum, .getStatus:
+            break
+        case .setFeatures(let features): bytes.appendLittleEndian(features.rawValue)
+        case .setProtocolFeatures(let features): bytes.appendLittleEndian(features.rawValue)
+        case .setStatus(let status): bytes.appendLittleEndian(UInt64(status))
+        case .setMemTable(let regions):
+            bytes.appendLittleEndian(UInt32(regions.count))
+            bytes.appendLittleEndian(UInt32(0))
+            for region in regions {
+                bytes.appendLittleEndian(region.guestPhysicalAddress)
+                bytes.appendLittleEndian(region.size)
+                bytes.appendLittleEndian(region.userAddress)
+                bytes.appendLittleEndian(region.mmapOffset)
+            }
+        case .setVringNum(let state), .setVringBase(let state), .getVringBase(let state), .setVringEnable(let state):
+            bytes.appendLittleEndian(state.index)
+            bytes.appendLittleEndian(state.num)
+        case .setVringAddr(let address):
+            bytes.appendLittleEndian(address.index)
+            bytes.appendLittleEndian(address.flags)
+            bytes.appendLittleEndian(address.descriptorTable)
+            bytes.appendLittleEndian(address.usedRing)
+            bytes.appendLittleEndian(address.availableRing)
+            bytes.appendLittleEndian(address.log)
+        case .setVringKick(let file), .setVringCall(let file), .setVringErr(let file):
+            bytes.appendLittleEndian(file.encoded)
+        }
+        return bytes
+    }
+
+    /// Decodes and validates a request: the payload size must be exactly the message's, and the
+    /// number of fds that came with it exactly what the message calls for. Unknown requests
+    /// are refused with `.unsupported`.
+    public static func decode(header: VhostUserHeader, payload: [UInt8], descriptorCount: Int) throws(VirtioError) -> VhostUserMessage {
+        let request = header.request
+        if header.isReply {
+            throw VirtioError(.protocolViolation, "\(request) arrived with the reply flag set, but it is a request.")
+        }
+        func size(_ expected: Int) throws(VirtioError) {
+            guard payload.count == expected else {
+                throw VirtioError(.protocolViolation, "\(request) needs a \(expected)-byte payload; got \(payload.count).")
+            }
+        }
+        var reader = WireReader(payload)
+        let message: VhostUserMessage
+        switch request {
+        case .getFeatures: try size(0); message = .getFeatures
+        case .setOwner: try size(0); message = .setOwner
+        case .resetOwner: try size(0); message = .resetOwner
+        case .getProtocolFeatures: try size(0); message = .getProtocolFeatures
+        case .getQueueNum: try size(0); message = .getQueueNum
+        case .getStatus: try size(0); message = .getStatus
+        case .setFeatures: try size(8); message = .setFeatures(VirtioFeatures(rawValue: reader.u64()))
+        case .setProtocolFeatures:
+            try size(8); message = .setProtocolFeatures(VhostUserProtocolFeatures(rawValue: reader.u64()))
+        case .setStatus:
+            try size(8)
+            let value = reader.u64()
+            guard value <= 0xFF else {
+                throw VirtioError(.protocolViolation, "SET_STATUS value 0x\(String(value, radix: 16)) does not fit the 8-bit status.")
+            }
+            message = .setStatus(UInt8(value))
+        case .setVringNum, .setVringBase, .getVringBase, .setVringEnable:
+            try size(VringState.byteCount)
+            let state = VringState(index: reader.u32(), num: reader.u32())
+            switch request {
+            case .setVringNum: message = .setVringNum(state)
+            case .setVringBase: message = .setVringBase(state)
+            case .getVringBase: message = .getVringBase(state)
+            default: message = .setVringEnable(state)
+            }
+        case .setVringAddr:
+            try size(VringAddress.byteCount)
+            message = .setVringAddr(VringAddress(
+                index: reader.u32(), flags: reader.u32(), descriptorTable: reader.u64(),
+                usedRing: reader.u64(), availableRing: reader.u64(), log: reader.u64()))
+        case .setVringKick, .setVringCall, .setVringErr:
+            try size(8)
+            let file = try VringFile(decoding: reader.u64(), request: request)
+            switch request {
+            case .setVringKick: message = .setVringKick(file)
+            case .setVringCall: message = .setVringCall(file)
+            default: message = .setVringErr(file)
+            }
+        case .setMemTable:
+            guard payload.count >= 8 else {
+                throw VirtioError(.protocolViolation, "SET_MEM_TABLE payload of \(payload.count) bytes is shorter than its 8-byte count field.")
+            }
+            let count = Int(reader.u32())
+            _ = reader.u32()
+            guard count >= 1, count <= MemoryRegionDescriptor.maximumCount else {
+                throw VirtioError(.protocolViolation, "SET_MEM_TABLE names \(count) regions; 1…\(MemoryRegionDescriptor.maximumCount) are allowed.")
+            }
+            // Front-ends send either exactly `count` entries or the full fixed-size array.
+            let exact = 8 + count * MemoryRegionDescriptor.byteCount
+            let full = 8 + MemoryRegionDescriptor.maximumCount * MemoryRegionDescriptor.byteCount
+            guard payload.count == exact || payload.count == full else {
+                throw VirtioError(.protocolViolation, "SET_MEM_TABLE with \(count) regions needs \(exact) (or \(full)) payload bytes; got \(payload.count).")
+            }
+            var regions: [MemoryRegionDescriptor] = []
+            for _ in 0..<count {
+                regions.append(MemoryRegionDescriptor(
+                    guestPhysicalAddress: reader.u64(), size: reader.u64(),
+                    userAddress: reader.u64(), mmapOffset: reader.u64()))
+            }
+            message = .setMemTable(regions)
+        default:
+            throw VirtioError(.unsupported, "\(request) is not supported by this back-end.")
+        }
+        guard descriptorCount == message.descriptorCount else {
+            throw VirtioError(.protocolViolation, "\(request) must carry \(message.descriptorCount) file descriptor(s); \(descriptorCount) arrived.")
+        }
+        return message
+    }
+}

@@ -1,0 +1,181 @@
+import VhostUser
+import VirtioCore
+
+/// One front-end's session: its control messages and its rings. Driven by one thread.
+///
+/// Every message is validated before anything changes; an invalid one ends the session with
+/// an error (after a failure REPLY_ACK when one was asked for), leaving the back-end free to
+/// accept the next front-end. Dropping the object releases every mapping and fd it holds.
+final class BackendConnection {
+    let channel: VhostUserChannel
+    let offeredFeatures: VirtioFeatures
+    let offeredProtocolFeatures: VhostUserProtocolFeatures
+    let memory = GuestMemoryMap()
+    let vrings = [BackendVring(index: 0), BackendVring(index: 1)]
+    private(set) var features: VirtioFeatures = []
+    private(set) var protocolFeatures: VhostUserProtocolFeatures = []
+    private(set) var status: UInt8 = 0
+    /// Requests received, in order (for traces).
+    private(set) var received: [VhostUserRequest] = []
+    /// Requests refused as not implemented.
+    private(set) var unsupported: [VhostUserRequest] = []
+
+    init(socket: OwnedDescriptor, offeredFeatures: VirtioFeatures, offeredProtocolFeatures: VhostUserProtocolFeatures) {
+        channel = VhostUserChannel(socket: socket)
+        self.offeredFeatures = offeredFeatures
+        self.offeredProtocolFeatures = offeredProtocolFeatures
+    }
+
+    /// Both rings of queue pair 0 carry traffic.
+    var isRunning: Bool { vrings[0].isLive && vrings[1].isLive }
+
+    /// Reads and handles one message (waiting at most `timeoutMilliseconds`, which must cover
+    /// the whole message once it starts). Throws when the session must end.
+    func handleNextMessage(timeoutMilliseconds: Int) throws(VirtioError) {
+        let frame = try channel.receive(timeoutMilliseconds: timeoutMilliseconds)
+        received.append(frame.header.request)
+        let message: VhostUserMessage
+        do {
+            message = try VhostUserMessage.decode(header: frame.header, payload: frame.payload, descriptorCount: frame.descriptors.count)
+        } catch {
+            if frame.header.needsReply { try? channel.reply(to: frame.header.request, payload: Self.ack(false)) }
+            // A request we do not implement is refused, not fatal: the front-end may cope.
+            if error.kind == .unsupported {
+                unsupported.append(frame.header.request)
+                return
+            }
+            throw error
+        }
+        do {
+            try handle(message, descriptors: frame.descriptors)
+        } catch {
+            if frame.header.needsReply && !message.hasReply {
+                try? channel.reply(to: message.request, payload: Self.ack(false))
+            }
+            throw error
+        }
+        if frame.header.needsReply && !message.hasReply {
+            try channel.reply(to: message.request, payload: Self.ack(true))
+        }
+    }
+
+    private static func ack(_ success: Bool) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.appendLittleEndianU64(success ? 0 : 1)
+        return bytes
+    }
+
+    private func replyU64(_ request: VhostUserRequest, _ value: UInt64) throws(VirtioError) {
+        var bytes: [UInt8] = []
+        bytes.appendLittleEndianU64(value)
+        try channel.reply(to: request, payload: bytes)
+    }
+
+    private func vring(_ index: UInt32, _ request: VhostUserRequest) throws(VirtioError) -> BackendVring {
+        guard Int(index) < vrings.count else {
+            throw VirtioError(.protocolViolation, "\(request) names ring \(index); this back-end has rings 0…\(vrings.count - 1).")
+        }
+        return vrings[Int(index)]
+    }
+
+    private func handle(_ message: VhostUserMessage, descriptors: [OwnedDescriptor]) throws(VirtioError) {
+        switch message {
+        case .setOwner:
+            break
+        case .resetOwner:
+            for vring in vrings { vring.reset() }
+            memory.clear()
+            features = []
+            status = 0
+        case .getFeatures:
+            try replyU64(.getFeatures, offeredFeatures.rawValue)
+        case .setFeatures(let requested):
+            guard offeredFeatures.isSuperset(of: requested) else {
+                throw VirtioError(.protocolViolation, "SET_FEATURES asks for \(requested), beyond what was offered (\(offeredFeatures)).")
+            }
+            features = requested
+            // Without protocol features a ring is enabled as soon as it starts (vhost-user.rst).
+            if !requested.contains(.vhostUserProtocolFeatures) {
+                for vring in vrings { vring.enabled = true }
+            }
+        case .getProtocolFeatures:
+            try replyU64(.getProtocolFeatures, offeredProtocolFeatures.rawValue)
+        case .setProtocolFeatures(let requested):
+            guard offeredProtocolFeatures.isSuperset(of: requested) else {
+                throw VirtioError(.protocolViolation, "SET_PROTOCOL_FEATURES asks for \(requested), beyond what was offered (\(offeredProtocolFeatures)).")
+            }
+            protocolFeatures = requested
+        case .getQueueNum:
+            try replyU64(.getQueueNum, 1)
+        case .setMemTable(let regions):
+            try memory.replace(with: regions, descriptors: descriptors)
+            // Rings already running re-translate against the new table.
+            for vring in vrings where vring.ring != nil { try vring.start(memory: memory) }
+        case .setVringNum(let state):
+            let vring = try vring(state.index, .setVringNum)
+            guard SplitRingMemory.isValidSize(Int(state.num)) else {
+                throw VirtioError(.protocolViolation, "SET_VRING_NUM \(state.num) for ring \(state.index) is not a power of two up to 32768.")
+            }
+            guard vring.ring == nil else {
+                throw VirtioError(.protocolViolation, "SET_VRING_NUM for ring \(state.index) while it runs.")
+            }
+            vring.size = Int(state.num)
+        case .setVringBase(let state):
+            let vring = try vring(state.index, .setVringBase)
+            guard state.num <= UInt32(UInt16.max) else {
+                throw VirtioError(.protocolViolation, "SET_VRING_BASE \(state.num) for ring \(state.index) does not fit a 16-bit index.")
+            }
+            guard vring.ring == nil else {
+                throw VirtioError(.protocolViolation, "SET_VRING_BASE for ring \(state.index) while it runs.")
+            }
+            vring.base = UInt16(state.num)
+        case .setVringAddr(let address):
+            let vring = try vring(address.index, .setVringAddr)
+            vring.address = address
+            if vring.ring != nil { try vring.start(memory: memory) }
+        case .setVringKick(let file):
+            let vring = try vring(file.index, .setVringKick)
+            guard !memory.isEmpty else {
+                throw VirtioError(.protocolViolation, "SET_VRING_KICK for ring \(file.index) before SET_MEM_TABLE.")
+            }
+            try vring.start(memory: memory)
+            // Without an fd the ring is polled (bit 8 of the payload).
+            vring.kick = descriptors.first.map { EventNotifier(adopting: $0) }
+        case .setVringCall(let file):
+            let vring = try vring(file.index, .setVringCall)
+            vring.call = descriptors.first.map { EventNotifier(adopting: $0) }
+        case .setVringErr(let file):
+            _ = try vring(file.index, .setVringErr)
+        case .setVringEnable(let state):
+            let vring = try vring(state.index, .setVringEnable)
+            guard features.contains(.vhostUserProtocolFeatures) else {
+                throw VirtioError(.protocolViolation, "SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated.")
+            }
+            guard state.num <= 1 else {
+                throw VirtioError(.protocolViolation, "SET_VRING_ENABLE \(state.num) for ring \(state.index); only 0 and 1 are meaningful.")
+            }
+            vring.enabled = state.num == 1
+        case .getVringBase(let state):
+            let vring = try vring(state.index, .getVringBase)
+            let base = vring.stop()
+            var bytes: [UInt8] = []
+            bytes.appendLittleEndianU32(state.index)
+            bytes.appendLittleEndianU32(UInt32(base))
+            try channel.reply(to: .getVringBase, payload: bytes)
+        case .setStatus(let value):
+            status = value
+        case .getStatus:
+            try replyU64(.getStatus, UInt64(status))
+        }
+    }
+}
+
+extension Array where Element == UInt8 {
+    mutating func appendLittleEndianU64(_ value: UInt64) {
+        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+    }
+
+    mutating func appendLittleEndianU32(_ value: UInt32) {
+        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+    }
+}

@@ -1,0 +1,47 @@
+import Synchronization
+
+/// Counters of a back-end, over all the connections it served.
+public struct BackendStatistics: Sendable, Equatable {
+    /// Frames taken from front-ends' transmit queues.
+    public var framesReceived: UInt64 = 0
+    /// Bytes of those frames (without the virtio-net header).
+    public var bytesReceived: UInt64 = 0
+    /// Frames put on front-ends' receive queues.
+    public var framesSent: UInt64 = 0
+    /// Frames dropped because they did not fit the receive buffer offered.
+    public var drops: UInt64 = 0
+    /// Connections accepted.
+    public var connections: UInt64 = 0
+    /// Connections closed because the front-end broke the protocol.
+    public var protocolErrors: UInt64 = 0
+    /// The reason the last connection ended with an error, if any.
+    public var lastError: String?
+}
+
+/// Shared counters: written by the serving thread once per burst, read by anyone.
+final class BackendCounters: Sendable {
+    let framesReceived = Atomic<UInt64>(0)
+    let bytesReceived = Atomic<UInt64>(0)
+    let framesSent = Atomic<UInt64>(0)
+    let drops = Atomic<UInt64>(0)
+    let connections = Atomic<UInt64>(0)
+    let protocolErrors = Atomic<UInt64>(0)
+    let lastError = Mutex<String?>(nil)
+
+    @inline(__always)
+    static func add(_ counter: borrowing Atomic<UInt64>, _ value: Int) {
+        guard value != 0 else { return }
+        counter.store(counter.load(ordering: .relaxed) &+ UInt64(value), ordering: .relaxed)
+    }
+
+    var snapshot: BackendStatistics {
+        BackendStatistics(
+            framesReceived: framesReceived.load(ordering: .relaxed),
+            bytesReceived: bytesReceived.load(ordering: .relaxed),
+            framesSent: framesSent.load(ordering: .relaxed),
+            drops: drops.load(ordering: .relaxed),
+            connections: connections.load(ordering: .relaxed),
+            protocolErrors: protocolErrors.load(ordering: .relaxed),
+            lastError: lastError.withLock { $0 })
+    }
+}

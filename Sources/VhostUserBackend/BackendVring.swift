@@ -1,0 +1,79 @@
+import CVirtioShim
+import VhostUser
+import VirtioCore
+
+/// What the front-end told us about one virtqueue, and the running ring once it starts.
+///
+/// A ring starts when its kick fd arrives (SET_VRING_KICK) and its addresses translate;
+/// it carries traffic while also enabled; GET_VRING_BASE stops it.
+final class BackendVring {
+    let index: Int
+    var size = 0
+    var base: UInt16 = 0
+    var address: VringAddress?
+    var kick: EventNotifier?
+    var call: EventNotifier?
+    var enabled = false
+    /// The device half, present while the ring is started.
+    private(set) var ring: SplitRingDevice?
+    /// Scratch space for one chain (as long as the queue), allocated when the ring starts.
+    private(set) var segments: UnsafeMutablePointer<ChainSegment>?
+
+    init(index: Int) {
+        self.index = index
+    }
+
+    deinit { segments?.deallocate() }
+
+    /// True when frames may move on this ring.
+    var isLive: Bool { ring != nil && enabled }
+
+    /// Starts the ring over `memory`, checking the size and that each part lies, aligned, in
+    /// the front-end's regions.
+    func start(memory: GuestMemoryMap) throws(VirtioError) {
+        guard SplitRingMemory.isValidSize(size) else {
+            throw VirtioError(.protocolViolation, "Ring \(index) was started with size \(size); a power of two up to 32768 is required (send SET_VRING_NUM first).")
+        }
+        guard let address else {
+            throw VirtioError(.protocolViolation, "Ring \(index) was started before SET_VRING_ADDR.")
+        }
+        let parts: [(String, UInt64, Int, Int)] = [
+            ("descriptor table", address.descriptorTable, cvs_vring_desc_bytes(UInt32(size)), Int(CVS_VRING_DESC_ALIGN)),
+            ("available ring", address.availableRing, cvs_vring_avail_bytes(UInt32(size)), Int(CVS_VRING_AVAIL_ALIGN)),
+            ("used ring", address.usedRing, cvs_vring_used_bytes(UInt32(size)), Int(CVS_VRING_USED_ALIGN)),
+        ]
+        var pointers: [UnsafeMutableRawPointer] = []
+        for (name, userAddress, length, alignment) in parts {
+            guard userAddress % UInt64(alignment) == 0 else {
+                throw VirtioError(.protocolViolation, "Ring \(index)'s \(name) at 0x\(String(userAddress, radix: 16)) is not \(alignment)-byte aligned.")
+            }
+            guard let pointer = memory.translate(user: userAddress, length: UInt64(length)) else {
+                throw VirtioError(.protocolViolation, "Ring \(index)'s \(name) at 0x\(String(userAddress, radix: 16)) (\(length) bytes) is not inside the shared memory.")
+            }
+            pointers.append(pointer)
+        }
+        ring = SplitRingDevice(
+            memory: SplitRingMemory(size: size, descriptors: pointers[0], avail: pointers[1], used: pointers[2]),
+            baseIndex: base)
+        segments?.deallocate()
+        segments = .allocate(capacity: size)
+    }
+
+    /// Stops the ring; returns where it stopped (the next available index to process).
+    func stop() -> UInt16 {
+        if let ring { base = ring.availIndex }
+        ring = nil
+        kick = nil
+        return base
+    }
+
+    /// Forgets everything (RESET_OWNER, or a new connection).
+    func reset() {
+        _ = stop()
+        size = 0
+        base = 0
+        address = nil
+        call = nil
+        enabled = false
+    }
+}

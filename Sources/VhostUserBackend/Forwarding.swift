@@ -1,0 +1,166 @@
+import CVirtioShim
+import VirtioCore
+
+/// What a back-end does with the frames a front-end transmits.
+public enum BackendMode: String, Sendable, CaseIterable {
+    /// Each frame comes back on the front-end's receive queue, byte for byte.
+    case loopback
+    /// Frames are counted and dropped.
+    case sink
+}
+
+/// The data path of one connection: moves frames between the front-end's rings with bounded,
+/// validated descriptor walks. Allocates nothing per frame.
+extension BackendConnection {
+    /// The ring the front-end receives on (virtio-net queue 0) and transmits on (queue 1).
+    var rxVring: BackendVring { vrings[0] }
+    var txVring: BackendVring { vrings[1] }
+
+    /// One burst; returns the frames handled. Throws when the front-end broke the ring protocol.
+    func forward(mode: BackendMode, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+        guard let tx = txVring.ring, let txSegments = txVring.segments else { return 0 }
+        let handled: Int
+        switch mode {
+        case .sink:
+            handled = try sink(tx: tx, txSegments: txSegments, burst: burst, counters: counters)
+        case .loopback:
+            guard let rx = rxVring.ring, let rxSegments = rxVring.segments else { return 0 }
+            handled = try loopback(tx: tx, txSegments: txSegments, rx: rx, rxSegments: rxSegments, burst: burst, counters: counters)
+            if handled > 0, rx.publishUsed() { rxVring.call?.signal() }
+        }
+        if handled > 0, tx.publishUsed() { txVring.call?.signal() }
+        if let violation = tx.violation ?? rxVring.ring?.violation {
+            throw VirtioError(.protocolViolation, violation)
+        }
+        return handled
+    }
+
+    private func sink(tx: SplitRingDevice, txSegments: UnsafeMutablePointer<ChainSegment>, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+        let count = min(tx.availableCount(), burst)
+        var bytes = 0
+        var done = 0
+        while done < count {
+            guard let head = tx.takeAvailable(),
+                  let n = tx.readChain(head: head, into: txSegments, capacity: tx.size) else { break }
+            bytes &+= try frameLength(txSegments, n)
+            tx.putUsed(head: head, length: 0)
+            done &+= 1
+        }
+        BackendCounters.add(counters.framesReceived, done)
+        BackendCounters.add(counters.bytesReceived, bytes)
+        return done
+    }
+
+    private func loopback(
+        tx: SplitRingDevice, txSegments: UnsafeMutablePointer<ChainSegment>,
+        rx: SplitRingDevice, rxSegments: UnsafeMutablePointer<ChainSegment>,
+        burst: Int, counters: BackendCounters
+    ) throws(VirtioError) -> Int {
+        // Only take as many frames as there are receive buffers: the front-end sees back-pressure
+        // (a full transmit ring) rather than loss.
+        let count = min(tx.availableCount(), rx.availableCount(), burst)
+        var bytes = 0
+        var sent = 0
+        var dropped = 0
+        var done = 0
+        while done < count {
+            guard let head = tx.takeAvailable(),
+                  let txCount = tx.readChain(head: head, into: txSegments, capacity: tx.size),
+                  let rxHead = rx.peekAvailable(),
+                  let rxCount = rx.readChain(head: rxHead, into: rxSegments, capacity: rx.size) else { break }
+            let length = try frameLength(txSegments, txCount)
+            if let written = try copyFrame(from: txSegments, txCount, to: rxSegments, rxCount, frameLength: length) {
+                rx.skipAvailable()
+                rx.putUsed(head: rxHead, length: UInt32(written))
+                sent &+= 1
+            } else {
+                // The receive buffer is too small for the frame: drop the frame, keep the buffer.
+                dropped &+= 1
+            }
+            tx.putUsed(head: head, length: 0)
+            bytes &+= length
+            done &+= 1
+        }
+        BackendCounters.add(counters.framesReceived, done)
+        BackendCounters.add(counters.bytesReceived, bytes)
+        BackendCounters.add(counters.framesSent, sent)
+        BackendCounters.add(counters.drops, dropped)
+        return done
+    }
+
+    /// Frame bytes in a transmit chain: all readable bytes minus the virtio-net header.
+    private func frameLength(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> Int {
+        var total: UInt64 = 0
+        for i in 0..<count {
+            guard !segments[i].deviceWritable else {
+                throw VirtioError(.protocolViolation, "A transmit chain contains a device-writable descriptor.")
+            }
+            total &+= UInt64(segments[i].length)
+        }
+        guard total >= UInt64(VirtioNetHeader.size) else {
+            throw VirtioError(.protocolViolation, "A transmit chain of \(total) bytes is shorter than the 12-byte virtio-net header.")
+        }
+        return Int(total) - VirtioNetHeader.size
+    }
+
+    /// Copies header + frame from a transmit chain into a receive chain. Returns the bytes
+    /// written (header included), or nil when the receive chain is too small.
+    private func copyFrame(
+        from src: UnsafeMutablePointer<ChainSegment>, _ srcCount: Int,
+        to dst: UnsafeMutablePointer<ChainSegment>, _ dstCount: Int, frameLength: Int
+    ) throws(VirtioError) -> Int? {
+        var capacity = 0
+        for i in 0..<dstCount {
+            guard dst[i].deviceWritable else {
+                throw VirtioError(.protocolViolation, "A receive chain contains a read-only descriptor.")
+            }
+            capacity &+= Int(dst[i].length)
+        }
+        let total = VirtioNetHeader.size + frameLength
+        guard capacity >= total else { return nil }
+
+        // Receive header: no offloads, num_buffers = 1 (VIRTIO 1.1 §5.1.6.4).
+        var header = (UInt64(0), UInt16(0), UInt16(1))
+        var dstIndex = 0
+        var dstOffset = 0
+        var dstPointer = try translate(dst[0])
+        func put(_ source: UnsafeRawPointer, _ length: Int) throws(VirtioError) {
+            var done = 0
+            while done < length {
+                if dstOffset == Int(dst[dstIndex].length) {
+                    dstIndex &+= 1
+                    dstOffset = 0
+                    dstPointer = try translate(dst[dstIndex])
+                }
+                let n = min(length - done, Int(dst[dstIndex].length) - dstOffset)
+                (dstPointer + dstOffset).copyMemory(from: source + done, byteCount: n)
+                done &+= n
+                dstOffset &+= n
+            }
+        }
+        try withUnsafeBytes(of: &header) { (raw) throws(VirtioError) in
+            try put(raw.baseAddress!, VirtioNetHeader.size)
+        }
+        // Source: skip the transmit header, copy the rest segment by segment.
+        var skip = VirtioNetHeader.size
+        for i in 0..<srcCount {
+            let length = Int(src[i].length)
+            if skip >= length {
+                skip -= length
+                continue
+            }
+            let pointer = try translate(src[i])
+            try put(pointer + skip, length - skip)
+            skip = 0
+        }
+        return total
+    }
+
+    @inline(__always)
+    private func translate(_ segment: ChainSegment) throws(VirtioError) -> UnsafeMutableRawPointer {
+        guard let pointer = memory.translate(guestPhysical: segment.address, length: UInt64(segment.length)) else {
+            throw VirtioError(.protocolViolation, "A descriptor points outside the shared memory (0x\(String(segment.address, radix: 16)), \(segment.length) bytes).")
+        }
+        return pointer
+    }
+}

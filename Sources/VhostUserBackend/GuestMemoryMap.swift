@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioShim
+import VhostUser
+import VirtioCore
+
+/// One front-end region mapped into this process.
+final class MappedRegion {
+    let guestPhysicalAddress: UInt64
+    let userAddress: UInt64
+    let size: UInt64
+    /// Our address of the region's first byte.
+    let host: UnsafeMutableRawPointer
+    private let mapping: UnsafeMutableRawPointer
+    private let mappingLength: Int
+
+    /// Maps `descriptor` after checking the region against the file: offset + size must lie
+    /// within the file as fstat reports it (mapping past the end would turn a later access
+    /// into SIGBUS), and no address range may wrap around.
+    init(_ region: MemoryRegionDescriptor, descriptor: OwnedDescriptor) throws(VirtioError) {
+        let (gpaEnd, gpaOverflow) = region.guestPhysicalAddress.addingReportingOverflow(region.size)
+        let (uaEnd, uaOverflow) = region.userAddress.addingReportingOverflow(region.size)
+        let (fileEnd, offsetOverflow) = region.mmapOffset.addingReportingOverflow(region.size)
+        _ = (gpaEnd, uaEnd)
+        guard region.size > 0, !gpaOverflow, !uaOverflow, !offsetOverflow, fileEnd <= UInt64(Int.max) else {
+            throw VirtioError(.protocolViolation, "A memory region (size \(region.size), offset \(region.mmapOffset)) is empty or wraps around the address space.")
+        }
+        let fileSize = cvs_file_size(descriptor.raw)
+        guard fileSize >= 0 else {
+            throw VirtioError.system("fstat of a memory-region fd", errno: errno)
+        }
+        guard fileEnd <= UInt64(fileSize) else {
+            throw VirtioError(.protocolViolation, "A memory region ends at byte \(fileEnd) of its file, which has only \(fileSize) bytes.")
+        }
+        // Map from offset 0 (mmap offsets must be page aligned; region offsets need not be),
+        // rounded to the file's block size, which is the page size for hugetlbfs.
+        var info = stat()
+        var block = UInt64(SharedMemoryRegion.systemPageSize)
+        if fstat(descriptor.raw, &info) == 0, info.st_blksize > 0, info.st_blksize & (info.st_blksize - 1) == 0 {
+            block = max(block, UInt64(info.st_blksize))
+        }
+        let length = min((fileEnd + block - 1) & ~(block - 1), UInt64(fileSize))
+        guard let mapping = cvs_mmap_shared(descriptor.raw, Int(length), 0) else {
+            throw VirtioError.system("mmap of a \(length)-byte memory region", errno: errno)
+        }
+        guestPhysicalAddress = region.guestPhysicalAddress
+        userAddress = region.userAddress
+        size = region.size
+        self.mapping = mapping
+        mappingLength = Int(length)
+        host = mapping + Int(region.mmapOffset)
+    }
+
+    deinit {
+        _ = cvs_munmap(mapping, mappingLength)
+    }
+}
+
+/// The front-end's memory as we mapped it, with bounds-checked translation of its addresses.
+///
+/// Every address a front-end gives us (ring addresses in its virtual space, buffer addresses in
+/// "guest physical" space) is translated only if the whole range `[address, address + length)`
+/// lies inside one region; anything else is refused, so a peer can never make us touch memory
+/// that is not its own.
+final class GuestMemoryMap {
+    private(set) var regions: [MappedRegion] = []
+    // Flat copies of the region bounds for the hot path (no ARC, no array bounds checks).
+    private let starts: UnsafeMutablePointer<UInt64>
+    private let sizes: UnsafeMutablePointer<UInt64>
+    private let hosts: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private var count = 0
+
+    init() {
+        starts = .allocate(capacity: MemoryRegionDescriptor.maximumCount)
+        sizes = .allocate(capacity: MemoryRegionDescriptor.maximumCount)
+        hosts = .allocate(capacity: MemoryRegionDescriptor.maximumCount)
+    }
+
+    deinit {
+        starts.deallocate()
+        sizes.deallocate()
+        hosts.deallocate()
+    }
+
+    /// Maps a new table, replacing the old one only if every region is valid: sizes within
+    /// their files, no overlaps in either address space.
+    func replace(with table: [MemoryRegionDescriptor], descriptors: [OwnedDescriptor]) throws(VirtioError) {
+        guard table.count == descriptors.count, table.count <= MemoryRegionDescriptor.maximumCount else {
+            throw VirtioError(.protocolViolation, "SET_MEM_TABLE has \(table.count) regions and \(descriptors.count) fds; they must match, at most \(MemoryRegionDescriptor.maximumCount).")
+        }
+        for i in table.indices {
+            for j in table.indices where j > i {
+                if overlaps(table[i].guestPhysicalAddress, table[i].size, table[j].guestPhysicalAddress, table[j].size)
+                    || overlaps(table[i].userAddress, table[i].size, table[j].userAddress, table[j].size) {
+                    throw VirtioError(.protocolViolation, "Memory regions \(i) and \(j) overlap.")
+                }
+            }
+        }
+        var mapped: [MappedRegion] = []
+        for (region, descriptor) in zip(table, descriptors) {
+            mapped.append(try MappedRegion(region, descriptor: descriptor))
+        }
+        regions = mapped
+        count = mapped.count
+        for (i, region) in mapped.enumerated() {
+            starts[i] = region.guestPhysicalAddress
+            sizes[i] = region.size
+            hosts[i] = region.host
+        }
+    }
+
+    /// Drops every mapping.
+    func clear() {
+        regions = []
+        count = 0
+    }
+
+    var isEmpty: Bool { count == 0 }
+
+    /// Our pointer for the driver buffer `[address, address + length)` ("guest physical"), or nil
+    /// when it is not entirely inside one region.
+    @inline(__always)
+    func translate(guestPhysical address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
+        var i = 0
+        while i < count {
+            let offset = address &- starts[i]
+            if address >= starts[i], offset <= sizes[i], length <= sizes[i] &- offset {
+                return hosts[i].map { $0 + Int(offset) }
+            }
+            i &+= 1
+        }
+        return nil
+    }
+
+    /// Our pointer for a ring part at front-end virtual `address` spanning `length` bytes.
+    func translate(user address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
+        for region in regions {
+            let offset = address &- region.userAddress
+            if address >= region.userAddress, offset <= region.size, length <= region.size &- offset {
+                return region.host + Int(offset)
+            }
+        }
+        return nil
+    }
+
+    private func overlaps(_ a: UInt64, _ aSize: UInt64, _ b: UInt64, _ bSize: UInt64) -> Bool {
+        a < b &+ bSize && b < a &+ aSize
+    }
+}

@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+@_exported import VirtioCore
+import Synchronization
+import VhostUser
+
+/// A vhost-user back-end (the device side) written in Swift: listens on a Unix socket, serves
+/// one front-end at a time — ours, or DPDK's virtio-user — and accepts the next one after a
+/// disconnect.
+///
+/// ```swift
+/// let backend = try VhostUserBackend(configuration: .init(socketPath: "/tmp/vhost.sock", mode: .loopback))
+/// try backend.start()      // serves on its own thread
+/// …
+/// backend.stop()
+/// ```
+///
+/// The serving thread polls the rings while traffic flows; after a quiet spell it asks the
+/// front-end for kicks and sleeps on them, so an idle back-end costs no CPU.
+public final class VhostUserBackend: Sendable {
+    /// How a back-end is set up.
+    public struct Configuration: Sendable {
+        /// Where to listen.
+        public var socketPath: String
+        /// What to do with frames.
+        public var mode: BackendMode
+        /// Frames handled per ring per burst.
+        public var burstSize = 32
+        /// Empty polls before the thread sleeps on kicks.
+        public var idlePollsBeforeSleep = 20_000
+        /// Features offered to front-ends.
+        public var offeredFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures]
+        /// Protocol features offered (when `offeredFeatures` has PROTOCOL_FEATURES).
+        public var offeredProtocolFeatures: VhostUserProtocolFeatures = .implemented
+
+        /// A configuration with defaults for the rest.
+        public init(socketPath: String, mode: BackendMode = .loopback) {
+            self.socketPath = socketPath
+            self.mode = mode
+        }
+    }
+
+    /// The configuration in force.
+    public let configuration: Configuration
+    private let listener: OwnedDescriptor
+    private let counters = BackendCounters()
+    private let stopping = Atomic<Bool>(false)
+    private let thread = Mutex<DedicatedThread?>(nil)
+    private let traces = Mutex<[[String]]>([])
+
+    /// Binds the socket (replacing a stale one). Serving starts with ``start()``.
+    public init(configuration: Configuration) throws(VirtioError) {
+        guard (1...1024).contains(configuration.burstSize) else {
+            throw VirtioError(.invalidArgument, "Back-end burst size \(configuration.burstSize) must be 1…1024.")
+        }
+        self.configuration = configuration
+        listener = try UnixSocket.listen(at: configuration.socketPath)
+    }
+
+    deinit {
+        stop()
+    }
+
+    /// Counters over every connection so far.
+    public var statistics: BackendStatistics { counters.snapshot }
+
+    /// The requests each finished connection sent, in order, one list per connection (for
+    /// checking a front-end's message order).
+    public var requestTraces: [[String]] { traces.withLock { $0 } }
+
+    /// Starts serving on a dedicated thread.
+    public func start() throws(VirtioError) {
+        try thread.withLock { (current) throws(VirtioError) in
+            guard current == nil else {
+                throw VirtioError(.invalidState, "The back-end is already serving.")
+            }
+            current = try DedicatedThread(name: "vhost-backend") { [self] in serve() }
+        }
+    }
+
+    /// Stops serving (ending any connection), waits for the thread and removes the socket file.
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        let running = thread.withLock { current in
+            defer { current = nil }
+            return current
+        }
+        running?.join()
+        _ = unlink(configuration.socketPath)
+    }
+
+    /// Serves connections until stopped. Runs on the calling thread (``start()`` calls it on a
+    /// dedicated one; a command-line tool may call it directly).
+    public func serve() {
+        while !stopping.load(ordering: .relaxed) {
+            let accepted: OwnedDescriptor?
+            do {
+                accepted = try UnixSocket.accept(listener, milliseconds: 100)
+            } catch {
+                record(error)
+                MonotonicClock.sleep(milliseconds: 100)
+                continue
+            }
+            guard let socket = accepted else { continue }
+            BackendCounters.add(counters.connections, 1)
+            let connection = BackendConnection(
+                socket: socket, offeredFeatures: configuration.offeredFeatures,
+                offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
+                    ? configuration.offeredProtocolFeatures : [])
+            do {
+                try run(connection)
+            } catch {
+                if error.kind != .peerGone {
+                    if error.kind == .protocolViolation { BackendCounters.add(counters.protocolErrors, 1) }
+                    record(error)
+                }
+            }
+            traces.withLock { $0.append(connection.received.map(\.description)) }
+            // `connection` goes out of scope here: its mappings and fds are released.
+        }
+    }
+
+    private func record(_ error: VirtioError) {
+        counters.lastError.withLock { $0 = error.message }
+    }
+
+    /// The per-connection loop: control messages and traffic on one thread, so neither needs
+    /// a lock. Returns when the front-end disconnects or the back-end stops.
+    private func run(_ connection: BackendConnection) throws(VirtioError) {
+        let socket = connection.channel.socket.raw
+        let burst = configuration.burstSize
+        var idlePolls = 0
+        var iterations = 0
+        while !stopping.load(ordering: .relaxed) {
+            guard connection.isRunning else {
+                // Nothing to forward: wait for the next control message.
+                if try Poll.waitReadable(socket, milliseconds: 100) != .timedOut {
+                    try connection.handleNextMessage(timeoutMilliseconds: 5000)
+                }
+                continue
+            }
+            let handled = try connection.forward(mode: configuration.mode, burst: burst, counters: counters)
+            iterations &+= 1
+            // Control messages are rare: look for one every 256 bursts, or whenever idle.
+            if handled == 0 || iterations & 255 == 0 {
+                if try Poll.waitReadable(socket, milliseconds: 0) != .timedOut {
+                    try connection.handleNextMessage(timeoutMilliseconds: 5000)
+                    continue
+                }
+            }
+            if handled > 0 {
+                idlePolls = 0
+                continue
+            }
+            idlePolls &+= 1
+            if idlePolls >= configuration.idlePollsBeforeSleep {
+                try sleepUntilKicked(connection)
+                idlePolls = 0
+            }
+        }
+    }
+
+    /// Asks the front-end for kicks, re-checks the rings (a frame may have arrived between the
+    /// last poll and the request), then sleeps on the kick fds and the socket.
+    private func sleepUntilKicked(_ connection: BackendConnection) throws(VirtioError) {
+        let rings = connection.vrings.compactMap(\.ring)
+        for ring in rings { ring.setNotificationsEnabled(true) }
+        defer { for ring in rings { ring.setNotificationsEnabled(false) } }
+        if rings.contains(where: { $0.availableCount() > 0 }) { return }
+        var fds = [connection.channel.socket.raw]
+        fds += connection.vrings.compactMap { $0.kick?.descriptor.raw }
+        _ = try Poll.waitAny(fds, milliseconds: 100)
+        for vring in connection.vrings { vring.kick?.drain() }
+    }
+}

@@ -1,0 +1,138 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioShim
+
+/// Where shared memory comes from.
+public enum MemoryBacking: Sendable, Equatable, CustomStringConvertible {
+    /// An anonymous memfd with normal pages: no root, no hugepages, no mount needed.
+    case memfd
+    /// A hugetlb memfd with pages of `pageSize` bytes (2 MiB or 1 GiB on x86_64). Needs
+    /// hugepages reserved in /proc/sys/vm/nr_hugepages (or the 1 GiB pool).
+    case hugepages(pageSize: Int)
+
+    /// 2 MiB hugepages, the usual x86_64 size.
+    public static let hugepages2M = MemoryBacking.hugepages(pageSize: 2 << 20)
+
+    public var description: String {
+        switch self {
+        case .memfd: return "memfd (\(SharedMemoryRegion.systemPageSize / 1024) KiB pages)"
+        case .hugepages(let size): return "hugetlb memfd (\(size >> 20) MiB pages)"
+        }
+    }
+}
+
+/// One shared memory region owned by this process: the file descriptor a peer maps and our own
+/// mapping of it. Rings and packet buffers of a device all live in one region, so the vhost-user
+/// memory table has exactly one entry whatever the page size.
+///
+/// `@unchecked Sendable`: every stored property is immutable after `init`; the memory it points
+/// to is shared by design, and who may touch which part of it is the rings' business.
+public final class SharedMemoryRegion: @unchecked Sendable {
+    /// Start of our mapping. Also used as the region's "guest physical" address: like DPDK's
+    /// virtio-user, we hand our own virtual addresses to the backend.
+    public let base: UnsafeMutableRawPointer
+    /// Mapped size in bytes, a multiple of ``pageSize``.
+    public let size: Int
+    /// The memfd a peer maps (sent with SET_MEM_TABLE).
+    public let descriptor: OwnedDescriptor
+    /// The backing actually in use (after any fallback).
+    public let backing: MemoryBacking
+    /// Page size of the backing.
+    public let pageSize: Int
+    /// Why the requested backing was not used, when a fallback happened.
+    public let fallbackReason: String?
+    /// The NUMA node the pages were bound to, or nil without NUMA support.
+    public let numaNode: Int?
+
+    /// The system's normal page size.
+    public static var systemPageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
+
+    /// Creates and maps a region of at least `minimumSize` bytes.
+    ///
+    /// - Parameters:
+    ///   - minimumSize: bytes needed; rounded up to the page size.
+    ///   - backing: where the memory comes from.
+    ///   - fallbackToNormalPages: with `.hugepages`, use normal pages (and say why in
+    ///     ``fallbackReason``) when the hugepage pool cannot supply the region.
+    ///   - name: the memfd's name, visible in /proc/PID/maps.
+    public init(
+        minimumSize: Int,
+        backing: MemoryBacking = .memfd,
+        fallbackToNormalPages: Bool = true,
+        name: String = "virtio-user"
+    ) throws(VirtioError) {
+        guard minimumSize > 0 else {
+            throw VirtioError(.invalidArgument, "A shared memory region needs a positive size, not \(minimumSize).")
+        }
+        switch backing {
+        case .memfd:
+            let mapped = try Self.map(size: minimumSize, pageSize: Self.systemPageSize, flags: 0, name: name)
+            (base, size, descriptor, numaNode) = mapped
+            self.backing = .memfd
+            pageSize = Self.systemPageSize
+            fallbackReason = nil
+        case .hugepages(let hugeSize):
+            guard hugeSize > 0, hugeSize & (hugeSize - 1) == 0, hugeSize >= Self.systemPageSize else {
+                throw VirtioError(.invalidArgument, "Hugepage size \(hugeSize) is not a power of two ≥ the page size; use 2 MiB (2097152) or 1 GiB.")
+            }
+            let shift = UInt32(hugeSize.trailingZeroBitCount)
+            let flags = UInt32(CVS_MEMFD_HUGETLB) | (shift << UInt32(CVS_MEMFD_HUGE_SHIFT))
+            do {
+                let mapped = try Self.map(size: minimumSize, pageSize: hugeSize, flags: flags, name: name)
+                (base, size, descriptor, numaNode) = mapped
+                self.backing = backing
+                pageSize = hugeSize
+                fallbackReason = nil
+            } catch {
+                guard fallbackToNormalPages else {
+                    throw VirtioError(error.kind, "\(error.message) Reserve hugepages (echo N > /proc/sys/vm/nr_hugepages) or use normal pages.", errno: error.errno)
+                }
+                let mapped = try Self.map(size: minimumSize, pageSize: Self.systemPageSize, flags: 0, name: name)
+                (base, size, descriptor, numaNode) = mapped
+                self.backing = .memfd
+                pageSize = Self.systemPageSize
+                fallbackReason = "hugepages of \(hugeSize >> 20) MiB could not back \(minimumSize) bytes (\(error.message)); using normal pages"
+            }
+        }
+    }
+
+    deinit {
+        _ = cvs_munmap(base, size)
+    }
+
+    /// Round `value` up to a multiple of `alignment` (a power of two).
+    @inlinable
+    public static func roundUp(_ value: Int, to alignment: Int) -> Int {
+        (value + alignment - 1) & ~(alignment - 1)
+    }
+
+    private static func map(
+        size minimumSize: Int, pageSize: Int, flags: UInt32, name: String
+    ) throws(VirtioError) -> (UnsafeMutableRawPointer, Int, OwnedDescriptor, Int?) {
+        let size = roundUp(minimumSize, to: pageSize)
+        let what = flags == 0 ? "memfd_create" : "memfd_create(MFD_HUGETLB)"
+        let fd = OwnedDescriptor(taking: try SystemCall.run(what) {
+            cvs_memfd_create(name, UInt32(CVS_MEMFD_DEFAULT) | flags)
+        })
+        _ = try SystemCall.run("ftruncate(\(size) bytes)") { ftruncate(fd.raw, off_t(size)) }
+        // Hugetlb memfds accept ftruncate even when the pool is too small; mmap is where the
+        // shortage shows (ENOMEM), so that is where a fallback decision is made.
+        guard let base = cvs_mmap_shared(fd.raw, size, 0) else {
+            let code = errno
+            throw VirtioError.system("mmap of \(size) bytes (\(what))", errno: code)
+        }
+        // Seal the size so that no one holding the fd (the peer included) can shrink the file
+        // under our mapping and turn our next access into SIGBUS.
+        if cvs_memfd_seal_size(fd.raw) != 0 && flags == 0 {
+            let code = errno
+            _ = cvs_munmap(base, size)
+            throw VirtioError.system("sealing the memfd", errno: code)
+        }
+        let node = cvs_numa_bind_local(base, size)
+        // Touch every page now: a hugepage shortage then fails here, as an error we can
+        // report, instead of as SIGBUS in the middle of traffic.
+        memset(base, 0, size)
+        return (base, size, fd, node >= 0 ? Int(node) : nil)
+    }
+}

@@ -1,0 +1,154 @@
+import CVirtioShim
+
+/// One descriptor of a chain, as the device reads it (addresses still in the driver's space).
+public struct ChainSegment: Sendable, Equatable {
+    /// The driver's address of the buffer.
+    public var address: UInt64
+    /// Its length in bytes.
+    public var length: UInt32
+    /// True when the device may write it (VRING_DESC_F_WRITE).
+    public var deviceWritable: Bool
+
+    /// Creates a segment.
+    public init(address: UInt64, length: UInt32, deviceWritable: Bool) {
+        self.address = address
+        self.length = length
+        self.deviceWritable = deviceWritable
+    }
+}
+
+/// The device half of a split virtqueue: takes available chains, returns used ones.
+///
+/// Every value read from the ring comes from the driver and is checked before use: the
+/// available index may not run ahead by more than the queue size, heads and `next` links must
+/// be inside the table, chains may not loop or exceed the queue size. A violation stops the
+/// ring (``violation`` says why) instead of trusting the value. One thread owns a ring.
+public final class SplitRingDevice {
+    /// The shared ring memory.
+    public let memory: SplitRingMemory
+    @usableFromInline let mask: Int
+    /// Next available entry to take.
+    @usableFromInline var lastAvail: UInt16
+    /// Next used slot to fill (published by ``publishUsed()``).
+    @usableFromInline var usedShadow: UInt16
+    /// Set when the driver broke the protocol; the ring is unusable from then on.
+    public private(set) var violation: String?
+
+    /// Starts a device view at `baseIndex` (the value of SET_VRING_BASE).
+    public init(memory: SplitRingMemory, baseIndex: UInt16 = 0) {
+        self.memory = memory
+        mask = memory.size - 1
+        lastAvail = baseIndex
+        usedShadow = baseIndex
+    }
+
+    /// The queue size.
+    @inlinable public var size: Int { mask + 1 }
+    /// Where the device stopped: the value GET_VRING_BASE reports.
+    public var availIndex: UInt16 { lastAvail }
+
+    /// Asks the driver for kicks (true) or tells it not to bother (false,
+    /// VRING_USED_F_NO_NOTIFY). The fence orders this store before the caller's next check of
+    /// the available index, so a kick cannot be missed between the two (§2.7.10).
+    public func setNotificationsEnabled(_ enabled: Bool) {
+        cvs_store_relaxed_u16(cvs_used_flags(memory.used), enabled ? 0 : UInt16(CVS_VRING_USED_F_NO_NOTIFY))
+        cvs_fence_seq_cst()
+    }
+
+    /// How many chains the driver has made available and we have not taken.
+    @inlinable
+    public func availableCount() -> Int {
+        if violation != nil { return 0 }
+        // Acquire: ring entries and descriptors are read only after the index (§2.7.13).
+        let availIdx = cvs_load_acquire_u16(cvs_avail_idx(memory.avail))
+        let count = Int(availIdx &- lastAvail)
+        if count > mask + 1 {
+            markViolation("available index jumped by \(count) on a queue of \(mask + 1)")
+            return 0
+        }
+        return count
+    }
+
+    /// The next available head without taking it (call only when ``availableCount()`` > 0).
+    /// Nil, with ``violation`` set, when the driver wrote a head outside the table.
+    @inlinable
+    public func peekAvailable() -> UInt16? {
+        let head = cvs_avail_ring(memory.avail)[Int(lastAvail) & mask]
+        guard Int(head) <= mask else {
+            markViolation("available ring names descriptor \(head) on a queue of \(mask + 1)")
+            return nil
+        }
+        return head
+    }
+
+    /// Consumes the head ``peekAvailable()`` returned.
+    @inlinable
+    public func skipAvailable() {
+        lastAvail &+= 1
+    }
+
+    /// Takes the next available head (call at most ``availableCount()`` times).
+    @inlinable
+    public func takeAvailable() -> UInt16? {
+        guard let head = peekAvailable() else { return nil }
+        lastAvail &+= 1
+        return head
+    }
+
+    /// Reads the chain starting at `head` into `segments` (at most `capacity`). Returns the
+    /// number of segments, or nil with ``violation`` set when a link leaves the table, the chain
+    /// is longer than the queue or `capacity`, or a descriptor is indirect (not negotiated).
+    @inlinable
+    public func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+        var index = Int(head)
+        var count = 0
+        while true {
+            // One copy of the descriptor: the driver may change it while we look, so every
+            // check and use below refers to this snapshot, never to shared memory again.
+            let descriptor = memory.descriptors[index]
+            if descriptor.flags & UInt16(CVS_VRING_DESC_F_INDIRECT) != 0 {
+                markViolation("descriptor \(index) is indirect, which was not negotiated")
+                return nil
+            }
+            guard count < capacity, count <= mask else {
+                markViolation("chain from head \(head) is longer than \(min(capacity, mask + 1)) descriptors (a loop?)")
+                return nil
+            }
+            segments[count] = ChainSegment(
+                address: descriptor.addr, length: descriptor.len,
+                deviceWritable: descriptor.flags & UInt16(CVS_VRING_DESC_F_WRITE) != 0)
+            count &+= 1
+            guard descriptor.flags & UInt16(CVS_VRING_DESC_F_NEXT) != 0 else { return count }
+            index = Int(descriptor.next)
+            guard index <= mask else {
+                markViolation("descriptor links to \(descriptor.next) on a queue of \(mask + 1)")
+                return nil
+            }
+        }
+    }
+
+    /// Returns chain `head` to the driver with `length` bytes written (unpublished until
+    /// ``publishUsed()``).
+    @inlinable
+    public func putUsed(head: UInt16, length: UInt32) {
+        cvs_used_ring(memory.used)[Int(usedShadow) & mask] = cvs_vring_used_elem(id: UInt32(head), len: length)
+        usedShadow &+= 1
+    }
+
+    /// Publishes the used entries put since the last call (one release store) and reports
+    /// whether the driver wants an interrupt (VRING_AVAIL_F_NO_INTERRUPT clear).
+    @inlinable
+    public func publishUsed() -> Bool {
+        let usedIdx = cvs_used_idx(memory.used)
+        if cvs_load_relaxed_u16(usedIdx) == usedShadow { return false }
+        // Release: the entries become visible before the index that covers them (§2.7.14).
+        cvs_store_release_u16(usedIdx, usedShadow)
+        cvs_fence_seq_cst()
+        return cvs_load_relaxed_u16(cvs_avail_flags(memory.avail)) & UInt16(CVS_VRING_AVAIL_F_NO_INTERRUPT) == 0
+    }
+
+    @usableFromInline
+    func markViolation(_ text: String) {
+        if violation == nil { violation = "The driver broke the split-ring protocol: \(text)." }
+    }
+}

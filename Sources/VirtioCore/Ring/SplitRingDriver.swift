@@ -1,0 +1,164 @@
+import CVirtioShim
+
+/// The driver half of a split virtqueue: makes buffers available, collects used ones.
+///
+/// Bookkeeping (free descriptors, what each descriptor carries) is kept in private memory, never
+/// read back from the shared ring: the device can scribble on shared memory, not on this.
+/// One thread owns a ring; the type is deliberately not `Sendable`.
+public final class SplitRingDriver {
+    /// The shared ring memory.
+    public let memory: SplitRingMemory
+    @usableFromInline let mask: Int
+    /// Next free slot in the available ring (not yet published past ``publishedAvail``).
+    @usableFromInline var availShadow: UInt16
+    /// Where the next used entry will be read.
+    @usableFromInline var lastUsed: UInt16
+    /// Stack of free descriptor ids.
+    @usableFromInline let freeStack: UnsafeMutablePointer<UInt16>
+    @usableFromInline var freeCount: Int
+    /// For each descriptor id: the caller's cookie, or `UInt32.max` when not in flight.
+    @usableFromInline let cookies: UnsafeMutablePointer<UInt32>
+    /// Set when the device broke the protocol; the ring is unusable from then on.
+    public private(set) var violation: String?
+    /// The index both sides started from at the last reset (what SET_VRING_BASE announces).
+    public private(set) var startIndex: UInt16 = 0
+
+    @usableFromInline static let idle = UInt32.max
+
+    /// Takes over `memory`, zeroes it and starts both indices at `startIndex`.
+    public init(memory: SplitRingMemory, startIndex: UInt16 = 0) {
+        self.memory = memory
+        mask = memory.size - 1
+        availShadow = startIndex
+        lastUsed = startIndex
+        freeStack = .allocate(capacity: memory.size)
+        cookies = .allocate(capacity: memory.size)
+        freeCount = 0
+        cookies.initialize(repeating: Self.idle, count: memory.size)
+        reset(startIndex: startIndex)
+    }
+
+    /// Forgets every buffer (the caller reclaims them first with ``reclaimAll(_:)``), zeroes
+    /// the shared ring and starts both indices at `startIndex`. For a fresh session.
+    public func reset(startIndex: UInt16 = 0) {
+        self.startIndex = startIndex
+        availShadow = startIndex
+        lastUsed = startIndex
+        freeCount = memory.size
+        for i in 0..<memory.size {
+            freeStack[i] = UInt16(truncatingIfNeeded: memory.size - 1 - i)
+            cookies[i] = Self.idle
+        }
+        violation = nil
+        memory.descriptors.initialize(repeating: cvs_vring_desc(), count: memory.size)
+        memory.avail.initializeMemory(as: UInt8.self, repeating: 0, count: cvs_vring_avail_bytes(UInt32(memory.size)))
+        memory.used.initializeMemory(as: UInt8.self, repeating: 0, count: cvs_vring_used_bytes(UInt32(memory.size)))
+        cvs_avail_idx(memory.avail).pointee = startIndex
+        cvs_used_idx(memory.used).pointee = startIndex
+    }
+
+    deinit {
+        freeStack.deallocate()
+        cookies.deallocate()
+    }
+
+    /// The queue size.
+    @inlinable public var size: Int { mask + 1 }
+    /// Descriptors not in flight.
+    @inlinable public var freeDescriptors: Int { freeCount }
+    /// Descriptors handed to the device and not yet returned.
+    @inlinable public var inFlight: Int { mask + 1 - freeCount }
+    /// The available index as published (the value to report as the ring's base).
+    public var availIndex: UInt16 { availShadow }
+
+    /// Tells the device whether we want interrupts (call notifications) for used buffers.
+    public func setInterruptsEnabled(_ enabled: Bool) {
+        cvs_store_relaxed_u16(cvs_avail_flags(memory.avail), enabled ? 0 : UInt16(CVS_VRING_AVAIL_F_NO_INTERRUPT))
+        cvs_fence_seq_cst()
+    }
+
+    /// Puts one single-descriptor buffer on the available ring (unpublished until
+    /// ``publish()``). Returns false when no descriptor is free.
+    ///
+    /// - Parameters:
+    ///   - address: the buffer's address as the device sees it.
+    ///   - length: bytes the device may read (or write, with `deviceWritable`).
+    ///   - deviceWritable: the device writes this buffer (receive); otherwise it reads it.
+    ///   - cookie: returned with the buffer by ``takeUsed()``; must not be `UInt32.max`.
+    @inlinable
+    @discardableResult
+    public func add(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool {
+        guard freeCount > 0 else { return false }
+        freeCount &-= 1
+        let id = Int(freeStack[freeCount])
+        cookies[id] = cookie
+        memory.descriptors[id] = cvs_vring_desc(
+            addr: address, len: length,
+            flags: deviceWritable ? UInt16(CVS_VRING_DESC_F_WRITE) : 0, next: 0)
+        cvs_avail_ring(memory.avail)[Int(availShadow) & mask] = UInt16(truncatingIfNeeded: id)
+        availShadow &+= 1
+        return true
+    }
+
+    /// Publishes everything added since the last call (one release store), then reports
+    /// whether the device asked to be notified (VRING_USED_F_NO_NOTIFY clear).
+    @inlinable
+    public func publish() -> Bool {
+        let availIdx = cvs_avail_idx(memory.avail)
+        if cvs_load_relaxed_u16(availIdx) == availShadow { return false }
+        // Release: descriptors and ring entries become visible before the new index (§2.7.13).
+        cvs_store_release_u16(availIdx, availShadow)
+        // The flag read must not move before the index store (§2.7.7): a full fence.
+        cvs_fence_seq_cst()
+        return cvs_load_relaxed_u16(cvs_used_flags(memory.used)) & UInt16(CVS_VRING_USED_F_NO_NOTIFY) == 0
+    }
+
+    /// How many used entries are ready to take. Zero also when the device broke the protocol
+    /// (see ``violation``).
+    @inlinable
+    public func usedCount() -> Int {
+        if violation != nil { return 0 }
+        // Acquire: the used entries are read only after the index that covers them (§2.7.14).
+        let usedIdx = cvs_load_acquire_u16(cvs_used_idx(memory.used))
+        let count = Int(usedIdx &- lastUsed)
+        if count > inFlight {
+            markViolation("used index advanced by \(count) with only \(inFlight) buffers in flight")
+            return 0
+        }
+        return count
+    }
+
+    /// Takes the next used entry (call at most ``usedCount()`` times): the buffer's cookie and
+    /// the bytes the device wrote. Nil when the entry names a descriptor that is not in flight.
+    @inlinable
+    public func takeUsed() -> (cookie: UInt32, length: UInt32)? {
+        let element = cvs_used_ring(memory.used)[Int(lastUsed) & mask]
+        let id = Int(element.id)
+        guard id <= mask, cookies[id] != Self.idle else {
+            markViolation("used entry names descriptor \(element.id), which is not in flight")
+            return nil
+        }
+        lastUsed &+= 1
+        let cookie = cookies[id]
+        cookies[id] = Self.idle
+        freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
+        freeCount &+= 1
+        return (cookie, element.len)
+    }
+
+    /// Calls `body` with the cookie of every buffer still in flight and marks them free: used
+    /// when a ring is torn down so no buffer is lost.
+    public func reclaimAll(_ body: (UInt32) -> Void) {
+        for id in 0...mask where cookies[id] != Self.idle {
+            body(cookies[id])
+            cookies[id] = Self.idle
+            freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
+            freeCount += 1
+        }
+    }
+
+    @usableFromInline
+    func markViolation(_ text: String) {
+        if violation == nil { violation = "The device broke the split-ring protocol: \(text)." }
+    }
+}

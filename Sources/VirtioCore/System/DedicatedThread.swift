@@ -1,0 +1,43 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioShim
+
+/// A plain OS thread for poll loops, which must never run on Swift's cooperative pool.
+public final class DedicatedThread: Sendable {
+    private final class Box: @unchecked Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    private let handle: pthread_t
+
+    /// Starts `body` on a new thread named `name` (at most 15 bytes are kept by Linux).
+    public init(name: String, _ body: @escaping @Sendable () -> Void) throws(VirtioError) {
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, dedicatedThreadEntry, box)
+        if result != 0 {
+            Unmanaged<AnyObject>.fromOpaque(box).release()
+            throw VirtioError.system("pthread_create(\(name))", errno: result)
+        }
+        _ = cvs_set_thread_name(thread, String(decoding: name.utf8.prefix(15), as: UTF8.self))
+        handle = thread
+    }
+
+    /// Waits for the thread's body to return. Call at most once.
+    public func join() {
+        _ = pthread_join(handle, nil)
+    }
+
+    fileprivate static func run(_ opaque: UnsafeMutableRawPointer) {
+        let box = Unmanaged<Box>.fromOpaque(opaque).takeRetainedValue()
+        box.body()
+    }
+}
+
+// A global function, not a closure: closures formed in top-level code are inferred @MainActor.
+private func dedicatedThreadEntry(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    if let argument { DedicatedThread.run(argument) }
+    return nil
+}

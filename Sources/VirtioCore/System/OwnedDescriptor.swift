@@ -1,0 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A file descriptor with one owner, closed exactly once when the owner lets go.
+///
+/// Descriptors cross threads (a socket closed by `stop()` while another thread waits on it), so
+/// the object is `Sendable`; the raw value itself never changes.
+public final class OwnedDescriptor: Sendable, CustomStringConvertible {
+    /// The raw descriptor number, valid while this object is alive.
+    public let raw: Int32
+
+    /// Takes ownership of `raw`; it is closed when this object is released.
+    public init(taking raw: Int32) {
+        self.raw = raw
+    }
+
+    deinit {
+        _ = Glibc.close(raw)
+    }
+
+    public var description: String { "fd \(raw)" }
+}

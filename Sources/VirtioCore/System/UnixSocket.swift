@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioShim
+
+/// AF_UNIX stream sockets: the vhost-user control channel.
+public enum UnixSocket {
+    /// How a client keeps trying while the listening side is not there yet.
+    public struct RetryPolicy: Sendable, Equatable {
+        /// Total time to keep trying, in milliseconds (0: one attempt).
+        public var timeoutMilliseconds: Int
+        /// Pause between attempts, in milliseconds.
+        public var intervalMilliseconds: Int
+
+        /// Creates a policy.
+        public init(timeoutMilliseconds: Int, intervalMilliseconds: Int = 100) {
+            self.timeoutMilliseconds = max(0, timeoutMilliseconds)
+            self.intervalMilliseconds = max(1, intervalMilliseconds)
+        }
+
+        /// One attempt, no waiting.
+        public static let once = RetryPolicy(timeoutMilliseconds: 0)
+    }
+
+    /// Connects to the socket at `path`, retrying while it does not exist or refuses
+    /// (ENOENT, ECONNREFUSED, EAGAIN) until the policy's time is up.
+    public static func connect(to path: String, retry: RetryPolicy = .once) throws(VirtioError) -> OwnedDescriptor {
+        try checkPathLength(path)
+        let deadline = MonotonicClock.nanoseconds() + UInt64(retry.timeoutMilliseconds) * 1_000_000
+        while true {
+            let socket = OwnedDescriptor(taking: try SystemCall.run("socket(AF_UNIX)") { cvs_unix_socket() })
+            let (result, code) = SystemCall.attempt { cvs_unix_connect(socket.raw, path) }
+            if result == 0 { return socket }
+            let retryable = code == ENOENT || code == ECONNREFUSED || code == EAGAIN
+            if !retryable || MonotonicClock.nanoseconds() >= deadline {
+                let hint = retryable
+                    ? "Is the vhost-user backend running and listening on \(path)?"
+                    : "Check that \(path) is a vhost-user socket you may open."
+                throw VirtioError.system("connect(\(path))", errno: code, hint: hint)
+            }
+            MonotonicClock.sleep(milliseconds: retry.intervalMilliseconds)
+        }
+    }
+
+    /// Creates a listening socket at `path`. A stale socket file left by a dead process is
+    /// removed first; any other existing file is refused rather than deleted.
+    public static func listen(at path: String, backlog: Int32 = 4) throws(VirtioError) -> OwnedDescriptor {
+        try checkPathLength(path)
+        var info = stat()
+        if lstat(path, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+                throw VirtioError(.invalidArgument, "\(path) exists and is not a socket; choose another path or remove it.")
+            }
+            _ = unlink(path)
+        }
+        let socket = OwnedDescriptor(taking: try SystemCall.run("socket(AF_UNIX)") { cvs_unix_socket() })
+        _ = try SystemCall.run("bind(\(path))", hint: "Check that the directory exists and is writable.") {
+            cvs_unix_bind(socket.raw, path)
+        }
+        _ = try SystemCall.run("listen(\(path))") { Glibc.listen(socket.raw, backlog) }
+        return socket
+    }
+
+    /// Accepts one connection on a listening socket, waiting at most `milliseconds`
+    /// (negative: forever). Returns nil when the time ran out.
+    public static func accept(_ listener: OwnedDescriptor, milliseconds: Int32) throws(VirtioError) -> OwnedDescriptor? {
+        switch try Poll.waitReadable(listener.raw, milliseconds: milliseconds) {
+        case .timedOut: return nil
+        case .hungUp: throw VirtioError(.peerGone, "The listening socket was closed.")
+        case .readable: break
+        }
+        let (fd, code) = SystemCall.attempt { cvs_accept_cloexec(listener.raw) }
+        if fd >= 0 { return OwnedDescriptor(taking: fd) }
+        if code == EAGAIN || code == ECONNABORTED { return nil }
+        throw VirtioError.system("accept", errno: code)
+    }
+
+    /// A connected pair (for tests and in-process peers).
+    public static func pair() throws(VirtioError) -> (OwnedDescriptor, OwnedDescriptor) {
+        var fds: [Int32] = [-1, -1]
+        _ = try SystemCall.run("socketpair") {
+            socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+        }
+        return (OwnedDescriptor(taking: fds[0]), OwnedDescriptor(taking: fds[1]))
+    }
+
+    static func checkPathLength(_ path: String) throws(VirtioError) {
+        let limit = cvs_unix_path_max()
+        if path.utf8.isEmpty || path.utf8.count > limit {
+            throw VirtioError(.invalidArgument, "Socket path '\(path)' must be 1…\(limit) bytes long (the limit of sun_path); use a shorter path.")
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import VirtioCore
+
+extension VirtioUserDevice {
+    /// Everything needed to create a device. Defaults match DPDK's virtio-user where it has one.
+    public struct Configuration: Sendable {
+        /// The vhost-user socket of the back-end (which listens; we connect).
+        public var socketPath: String
+        /// Entries per virtqueue: a power of two from 64 to 32768.
+        public var queueSize: Int = 256
+        /// Receive refill batch and the default burst of the CLI: 1…queueSize.
+        public var burstSize: Int = 32
+        /// Our MAC address; nil picks a random locally administered one.
+        public var macAddress: MACAddress?
+        /// Where the shared memory comes from.
+        public var memory: MemoryBacking = .memfd
+        /// With `.hugepages`, fall back to normal pages when the hugepage pool is too small
+        /// (``VirtioUserDevice/memoryFallbackReason`` says so) instead of failing.
+        public var fallbackToNormalPages = true
+        /// Packet buffers in the pool; nil sizes it for a full receive ring, a full transmit
+        /// ring and 8 bursts in the caller's hands.
+        public var poolSize: Int?
+        /// How long `start()` keeps trying to reach a back-end that is not listening yet.
+        public var connectTimeoutMilliseconds = 5000
+        /// How long each control-path reply may take.
+        public var replyTimeoutMilliseconds = 5000
+
+        /// A configuration for the back-end at `socketPath`, with defaults for the rest.
+        public init(socketPath: String) {
+            self.socketPath = socketPath
+        }
+
+        var effectivePoolSize: Int { poolSize ?? (2 * queueSize + 8 * burstSize) }
+
+        func validate() throws(VirtioError) {
+            guard SplitRingMemory.isValidSize(queueSize), queueSize >= 64 else {
+                throw VirtioError(.invalidArgument, "Queue size \(queueSize) is not a power of two from 64 to 32768.")
+            }
+            guard (1...queueSize).contains(burstSize) else {
+                throw VirtioError(.invalidArgument, "Burst size \(burstSize) must be 1…\(queueSize) (the queue size).")
+            }
+            guard effectivePoolSize >= queueSize + burstSize, effectivePoolSize <= 1 << 22 else {
+                throw VirtioError(.invalidArgument, "Pool size \(effectivePoolSize) must be at least queue + burst size (\(queueSize + burstSize)) and at most 4194304.")
+            }
+            guard connectTimeoutMilliseconds >= 0, replyTimeoutMilliseconds > 0 else {
+                throw VirtioError(.invalidArgument, "Timeouts must be positive (connect may be 0 for a single attempt).")
+            }
+        }
+    }
+
+    /// Whether frames can flow.
+    public enum LinkState: Sendable, Equatable, CustomStringConvertible {
+        /// Negotiated and running.
+        case up
+        /// Not started, stopped, or the back-end went away or broke the protocol (the reason).
+        case down(reason: String)
+
+        public var description: String {
+            switch self {
+            case .up: return "up"
+            case .down(let reason): return "down (\(reason))"
+            }
+        }
+    }
+
+    /// Counters of the receive and transmit queue, read at one moment.
+    public struct Statistics: Sendable, Equatable {
+        public var rx: QueueStatistics
+        public var tx: QueueStatistics
+        /// Buffers in the pool in all.
+        public var poolSize: Int
+    }
+}
+
+/// Where rings and buffers sit in the one shared region.
+struct DeviceMemoryLayout {
+    let rxRingOffset: Int
+    let txRingOffset: Int
+    let poolOffset: Int
+    let totalBytes: Int
+
+    init(queueSize: Int, poolSize: Int) {
+        let ringBytes = SharedMemoryRegion.roundUp(SplitRingMemory.bytesNeeded(size: queueSize), to: 4096)
+        rxRingOffset = 0
+        txRingOffset = ringBytes
+        poolOffset = 2 * ringBytes
+        totalBytes = poolOffset + PacketPool.bytesNeeded(count: poolSize)
+    }
+}

@@ -1,0 +1,77 @@
+import VirtioCore
+
+/// Fixed-size packet buffers carved from the shared region, with a private free stack.
+///
+/// Each slot is `headroom + dataRoom` bytes; the frame starts `headroom` bytes in, and the
+/// 12-byte virtio-net header sits just before it, so header and frame go in one descriptor.
+/// Owned by the thread that owns the queue pair.
+@usableFromInline
+final class PacketPool {
+    /// Bytes before the frame: room for the virtio-net header and for prepending headers.
+    @usableFromInline static let headroom = 128
+    /// Bytes for the frame itself.
+    @usableFromInline static let dataRoom = 2048
+    @usableFromInline static let slotSize = headroom + dataRoom
+
+    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline let count: Int
+    @usableFromInline let freeStack: UnsafeMutablePointer<UInt32>
+    @usableFromInline var freeCount: Int
+    /// Guards against returning a buffer twice, which would hand one slot to two owners.
+    @usableFromInline let isFree: UnsafeMutablePointer<Bool>
+    /// Buffers handed back that were not ours or were already free.
+    @usableFromInline var invalidReleases: UInt64 = 0
+
+    init(base: UnsafeMutableRawPointer, count: Int) {
+        self.base = base
+        self.count = count
+        freeStack = .allocate(capacity: count)
+        isFree = .allocate(capacity: count)
+        freeCount = 0
+        isFree.initialize(repeating: false, count: count)
+        for slot in (0..<count).reversed() { push(UInt32(slot)) }
+    }
+
+    deinit {
+        freeStack.deallocate()
+        isFree.deallocate()
+    }
+
+    static func bytesNeeded(count: Int) -> Int { count * slotSize }
+
+    /// Buffers available now.
+    @inlinable var available: Int { freeCount }
+
+    @inlinable
+    func dataPointer(slot: UInt32) -> UnsafeMutableRawPointer {
+        base + (Int(slot) &* Self.slotSize &+ Self.headroom)
+    }
+
+    /// Takes a free buffer, or nil when the pool is empty.
+    @inlinable
+    func take() -> PacketBuffer? {
+        guard freeCount > 0 else { return nil }
+        freeCount &-= 1
+        let slot = freeStack[freeCount]
+        isFree[Int(slot)] = false
+        return PacketBuffer(slot: slot, data: dataPointer(slot: slot), length: 0)
+    }
+
+    /// Returns slot `slot` to the pool; refuses (and counts) a slot that is not ours or is
+    /// already free.
+    @inlinable
+    func put(slot: UInt32) {
+        guard Int(slot) < count, !isFree[Int(slot)] else {
+            invalidReleases &+= 1
+            return
+        }
+        push(slot)
+    }
+
+    @inlinable
+    func push(_ slot: UInt32) {
+        isFree[Int(slot)] = true
+        freeStack[freeCount] = slot
+        freeCount &+= 1
+    }
+}

@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Synchronization
+import VhostUserBackend
+
+/// Set by SIGINT/SIGTERM: stop serving and print the totals.
+let stopRequested = Atomic<Bool>(false)
+
+@main
+struct VhostUserBackendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vhost-user-backend",
+        abstract: "A vhost-user back-end in Swift: serves virtio-user front-ends (ours or DPDK's) on a Unix socket.",
+        discussion: """
+        Listens on --socket, serves one front-end at a time and accepts the next after a disconnect. \
+        loopback returns every transmitted frame on the front-end's receive queue; sink counts and \
+        drops. Runs until SIGINT/SIGTERM or --duration, then prints totals. Exit status: 0, or 2 on \
+        an error (a one-line message on stderr).
+        """)
+
+    @Option(help: "Socket path to listen on (a stale socket there is replaced).")
+    var socket: String
+
+    @Option(help: "loopback or sink.")
+    var mode: BackendMode = .loopback
+
+    @Option(help: "Seconds to serve; 0 serves until SIGINT/SIGTERM.")
+    var duration: Double = 0
+
+    @Option(name: .customLong("stats-period"), help: "Seconds between stats lines; 0 for none.")
+    var statsPeriod: Double = 0
+
+    func validate() throws {
+        guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
+    }
+
+    func run() throws {
+        signal(SIGINT) { _ in stopRequested.store(true, ordering: .relaxed) }
+        signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed) }
+        let backend: VhostUserBackend
+        do throws(VirtioError) {
+            backend = try VhostUserBackend(configuration: .init(socketPath: socket, mode: mode))
+            try backend.start()
+        } catch {
+            Console.error("vhost-user-backend: error: \(error.message)")
+            throw ExitCode(2)
+        }
+        print("vhost-user-backend: \(mode.rawValue) on \(socket)")
+        Console.flush()
+        let start = MonotonicClock.nanoseconds()
+        var nextStats = statsPeriod > 0 ? start + UInt64(statsPeriod * 1e9) : UInt64.max
+        while !stopRequested.load(ordering: .relaxed) {
+            MonotonicClock.sleep(milliseconds: 50)
+            let now = MonotonicClock.nanoseconds()
+            if duration > 0 && now - start >= UInt64(duration * 1e9) { break }
+            if now >= nextStats {
+                printTotals(backend.statistics)
+                nextStats += UInt64(statsPeriod * 1e9)
+            }
+        }
+        backend.stop()
+        printTotals(backend.statistics)
+    }
+
+    private func printTotals(_ s: BackendStatistics) {
+        print("connections \(s.connections)  received \(s.framesReceived) (\(s.bytesReceived) bytes)  sent \(s.framesSent)  drops \(s.drops)  protocol errors \(s.protocolErrors)"
+              + (s.lastError.map { "  last error: \($0)" } ?? ""))
+        Console.flush()
+    }
+}
+
+extension BackendMode: ExpressibleByArgument {}

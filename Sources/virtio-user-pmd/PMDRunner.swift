@@ -1,0 +1,71 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import VhostUserBackend
+import VirtioUser
+
+/// One run: set up the back-end (embedded or not) and the device, forward, report.
+struct PMDRunner {
+    let options: VirtioUserPMD
+
+    /// Returns false when the embedded loopback lost frames (the one failure that is not an
+    /// error of set-up).
+    func run() throws(VirtioError) -> Bool {
+        var backend: VhostUserBackend?
+        var directory: String?
+        let socketPath: String
+        if let path = options.socket {
+            socketPath = path
+        } else {
+            let dir = try makePrivateDirectory()
+            directory = dir
+            socketPath = dir + "/vhost.sock"
+            let embedded = try VhostUserBackend(configuration: .init(socketPath: socketPath, mode: options.backendMode))
+            try embedded.start()
+            backend = embedded
+        }
+        defer {
+            backend?.stop()
+            if let directory { _ = rmdir(directory) }
+        }
+
+        var configuration = VirtioUserDevice.Configuration(socketPath: socketPath)
+        configuration.queueSize = options.queueSize
+        configuration.burstSize = options.burst
+        configuration.macAddress = options.mac.flatMap(MACAddress.init)
+        configuration.memory = options.hugepages ? .hugepages2M : .memfd
+        configuration.connectTimeoutMilliseconds = options.connectTimeout
+        let device = try VirtioUserDevice(configuration: configuration)
+        if let reason = device.memoryFallbackReason {
+            Console.error("virtio-user-pmd: warning: \(reason)")
+        }
+        try device.start()
+        let backendName = options.socket.map { "vhost-user back-end at \($0)" } ?? "embedded Swift back-end (\(options.backendMode.rawValue))"
+        print("virtio-user-pmd: \(options.forwardMode.rawValue), frame \(options.pktSize) B, burst \(options.burst), queue \(options.queueSize)")
+        print("  device \(device.macAddress), memory \(device.memoryBacking), \(device.sharedMemoryBytes >> 10) KiB in one region")
+        print("  peer: \(backendName), features \(device.negotiatedFeatures), protocol features \(device.protocolFeatures)")
+        if backend != nil && options.backendMode == .loopback && (options.forwardMode == .io || options.forwardMode == .macswap) && !options.txFirst {
+            print("  note: \(options.forwardMode.rawValue) against a loopback back-end moves nothing without --tx-first")
+        }
+
+        let forwarder = Forwarder(device: device, options: options)
+        let result = forwarder.run()
+        let linkAtEnd = device.linkState
+        device.stop()
+
+        let report = RunReport(options: options, device: device, result: result, backend: backend?.statistics)
+        report.printSummary(linkAtEnd: linkAtEnd)
+        if case .down(let reason) = linkAtEnd {
+            throw VirtioError(.peerGone, "The link went down during the run: \(reason).")
+        }
+        return report.loopbackIntact
+    }
+
+    private func makePrivateDirectory() throws(VirtioError) -> String {
+        var template = Array("/tmp/virtio-user-pmd.XXXXXX".utf8CString)
+        guard let result = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw VirtioError.system("mkdtemp in /tmp", errno: errno, hint: "Is /tmp writable?")
+        }
+        return String(cString: result)
+    }
+}

@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import VhostUserBackend
+import VirtioUser
+
+@main
+struct VirtioUserPMD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "virtio-user-pmd",
+        abstract: "Move Ethernet frames through a VirtioUserDevice, like dpdk-testpmd with one virtio-user port.",
+        discussion: """
+        Without --socket, an embedded Swift vhost-user back-end in loopback mode serves the device on \
+        a private temporary socket, so the run needs nothing else. With --socket, the device connects \
+        to the back-end listening there (for example dpdk-testpmd --vdev net_vhost0,iface=PATH).
+
+        Forward modes: txonly generates frames (frames that come back are counted and freed); rxonly \
+        counts and frees what arrives; io sends every received frame back; macswap swaps the MAC \
+        addresses first. io and macswap need traffic from the peer, or --tx-first.
+
+        Prints a stats line every --stats-period seconds and a summary at the end. Exit status: 0 on \
+        success; 1 when the embedded loopback lost or corrupted frames; 2 on any error (a one-line \
+        message on stderr).
+        """)
+
+    @Option(help: "vhost-user socket of a listening back-end. Default: an embedded loopback back-end.")
+    var socket: String?
+
+    @Option(name: .customLong("forward-mode"), help: "txonly, rxonly, io or macswap.")
+    var forwardMode: ForwardMode = .txonly
+
+    @Option(help: "Seconds to run (SIGINT ends a run early, with its summary).")
+    var duration: Double = 5
+
+    @Option(help: "Frames per burst (1…queue size).")
+    var burst: Int = 32
+
+    @Option(name: .customLong("pkt-size"), help: "Frame length in bytes for txonly, without FCS (60…2048).")
+    var pktSize: Int = 64
+
+    @Option(name: .customLong("queue-size"), help: "Virtqueue size: a power of two, 64…32768.")
+    var queueSize: Int = 256
+
+    @Flag(help: "Back the shared memory with 2 MiB hugepages (falls back to normal pages, with a warning, when none are reserved).")
+    var hugepages = false
+
+    @Flag(name: .customLong("tx-first"), help: "In io/macswap mode, send one burst first to start traffic.")
+    var txFirst = false
+
+    @Option(help: "Our MAC address (aa:bb:cc:dd:ee:ff). Default: random, locally administered.")
+    var mac: String?
+
+    @Option(name: .customLong("peer-mac"), help: "Destination MAC of txonly frames.")
+    var peerMAC: String = "02:00:00:00:00:02"
+
+    @Option(name: .customLong("stats-period"), help: "Seconds between stats lines; 0 for none.")
+    var statsPeriod: Double = 1
+
+    @Option(name: .customLong("connect-timeout"), help: "Milliseconds to keep retrying while the back-end is not listening.")
+    var connectTimeout: Int = 5000
+
+    @Option(name: .customLong("backend-mode"), help: "Embedded back-end's mode: loopback or sink.")
+    var backendMode: BackendMode = .loopback
+
+    func validate() throws {
+        guard duration > 0, duration <= 86_400 else { throw ValidationError("--duration must be more than 0 and at most 86400 seconds.") }
+        guard (60...VirtioUserDevice.maximumFrameLength).contains(pktSize) else {
+            throw ValidationError("--pkt-size must be 60…\(VirtioUserDevice.maximumFrameLength).")
+        }
+        guard statsPeriod >= 0 else { throw ValidationError("--stats-period must not be negative.") }
+        if let mac, MACAddress(mac) == nil { throw ValidationError("--mac '\(mac)' is not a MAC address (aa:bb:cc:dd:ee:ff).") }
+        if MACAddress(peerMAC) == nil { throw ValidationError("--peer-mac '\(peerMAC)' is not a MAC address.") }
+        if socket != nil && backendMode != .loopback { throw ValidationError("--backend-mode applies only to the embedded back-end (without --socket).") }
+    }
+
+    func run() throws {
+        installInterruptHandlers()
+        do {
+            let outcome = try PMDRunner(options: self).run()
+            if !outcome { throw ExitCode(1) }
+        } catch let error as VirtioError {
+            Console.error("virtio-user-pmd: error: \(error.message)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+extension BackendMode: ExpressibleByArgument {}

@@ -1,0 +1,13 @@
+// Counts heap allocations made by the calling thread, so a test can prove that a loop
+// allocates nothing. malloc and friends are replaced for the whole test binary; they forward
+// to glibc's implementation and only count when the calling thread has switched counting on.
+#ifndef CALLOCATION_COUNTER_H
+#define CALLOCATION_COUNTER_H
+#include <stdint.h>
+
+/// Starts counting this thread's allocations from zero.
+void allocation_counter_start(void);
+/// Stops counting and returns how many allocations this thread made since the start.
+uint64_t allocation_counter_stop(void);
+
+#endif
