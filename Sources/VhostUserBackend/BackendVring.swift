@@ -52,9 +52,12 @@ final class BackendVring {
             }
             pointers.append(pointer)
         }
-        ring = SplitRingDevice(
+        let device = SplitRingDevice(
             memory: SplitRingMemory(size: size, descriptors: pointers[0], avail: pointers[1], used: pointers[2]),
             baseIndex: base)
+        // We poll while traffic flows: tell the driver not to kick until we go idle.
+        device.setNotificationsEnabled(false)
+        ring = device
         segments?.deallocate()
         segments = .allocate(capacity: size)
     }
