@@ -92,7 +92,7 @@ public final class SharedMemoryRegion: @unchecked Sendable {
                 (base, size, descriptor, numaNode) = mapped
                 self.backing = .memfd
                 pageSize = Self.systemPageSize
-                fallbackReason = "hugepages of \(hugeSize >> 20) MiB could not back \(minimumSize) bytes (\(error.message)); using normal pages"
+                fallbackReason = "\(hugeSize >> 20) MiB hugepages could not back \(minimumSize) bytes, so normal pages are used. \(error.message) Reserve hugepages with: echo N > /proc/sys/vm/nr_hugepages"
             }
         }
     }
