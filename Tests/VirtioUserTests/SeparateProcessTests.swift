@@ -1,0 +1,109 @@
+import Foundation
+import VirtioUser
+import XCTest
+
+/// The back-end in its own process (the container model without namespaces), and the CLI as a
+/// user runs it.
+final class SeparateProcessTests: XCTestCase {
+    private func launch(_ executable: String, _ arguments: [String]) throws -> (Process, Pipe, Pipe) {
+        let process = Process()
+        process.executableURL = productsDirectory.appendingPathComponent(executable)
+        process.arguments = arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        return (process, output, errors)
+    }
+
+    private func text(_ pipe: Pipe) -> String {
+        String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
+
+    func testDeviceAgainstBackendInAnotherProcess() throws {
+        let path = try makeSocketPath(self)
+        let (backend, output, _) = try launch("vhost-user-backend", ["--socket", path, "--mode", "loopback"])
+        defer { if backend.isRunning { backend.terminate() } }
+        var configuration = VirtioUserDevice.Configuration(socketPath: path)
+        configuration.connectTimeoutMilliseconds = 10_000  // the process may take a moment to listen
+        let device = try VirtioUserDevice(configuration: configuration)
+        try device.start()
+        let total: UInt64 = 50_000
+        let result = runLoopbackStream(device: device, stream: FrameStream(seed: 0xBEEF), total: total)
+        XCTAssertEqual(result.intact, total)
+        device.stop()
+        XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize)
+
+        backend.terminate()  // SIGTERM: the back-end prints its totals and exits 0
+        let printed = text(output)
+        backend.waitUntilExit()
+        XCTAssertEqual(backend.terminationStatus, 0, printed)
+        XCTAssertTrue(printed.contains("received \(total)"), printed)
+        XCTAssertTrue(printed.contains("sent \(total)"), printed)
+        XCTAssertTrue(printed.contains("protocol errors 0"), printed)
+    }
+
+    /// The README's main job: a short loopback run reports TX = RX and exits 0.
+    func testCommandLineLoopbackRunSucceeds() throws {
+        let (pmd, output, errors) = try launch("virtio-user-pmd", ["--duration", "1", "--stats-period", "0"])
+        let printed = text(output)
+        pmd.waitUntilExit()
+        XCTAssertEqual(pmd.terminationStatus, 0, printed + text(errors))
+        XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
+    }
+
+    func testCommandLineReportsAMissingBackendInOneLine() throws {
+        let path = try makeSocketPath(self)
+        let (pmd, _, errors) = try launch("virtio-user-pmd", ["--socket", path, "--connect-timeout", "100"])
+        let message = text(errors)
+        pmd.waitUntilExit()
+        XCTAssertEqual(pmd.terminationStatus, 2)
+        XCTAssertTrue(message.hasPrefix("virtio-user-pmd: error: connect(\(path)) failed"), message)
+        XCTAssertEqual(message.split(separator: "\n").count, 1, message)
+    }
+
+    func testCommandLineRejectsBadArguments() throws {
+        for arguments in [["--queue-size", "100"], ["--pkt-size", "10"], ["--burst", "0"], ["--forward-mode", "fly"]] {
+            let (pmd, _, errors) = try launch("virtio-user-pmd", arguments + ["--duration", "1"])
+            let message = text(errors)
+            pmd.waitUntilExit()
+            XCTAssertNotEqual(pmd.terminationStatus, 0, "\(arguments): \(message)")
+            XCTAssertFalse(message.isEmpty, "\(arguments)")
+        }
+    }
+
+    /// No root needed: as an unprivileged user (nobody), with normal pages, the loopback run
+    /// works. Only meaningful when the tests run as root (CI does); as non-root they already
+    /// prove it, so the plain run above covers it.
+    func testRunsWithoutRootPrivileges() throws {
+        guard getuid() == 0 else {
+            let (pmd, output, _) = try launch("virtio-user-pmd", ["--duration", "1", "--stats-period", "0"])
+            let printed = text(output)
+            pmd.waitUntilExit()
+            XCTAssertEqual(pmd.terminationStatus, 0, printed)
+            return
+        }
+        let binary = productsDirectory.appendingPathComponent("virtio-user-pmd").path
+        // Copy the binary where an unprivileged user can read and run it.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vu-nobody-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let copy = directory.appendingPathComponent("virtio-user-pmd")
+        try FileManager.default.copyItem(atPath: binary, toPath: copy.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: copy.path)
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", copy.path, "--duration", "1", "--stats-period", "0"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let printed = text(output)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, printed)
+        XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import VhostUserBackend
+import VirtioUser
+import XCTest
+
+/// A deterministic generator, so a failing frame can be regenerated from its sequence number.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476C_E1E5_B9B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Frame number `sequence` of a test stream: its length (60…1514) and every byte follow from the
+/// sequence number and the stream's seed.
+struct FrameStream {
+    let seed: UInt64
+    var minimumLength = 60
+    var maximumLength = 1514
+
+    func length(of sequence: UInt64) -> Int {
+        var generator = SplitMix64(seed: seed ^ (sequence &* 0x2545_F491_4F6C_DD1D))
+        return Int.random(in: minimumLength...maximumLength, using: &generator)
+    }
+
+    /// Writes frame `sequence` at `data`; returns its length.
+    func write(_ sequence: UInt64, to data: UnsafeMutableRawPointer) -> Int {
+        let length = length(of: sequence)
+        var generator = SplitMix64(seed: seed &+ sequence)
+        var offset = 0
+        while offset + 8 <= length {
+            data.storeBytes(of: generator.next(), toByteOffset: offset, as: UInt64.self)
+            offset += 8
+        }
+        var last = generator.next()
+        while offset < length {
+            data.storeBytes(of: UInt8(truncatingIfNeeded: last), toByteOffset: offset, as: UInt8.self)
+            last >>= 8
+            offset += 1
+        }
+        return length
+    }
+
+    /// True when `bytes` is exactly frame `sequence`.
+    func matches(_ sequence: UInt64, _ bytes: UnsafeRawBufferPointer, scratch: UnsafeMutableRawPointer) -> Bool {
+        let length = write(sequence, to: scratch)
+        return bytes.count == length && memcmp(bytes.baseAddress!, scratch, length) == 0
+    }
+}
+
+/// A private directory with a socket path in it, removed at the end of the test.
+func makeSocketPath(_ testCase: XCTestCase, name: String = "vhost.sock") throws -> String {
+    let directory = FileManager.default.temporaryDirectory
+        .appendingPathComponent("vu-test-\(UUID().uuidString.prefix(8))")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    testCase.addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+    return directory.appendingPathComponent(name).path
+}
+
+/// The directory holding the built products (the test bundle sits beside the executables).
+var productsDirectory: URL {
+    Bundle.main.bundleURL
+}
+
+/// Sends `total` frames of `stream` through `device` (looped back by the peer) and checks each
+/// received frame byte for byte, in order. Returns the number of frames that matched.
+func runLoopbackStream(device: VirtioUserDevice, stream: FrameStream, total: UInt64, burstSize: Int = 32) -> (sent: UInt64, intact: UInt64, mismatched: UInt64) {
+    let tx = PacketBurst(capacity: burstSize)
+    let rx = PacketBurst(capacity: burstSize)
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: 2048, alignment: 8)
+    defer { scratch.deallocate() }
+    var nextToSend: UInt64 = 0
+    var nextExpected: UInt64 = 0
+    var mismatched: UInt64 = 0
+    var idleSpins = 0
+    while nextExpected < total && idleSpins < 50_000_000 {
+        // Fill the transmit burst with the next frames.
+        let first = tx.count
+        let wanted = Int(min(UInt64(tx.space), total - nextToSend))
+        let added = device.allocate(into: tx, count: wanted)
+        for i in first..<(first + added) {
+            var packet = tx[i]
+            packet.length = stream.write(nextToSend, to: packet.data)
+            tx[i] = packet
+            nextToSend += 1
+        }
+        let sent = device.transmit(tx)
+        let received = device.receive(into: rx)
+        for i in 0..<rx.count {
+            if !stream.matches(nextExpected, UnsafeRawBufferPointer(rx[i].bytes), scratch: scratch) { mismatched += 1 }
+            nextExpected += 1
+        }
+        device.release(rx)
+        idleSpins = (sent == 0 && received == 0) ? idleSpins + 1 : 0
+    }
+    device.release(tx)
+    return (nextToSend, nextExpected - mismatched, mismatched)
+}
+
+/// Polls `condition` every millisecond for up to `seconds`; true as soon as it holds. A bound
+/// against hanging, not a timing assertion.
+func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = MonotonicClock.nanoseconds() + UInt64(seconds * 1e9)
+    while MonotonicClock.nanoseconds() < deadline {
+        if condition() { return true }
+        MonotonicClock.sleep(milliseconds: 1)
+    }
+    return condition()
+}
