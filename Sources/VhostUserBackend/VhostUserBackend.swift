@@ -42,32 +42,32 @@ public final class VhostUserBackend: Sendable {
     }
 
     /// The configuration in force.
-    public let configuration: Configuration
-    private let listener: OwnedDescriptor
-    private let counters = BackendCounters()
-    private let stopping = Atomic<Bool>(false)
+    public var configuration: Configuration { server.configuration }
+    private let server: BackendServer
     private let thread = Mutex<DedicatedThread?>(nil)
-    private let traces = Mutex<[[String]]>([])
+    /// The socket file we created, so we never remove one another back-end made since.
+    private let socketIdentity: FileIdentity?
 
     /// Binds the socket (replacing a stale one). Serving starts with ``start()``.
     public init(configuration: Configuration) throws(VirtioError) {
         guard (1...1024).contains(configuration.burstSize) else {
             throw VirtioError(.invalidArgument, "Back-end burst size \(configuration.burstSize) must be 1…1024.")
         }
-        self.configuration = configuration
-        listener = try UnixSocket.listen(at: configuration.socketPath)
+        server = BackendServer(configuration: configuration, listener: try UnixSocket.listen(at: configuration.socketPath))
+        socketIdentity = FileIdentity(path: configuration.socketPath)
     }
 
+    /// Dropping the back-end stops it: the serving thread holds the server, not this object.
     deinit {
         stop()
     }
 
     /// Counters over every connection so far.
-    public var statistics: BackendStatistics { counters.snapshot }
+    public var statistics: BackendStatistics { server.counters.snapshot }
 
     /// The requests each finished connection sent, in order, one list per connection (for
     /// checking a front-end's message order).
-    public var requestTraces: [[String]] { traces.withLock { $0 } }
+    public var requestTraces: [[String]] { server.traces.withLock { $0 } }
 
     /// Starts serving on a dedicated thread.
     public func start() throws(VirtioError) {
@@ -75,24 +75,46 @@ public final class VhostUserBackend: Sendable {
             guard current == nil else {
                 throw VirtioError(.invalidState, "The back-end is already serving.")
             }
-            current = try DedicatedThread(name: "vhost-backend") { [self] in serve() }
+            let server = self.server
+            current = try DedicatedThread(name: "vhost-backend") { server.serve() }
         }
     }
 
     /// Stops serving (ending any connection), waits for the thread and removes the socket file.
     public func stop() {
-        stopping.store(true, ordering: .relaxed)
+        server.stopping.store(true, ordering: .relaxed)
         let running = thread.withLock { current in
             defer { current = nil }
             return current
         }
         running?.join()
-        _ = unlink(configuration.socketPath)
+        if let socketIdentity, FileIdentity(path: configuration.socketPath) == socketIdentity {
+            _ = unlink(configuration.socketPath)
+        }
     }
 
-    /// Serves connections until stopped. Runs on the calling thread (``start()`` calls it on a
-    /// dedicated one; a command-line tool may call it directly).
+    /// Serves connections on the calling thread until ``stop()`` is called from another one
+    /// (``start()`` runs this on a dedicated thread).
     public func serve() {
+        server.serve()
+    }
+}
+
+/// The accept loop and per-connection loop, with everything they share with the public object.
+final class BackendServer: Sendable {
+    let configuration: VhostUserBackend.Configuration
+    let listener: OwnedDescriptor
+    let counters = BackendCounters()
+    let stopping = Atomic<Bool>(false)
+    let traces = Mutex<[[String]]>([])
+
+    init(configuration: VhostUserBackend.Configuration, listener: OwnedDescriptor) {
+        self.configuration = configuration
+        self.listener = listener
+    }
+
+    /// Serves connections until stopped.
+    func serve() {
         while !stopping.load(ordering: .relaxed) {
             let accepted: OwnedDescriptor?
             do {
@@ -172,5 +194,18 @@ public final class VhostUserBackend: Sendable {
         fds += connection.vrings.compactMap { $0.kick?.descriptor.raw }
         _ = try Poll.waitAny(fds, milliseconds: 100)
         for vring in connection.vrings { vring.kick?.drain() }
+    }
+}
+
+/// Device and inode of a file: tells "the file we made" from "a file now at the same path".
+struct FileIdentity: Equatable, Sendable {
+    let device: UInt64
+    let inode: UInt64
+
+    init?(path: String) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
     }
 }
