@@ -88,12 +88,16 @@ public final class VhostUserChannel {
         var bytes = [UInt8](repeating: 0, count: count)
         var received = 0
         while received < count {
-            let remaining = deadline == UInt64.max ? -1 : Int64(deadline) - Int64(MonotonicClock.nanoseconds())
-            if deadline != UInt64.max && remaining <= 0 {
-                throw VirtioError(.timeout, "The vhost-user peer did not send \(what) in time; it may be hung or not speak vhost-user.")
-            }
+            // Data already waiting is read even when the deadline has passed (a zero timeout
+            // means "only what is there now"); only an empty socket past the deadline times out.
+            let remaining = deadline == UInt64.max ? -1 : max(0, Int64(deadline) - Int64(MonotonicClock.nanoseconds()))
             let wait = remaining < 0 ? Int32(-1) : Int32(clamping: (remaining + 999_999) / 1_000_000)
-            if try Poll.waitReadable(socket.raw, milliseconds: wait) == .timedOut { continue }
+            if try Poll.waitReadable(socket.raw, milliseconds: wait) == .timedOut {
+                if remaining == 0 || MonotonicClock.nanoseconds() >= deadline {
+                    throw VirtioError(.timeout, "The vhost-user peer did not send \(what) in time; it may be hung or not speak vhost-user.")
+                }
+                continue
+            }
             var fds = [Int32](repeating: -1, count: Int(CVS_MAX_RECV_FDS))
             var fdCount: Int32 = 0
             var flags: Int32 = 0

@@ -62,10 +62,12 @@ public final class VhostUserFrontend {
     public func setVringAddr(_ address: VringAddress) throws(VirtioError) { try perform(.setVringAddr(address)) }
 
     public func setVringKick(index: UInt32, notifier: EventNotifier) throws(VirtioError) {
+        try checkFileIndex(index, .setVringKick)
         try perform(.setVringKick(VringFile(index: index, hasDescriptor: true)), descriptors: [notifier.descriptor.raw])
     }
 
     public func setVringCall(index: UInt32, notifier: EventNotifier) throws(VirtioError) {
+        try checkFileIndex(index, .setVringCall)
         try perform(.setVringCall(VringFile(index: index, hasDescriptor: true)), descriptors: [notifier.descriptor.raw])
     }
 
@@ -96,6 +98,14 @@ public final class VhostUserFrontend {
     }
 
     // MARK: - Mechanics
+
+    /// Kick/call payloads carry the ring index in 8 bits: a larger one would spill into the
+    /// no-fd flag and mean something else entirely.
+    private func checkFileIndex(_ index: UInt32, _ request: VhostUserRequest) throws(VirtioError) {
+        guard UInt64(index) <= VringFile.indexMask else {
+            throw VirtioError(.invalidArgument, "\(request) for ring \(index): vhost-user carries ring indices 0…255 in this message.")
+        }
+    }
 
     private var usesReplyAck: Bool { protocolFeatures.contains(.replyAck) }
 

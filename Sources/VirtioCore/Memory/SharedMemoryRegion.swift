@@ -45,6 +45,10 @@ public final class SharedMemoryRegion: @unchecked Sendable {
     /// The NUMA node the pages were bound to, or nil without NUMA support.
     public let numaNode: Int?
 
+    /// The largest region this type creates (1 TiB): far beyond any ring and pool, and small
+    /// enough that rounding to any page size cannot overflow.
+    public static let maximumSize = 1 << 40
+
     /// The system's normal page size.
     public static var systemPageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
 
@@ -62,8 +66,8 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         fallbackToNormalPages: Bool = true,
         name: String = "virtio-user"
     ) throws(VirtioError) {
-        guard minimumSize > 0 else {
-            throw VirtioError(.invalidArgument, "A shared memory region needs a positive size, not \(minimumSize).")
+        guard minimumSize > 0, minimumSize <= Self.maximumSize else {
+            throw VirtioError(.invalidArgument, "A shared memory region needs a size from 1 to \(Self.maximumSize) bytes, not \(minimumSize).")
         }
         switch backing {
         case .memfd:
@@ -123,8 +127,9 @@ public final class SharedMemoryRegion: @unchecked Sendable {
             throw VirtioError.system("mmap of \(size) bytes (\(what))", errno: code)
         }
         // Seal the size so that no one holding the fd (the peer included) can shrink the file
-        // under our mapping and turn our next access into SIGBUS.
-        if cvs_memfd_seal_size(fd.raw) != 0 && flags == 0 {
+        // under our mapping and turn our next access into SIGBUS. Without the seal we refuse
+        // the region (a hugetlb request then falls back to normal pages, which can be sealed).
+        if cvs_memfd_seal_size(fd.raw) != 0 {
             let code = errno
             _ = cvs_munmap(base, size)
             throw VirtioError.system("sealing the memfd", errno: code)

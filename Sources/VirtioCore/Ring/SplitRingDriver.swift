@@ -11,6 +11,8 @@ public final class SplitRingDriver {
     @usableFromInline let mask: Int
     /// Next free slot in the available ring (not yet published past ``publishedAvail``).
     @usableFromInline var availShadow: UInt16
+    /// The available index last published: the device has seen nothing beyond it.
+    @usableFromInline var publishedAvail: UInt16
     /// Where the next used entry will be read.
     @usableFromInline var lastUsed: UInt16
     /// Stack of free descriptor ids.
@@ -30,6 +32,7 @@ public final class SplitRingDriver {
         self.memory = memory
         mask = memory.size - 1
         availShadow = startIndex
+        publishedAvail = startIndex
         lastUsed = startIndex
         freeStack = .allocate(capacity: memory.size)
         cookies = .allocate(capacity: memory.size)
@@ -42,6 +45,7 @@ public final class SplitRingDriver {
     /// the shared ring and starts both indices at `startIndex`. For a fresh session.
     public func reset(startIndex: UInt16 = 0) {
         self.startIndex = startIndex
+        publishedAvail = startIndex
         availShadow = startIndex
         lastUsed = startIndex
         freeCount = memory.size
@@ -108,6 +112,7 @@ public final class SplitRingDriver {
         if cvs_load_relaxed_u16(availIdx) == availShadow { return false }
         // Release: descriptors and ring entries become visible before the new index (§2.7.13).
         cvs_store_release_u16(availIdx, availShadow)
+        publishedAvail = availShadow
         // The flag read must not move before the index store (§2.7.7): a full fence.
         cvs_fence_seq_cst()
         return cvs_load_relaxed_u16(cvs_used_flags(memory.used)) & UInt16(CVS_VRING_USED_F_NO_NOTIFY) == 0
@@ -121,8 +126,10 @@ public final class SplitRingDriver {
         // Acquire: the used entries are read only after the index that covers them (§2.7.14).
         let usedIdx = cvs_load_acquire_u16(cvs_used_idx(memory.used))
         let count = Int(usedIdx &- lastUsed)
-        if count > inFlight {
-            markViolation("used index advanced by \(count) with only \(inFlight) buffers in flight")
+        // Only published buffers can come back: the device never saw the others.
+        let outstanding = Int(publishedAvail &- lastUsed)
+        if count > outstanding {
+            markViolation("used index advanced by \(count) with only \(outstanding) buffers made available")
             return 0
         }
         return count
