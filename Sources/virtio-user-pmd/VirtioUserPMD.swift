@@ -20,7 +20,7 @@ struct VirtioUserPMD: ParsableCommand {
         addresses first. io and macswap need traffic from the peer, or --tx-first.
 
         Prints a stats line every --stats-period seconds and a summary at the end. Exit status: 0 on \
-        success; 1 when the embedded loopback lost or corrupted frames; 2 on any error (a one-line \
+        success; 1 when the embedded loopback back-end did not return every frame, or errors were counted; 2 on any error (a one-line \
         message on stderr).
         """)
 
