@@ -25,6 +25,10 @@ public final class VhostUserBackend: Sendable {
         public var socketPath: String
         /// What to do with frames.
         public var mode: BackendMode
+        /// `.server` (default): listen on `socketPath` for front-ends. `.client`: connect to a
+        /// front-end listening there (DPDK virtio-user with `server=1`), and reconnect after it
+        /// goes away.
+        public var connectionMode: ConnectionMode = .server
         /// Frames handled per ring per burst.
         public var burstSize = 32
         /// Empty polls before the thread sleeps on kicks.
@@ -45,16 +49,14 @@ public final class VhostUserBackend: Sendable {
     public var configuration: Configuration { server.configuration }
     private let server: BackendServer
     private let thread = Mutex<DedicatedThread?>(nil)
-    /// The socket file we created, so we never remove one another back-end made since.
-    private let socketIdentity: FileIdentity?
 
     /// Binds the socket (replacing a stale one). Serving starts with ``start()``.
     public init(configuration: Configuration) throws(VirtioError) {
         guard (1...1024).contains(configuration.burstSize) else {
             throw VirtioError(.invalidArgument, "Back-end burst size \(configuration.burstSize) must be 1…1024.")
         }
-        server = BackendServer(configuration: configuration, listener: try UnixSocket.listen(at: configuration.socketPath))
-        socketIdentity = FileIdentity(path: configuration.socketPath)
+        let listener = configuration.connectionMode == .server ? try UnixListener(path: configuration.socketPath) : nil
+        server = BackendServer(configuration: configuration, listener: listener)
     }
 
     /// Dropping the back-end stops it: the serving thread holds the server, not this object.
@@ -75,6 +77,9 @@ public final class VhostUserBackend: Sendable {
             guard current == nil else {
                 throw VirtioError(.invalidState, "The back-end is already serving.")
             }
+            guard !server.stopping.load(ordering: .relaxed) else {
+                throw VirtioError(.invalidState, "This back-end was stopped; create a new one to serve again.")
+            }
             let server = self.server
             current = try DedicatedThread(name: "vhost-backend") { server.serve() }
         }
@@ -88,9 +93,7 @@ public final class VhostUserBackend: Sendable {
             return current
         }
         running?.join()
-        if let socketIdentity, FileIdentity(path: configuration.socketPath) == socketIdentity {
-            _ = unlink(configuration.socketPath)
-        }
+        server.closeListener()
     }
 
     /// Serves connections on the calling thread until ``stop()`` is called from another one
@@ -103,28 +106,25 @@ public final class VhostUserBackend: Sendable {
 /// The accept loop and per-connection loop, with everything they share with the public object.
 final class BackendServer: Sendable {
     let configuration: VhostUserBackend.Configuration
-    let listener: OwnedDescriptor
+    /// Removes its socket file when released (if still ours).
+    let listener: Mutex<UnixListener?>
     let counters = BackendCounters()
     let stopping = Atomic<Bool>(false)
     let traces = Mutex<[[String]]>([])
 
-    init(configuration: VhostUserBackend.Configuration, listener: OwnedDescriptor) {
+    init(configuration: VhostUserBackend.Configuration, listener: UnixListener?) {
         self.configuration = configuration
-        self.listener = listener
+        self.listener = Mutex(listener)
+    }
+
+    func closeListener() {
+        listener.withLock { $0 = nil }
     }
 
     /// Serves connections until stopped.
     func serve() {
         while !stopping.load(ordering: .relaxed) {
-            let accepted: OwnedDescriptor?
-            do {
-                accepted = try UnixSocket.accept(listener, milliseconds: 100)
-            } catch {
-                record(error)
-                MonotonicClock.sleep(milliseconds: 100)
-                continue
-            }
-            guard let socket = accepted else { continue }
+            guard let socket = nextConnection() else { continue }
             BackendCounters.add(counters.connections, 1)
             let connection = BackendConnection(
                 socket: socket, offeredFeatures: configuration.offeredFeatures,
@@ -140,6 +140,30 @@ final class BackendServer: Sendable {
             }
             traces.withLock { $0.append(connection.received.map(\.description)) }
             // `connection` goes out of scope here: its mappings and fds are released.
+        }
+    }
+
+    /// The next front-end: accepted (server mode) or connected to (client mode). Waits about
+    /// 100 ms at most, so `stopping` is checked often.
+    private func nextConnection() -> OwnedDescriptor? {
+        do throws(VirtioError) {
+            switch configuration.connectionMode {
+            case .server:
+                guard let current = listener.withLock({ $0 }) else {
+                    MonotonicClock.sleep(milliseconds: 100)
+                    return nil
+                }
+                return try current.accept(milliseconds: 100)
+            case .client:
+                return try UnixSocket.connect(to: configuration.socketPath, retry: .init(timeoutMilliseconds: 100))
+            }
+        } catch {
+            // A front-end not (yet, or no longer) listening is the normal wait in client mode.
+            if !(configuration.connectionMode == .client && [ENOENT, ECONNREFUSED].contains(error.errno ?? 0)) {
+                record(error)
+            }
+            MonotonicClock.sleep(milliseconds: 100)
+            return nil
         }
     }
 
@@ -197,15 +221,3 @@ final class BackendServer: Sendable {
     }
 }
 
-/// Device and inode of a file: tells "the file we made" from "a file now at the same path".
-struct FileIdentity: Equatable, Sendable {
-    let device: UInt64
-    let inode: UInt64
-
-    init?(path: String) {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return nil }
-        device = UInt64(info.st_dev)
-        inode = UInt64(info.st_ino)
-    }
-}

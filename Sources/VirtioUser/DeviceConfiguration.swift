@@ -19,8 +19,19 @@ extension VirtioUserDevice {
         /// Packet buffers in the pool; nil sizes it for a full receive ring, a full transmit
         /// ring and 8 bursts in the caller's hands.
         public var poolSize: Int?
-        /// How long `start()` keeps trying to reach a back-end that is not listening yet.
+        /// Who listens on the socket: the back-end (`.client`, the default, as DPDK's
+        /// virtio-user without `server=1`) or this device (`.server`: the back-end connects,
+        /// as DPDK's vhost with `client=1`).
+        public var connectionMode: ConnectionMode = .client
+        /// How long `start()` waits for the back-end: retrying the connection in client mode,
+        /// waiting for it to connect in server mode.
         public var connectTimeoutMilliseconds = 5000
+        /// After the back-end goes away, re-establish the session by ourselves: the link goes
+        /// down, then comes back up once the back-end returns.
+        public var reconnect = true
+        /// Client mode: how long to keep trying to reconnect before giving up (the link then
+        /// stays down until `start()` is called again). Server mode waits as long as it runs.
+        public var reconnectTimeoutMilliseconds = 30_000
         /// How long each control-path reply may take.
         public var replyTimeoutMilliseconds = 5000
 
@@ -41,8 +52,8 @@ extension VirtioUserDevice {
             guard effectivePoolSize >= queueSize + burstSize, effectivePoolSize <= 1 << 22 else {
                 throw VirtioError(.invalidArgument, "Pool size \(effectivePoolSize) must be at least queue + burst size (\(queueSize + burstSize)) and at most 4194304.")
             }
-            guard connectTimeoutMilliseconds >= 0, replyTimeoutMilliseconds > 0 else {
-                throw VirtioError(.invalidArgument, "Timeouts must be positive (connect may be 0 for a single attempt).")
+            guard connectTimeoutMilliseconds >= 0, replyTimeoutMilliseconds > 0, reconnectTimeoutMilliseconds >= 0 else {
+                throw VirtioError(.invalidArgument, "Timeouts must be positive (connect and reconnect may be 0 for a single attempt).")
             }
         }
     }

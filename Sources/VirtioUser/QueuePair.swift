@@ -42,10 +42,29 @@ final class QueuePair: @unchecked Sendable {
         while inBurst.load(ordering: .acquiring) { sched_yield() }
     }
 
-    /// After the back-end let go of the rings: every buffer in flight returns to the pool.
+    /// After the back-end let go of the rings (call only while quiesced): every buffer in
+    /// flight returns to the pool. Transmit frames that were never completed count as drops.
     func reclaimAll() {
+        // Completions the back-end did report were delivered: collect them normally first.
+        tx.reclaim()
         rx.ring.reclaimAll { pool.put(slot: $0) }
-        tx.ring.reclaimAll { pool.put(slot: $0) }
+        var lost = 0
+        tx.ring.reclaimAll {
+            pool.put(slot: $0)
+            lost += 1
+        }
+        QueueCounters.add(tx.counters.drops, lost)
+    }
+
+    /// The first ring-protocol violation of the session, counted once on its queue.
+    func takeViolation() -> String? {
+        for (ring, counters) in [(rx.ring, rx.counters), (tx.ring, tx.counters)] {
+            if let violation = ring.violation {
+                QueueCounters.add(counters.errors, 1)
+                return violation
+            }
+        }
+        return nil
     }
 
     /// Fresh rings for a new session, with every receive descriptor holding an empty buffer.
@@ -53,6 +72,9 @@ final class QueuePair: @unchecked Sendable {
         reclaimAll()
         rx.ring.reset()
         tx.ring.reset()
+        // We poll: ask the back-end not to signal the call eventfds (reset cleared the flag).
+        rx.ring.setInterruptsEnabled(false)
+        tx.ring.setInterruptsEnabled(false)
         rx.refill()
     }
 }

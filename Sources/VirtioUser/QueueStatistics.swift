@@ -1,29 +1,43 @@
 import Synchronization
 
 /// Counters of one queue, as read at one moment.
+///
+/// Balance on the transmit side: every frame `transmit` accepted is counted in `packets`, and
+/// ends up completed by the back-end, in `drops` (lost because the back-end went away or the
+/// device stopped before completing it), or still in flight.
 public struct QueueStatistics: Sendable, Equatable {
-    /// Frames moved.
+    /// Frames moved: accepted by `transmit`, or handed out by `receive`.
     public var packets: UInt64 = 0
     /// Frame bytes moved (without the virtio-net header).
     public var bytes: UInt64 = 0
-    /// Frames not moved for lack of room (TX ring full) or buffers (pool empty on RX refill).
+    /// Frames lost: accepted but never completed (transmit), refused for a length the buffer
+    /// cannot hold (transmit: the caller's, receive: the back-end's report).
     public var drops: UInt64 = 0
-    /// Frames refused as malformed (too long, or a used length the device should not report).
+    /// Ring-protocol violations by the back-end seen on this queue (the ring stops at the first).
     public var errors: UInt64 = 0
     /// Notifications sent to the back-end (the rest were suppressed because it polls).
     public var kicks: UInt64 = 0
+    /// Transmit: frames `transmit` left with the caller because the ring was full.
+    public var ringFull: UInt64 = 0
+    /// Receive: descriptors left empty at refill because the pool had no buffer (DPDK's
+    /// rx_nombuf).
+    public var noBuffers: UInt64 = 0
 
-    public init(packets: UInt64 = 0, bytes: UInt64 = 0, drops: UInt64 = 0, errors: UInt64 = 0, kicks: UInt64 = 0) {
-        self.kicks = kicks
+    public init(packets: UInt64 = 0, bytes: UInt64 = 0, drops: UInt64 = 0, errors: UInt64 = 0,
+                kicks: UInt64 = 0, ringFull: UInt64 = 0, noBuffers: UInt64 = 0) {
         self.packets = packets
         self.bytes = bytes
         self.drops = drops
         self.errors = errors
+        self.kicks = kicks
+        self.ringFull = ringFull
+        self.noBuffers = noBuffers
     }
 }
 
-/// Per-queue counters written by the queue's thread and read by anyone. Updated once per
-/// burst with relaxed load + store (a single writer), so the hot path pays no locked operation.
+/// Per-queue counters written by the queue's thread (or the control path while the queue is
+/// quiesced) and read by anyone. Updated once per burst with relaxed load + store (a single
+/// writer), so the hot path pays no locked operation.
 @usableFromInline
 final class QueueCounters: Sendable {
     @usableFromInline let packets = Atomic<UInt64>(0)
@@ -31,28 +45,22 @@ final class QueueCounters: Sendable {
     @usableFromInline let drops = Atomic<UInt64>(0)
     @usableFromInline let errors = Atomic<UInt64>(0)
     @usableFromInline let kicks = Atomic<UInt64>(0)
+    @usableFromInline let ringFull = Atomic<UInt64>(0)
+    @usableFromInline let noBuffers = Atomic<UInt64>(0)
 
     init() {}
 
+    /// Adds `value` to `counter` (single writer: no read-modify-write instruction needed).
     @inlinable
-    func add(packets p: Int, bytes b: Int) {
-        packets.store(packets.load(ordering: .relaxed) &+ UInt64(p), ordering: .relaxed)
-        bytes.store(bytes.load(ordering: .relaxed) &+ UInt64(b), ordering: .relaxed)
+    static func add(_ counter: borrowing Atomic<UInt64>, _ value: Int) {
+        counter.store(counter.load(ordering: .relaxed) &+ UInt64(truncatingIfNeeded: value), ordering: .relaxed)
     }
-
-    @inlinable
-    func add(drops d: Int) { drops.store(drops.load(ordering: .relaxed) &+ UInt64(d), ordering: .relaxed) }
-
-    @inlinable
-    func addKick() { kicks.store(kicks.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
-
-    @inlinable
-    func add(errors e: Int) { errors.store(errors.load(ordering: .relaxed) &+ UInt64(e), ordering: .relaxed) }
 
     var snapshot: QueueStatistics {
         QueueStatistics(
             packets: packets.load(ordering: .relaxed), bytes: bytes.load(ordering: .relaxed),
             drops: drops.load(ordering: .relaxed), errors: errors.load(ordering: .relaxed),
-            kicks: kicks.load(ordering: .relaxed))
+            kicks: kicks.load(ordering: .relaxed), ringFull: ringFull.load(ordering: .relaxed),
+            noBuffers: noBuffers.load(ordering: .relaxed))
     }
 }

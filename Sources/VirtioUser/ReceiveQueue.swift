@@ -31,10 +31,10 @@ final class ReceiveQueue {
                 deviceWritable: true, cookie: buffer.slot)
             posted &+= 1
         }
-        if posted < wanted { counters.add(drops: wanted &- posted) }
+        if posted < wanted { QueueCounters.add(counters.noBuffers, wanted &- posted) }
         if posted > 0, ring.publish() {
             kick.signal()
-            counters.addKick()
+            QueueCounters.add(counters.kicks, 1)
         }
     }
 
@@ -44,7 +44,7 @@ final class ReceiveQueue {
         let ready = min(ring.usedCount(), burst.space)
         var received = 0
         var bytes = 0
-        var errors = 0
+        var dropped = 0
         var i = 0
         while i < ready {
             i &+= 1
@@ -54,7 +54,7 @@ final class ReceiveQueue {
                 // The device claims to have written more than the buffer holds (or less than a
                 // header): do not trust the frame.
                 pool.put(slot: slot)
-                errors &+= 1
+                dropped &+= 1
                 continue
             }
             burst.append(PacketBuffer(slot: slot, data: pool.dataPointer(slot: slot), length: length))
@@ -62,8 +62,11 @@ final class ReceiveQueue {
             bytes &+= length
         }
         if ring.freeDescriptors >= refillThreshold { refill() }
-        if received > 0 { counters.add(packets: received, bytes: bytes) }
-        if errors > 0 { counters.add(errors: errors) }
+        if received > 0 {
+            QueueCounters.add(counters.packets, received)
+            QueueCounters.add(counters.bytes, bytes)
+        }
+        if dropped > 0 { QueueCounters.add(counters.drops, dropped) }
         return received
     }
 }

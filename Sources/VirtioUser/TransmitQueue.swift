@@ -37,7 +37,7 @@ final class TransmitQueue {
         let room = min(wanted, ring.freeDescriptors)
         var sent = 0
         var bytes = 0
-        var errors = 0
+        var dropped = 0
         var i = 0
         while i < room {
             let packet = burst.storage[i]
@@ -45,7 +45,7 @@ final class TransmitQueue {
             guard packet.length >= 0, packet.length <= PacketPool.dataRoom else {
                 // A frame that cannot fit its own buffer is the caller's bug: drop it, count it.
                 pool.put(slot: packet.slot)
-                errors &+= 1
+                dropped &+= 1
                 continue
             }
             let header = packet.data - VirtioNetHeader.size
@@ -59,15 +59,16 @@ final class TransmitQueue {
             sent &+= 1
             bytes &+= packet.length
         }
-        if wanted > room { counters.add(drops: wanted &- room) }
+        if wanted > room { QueueCounters.add(counters.ringFull, wanted &- room) }
         if room > 0 {
             if ring.publish() {
                 kick.signal()
-                counters.addKick()
+                QueueCounters.add(counters.kicks, 1)
             }
             burst.removeFirst(room)
-            counters.add(packets: sent, bytes: bytes)
-            if errors > 0 { counters.add(errors: errors) }
+            QueueCounters.add(counters.packets, sent)
+            QueueCounters.add(counters.bytes, bytes)
+            if dropped > 0 { QueueCounters.add(counters.drops, dropped) }
         }
         return room
     }

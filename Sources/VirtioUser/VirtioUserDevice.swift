@@ -31,23 +31,31 @@ public final class VirtioUserDevice: Sendable {
     public static let maximumFrameLength = PacketPool.dataRoom
 
     @usableFromInline let queues: QueuePair
-    private let memory: SharedMemoryRegion
-    private let layout: DeviceMemoryLayout
-    private let notifiers: Notifiers
-    private let control = Mutex(ControlState())
+    let memory: SharedMemoryRegion
+    let layout: DeviceMemoryLayout
+    let control = Mutex(ControlState())
+    /// Tells the link monitor to finish.
+    let monitorStopping = Atomic<Bool>(false)
+    /// Sessions established so far (the first start and every reconnection).
+    let connections = Atomic<Int>(0)
 
-    private struct Notifiers: Sendable {
+    struct Notifiers: Sendable {
         let rxKick: EventNotifier
         let txKick: EventNotifier
         let rxCall: EventNotifier
         let txCall: EventNotifier
     }
+    let notifiers: Notifiers
 
-    private struct ControlState {
+    struct ControlState {
+        var started = false
         var session: VhostUserFrontend?
         var negotiated: VirtioFeatures = []
         var protocolFeatures: VhostUserProtocolFeatures = []
         var downReason = "not started"
+        /// Server mode: our listening socket, kept across reconnections until stop().
+        var listener: Listener?
+        var monitor: DedicatedThread?
     }
 
     /// Ring indices of queue pair 0 (virtio-net: receive queue 0, transmit queue 1).
@@ -68,9 +76,6 @@ public final class VirtioUserDevice: Sendable {
         let pool = PacketPool(base: memory.base + layout.poolOffset, count: configuration.effectivePoolSize)
         let rxRing = SplitRingDriver(memory: .place(at: memory.base + layout.rxRingOffset, size: configuration.queueSize))
         let txRing = SplitRingDriver(memory: .place(at: memory.base + layout.txRingOffset, size: configuration.queueSize))
-        // We poll: ask the back-end not to signal the call eventfds.
-        rxRing.setInterruptsEnabled(false)
-        txRing.setInterruptsEnabled(false)
         queues = QueuePair(
             rx: ReceiveQueue(ring: rxRing, pool: pool, kick: notifiers.rxKick, refillThreshold: configuration.burstSize),
             tx: TransmitQueue(ring: txRing, pool: pool, kick: notifiers.txKick),
@@ -98,119 +103,57 @@ public final class VirtioUserDevice: Sendable {
     public var negotiatedFeatures: VirtioFeatures { control.withLock { $0.negotiated } }
     /// vhost-user protocol features agreed with the back-end.
     public var protocolFeatures: VhostUserProtocolFeatures { control.withLock { $0.protocolFeatures } }
+    /// Sessions established since creation: 1 after the first start, one more per reconnection.
+    public var connectionCount: Int { connections.load(ordering: .relaxed) }
 
     /// Features we can drive. Everything else a back-end offers (mergeable buffers, offloads,
     /// indirect descriptors…) is declined, so any back-end works with the simple layout.
     public static let supportedFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures]
 
-    /// Connects to the back-end (retrying up to the configured time), negotiates, shares the
-    /// memory and starts both queues. The order of messages is DPDK virtio-user's.
+    /// Connects to the back-end — in client mode by connecting (retrying while it is not
+    /// there), in server mode by listening and waiting for it — then negotiates, shares the
+    /// memory and starts both queues, in DPDK virtio-user's message order. Waits at most
+    /// ``Configuration/connectTimeoutMilliseconds`` for the back-end. With
+    /// ``Configuration/reconnect``, a thread then watches the connection and re-establishes
+    /// it after the back-end goes away.
     public func start() throws(VirtioError) {
         try control.withLock { (state) throws(VirtioError) in
-            guard state.session == nil else {
+            guard !state.started else {
                 throw VirtioError(.invalidState, "The device is already started; stop() it first.")
             }
-            let socket = try UnixSocket.connect(
-                to: configuration.socketPath,
-                retry: .init(timeoutMilliseconds: configuration.connectTimeoutMilliseconds))
-            let session = VhostUserFrontend(socket: socket, replyTimeoutMilliseconds: configuration.replyTimeoutMilliseconds)
-            do throws(VirtioError) {
-                try negotiate(session, &state)
-            } catch {
-                state.downReason = error.message
-                throw error
-            }
-            state.session = session
-            queues.running.store(true, ordering: .sequentiallyConsistent)
-        }
-    }
-
-    private func negotiate(_ session: VhostUserFrontend, _ state: inout ControlState) throws(VirtioError) {
-        try session.setOwner()
-        let offered = try session.getFeatures()
-        guard offered.contains(.version1) else {
-            throw VirtioError(.unsupported, "The back-end does not offer VIRTIO_F_VERSION_1 (offered \(offered)); legacy virtio is not supported.")
-        }
-        var protocolFeatures: VhostUserProtocolFeatures = []
-        if offered.contains(.vhostUserProtocolFeatures) {
-            protocolFeatures = try session.getProtocolFeatures().intersection(.implemented)
-            try session.setProtocolFeatures(protocolFeatures)
-            if protocolFeatures.contains(.multiqueue) {
-                let pairs = try session.getQueueNum()
-                guard pairs >= 1 else {
-                    throw VirtioError(.protocolViolation, "The back-end reports \(pairs) queue pairs; at least 1 is needed.")
-                }
+            let socket = try connect(&state, timeoutMilliseconds: configuration.connectTimeoutMilliseconds)
+            try establish(socket, &state)
+            state.started = true
+            if configuration.reconnect {
+                monitorStopping.store(false, ordering: .relaxed)
+                state.monitor = try startLinkMonitor()
             }
         }
-        queues.resetRings()
-        try session.setVringCall(index: Self.rxIndex, notifier: notifiers.rxCall)
-        try session.setVringCall(index: Self.txIndex, notifier: notifiers.txCall)
-        let features = offered.intersection(Self.supportedFeatures)
-        try session.setFeatures(features)
-        let usesStatus = protocolFeatures.contains(.status)
-        let negotiatedStatus: VirtioDeviceStatus = [.acknowledge, .driver, .featuresOK]
-        if usesStatus {
-            try session.setStatus(negotiatedStatus)
-            let status = try session.getStatus()
-            guard status.contains(.featuresOK) else {
-                throw VirtioError(.unsupported, "The back-end did not accept features \(features) (FEATURES_OK cleared).")
-            }
-        }
-        try session.setMemTable(
-            [MemoryRegionDescriptor(
-                guestPhysicalAddress: UInt64(UInt(bitPattern: memory.base)), size: UInt64(memory.size),
-                userAddress: UInt64(UInt(bitPattern: memory.base)), mmapOffset: 0)],
-            descriptors: [memory.descriptor.raw])
-        for (index, ring, kick) in [(Self.rxIndex, queues.rx.ring, notifiers.rxKick), (Self.txIndex, queues.tx.ring, notifiers.txKick)] {
-            try session.setVringNum(index: index, size: UInt32(ring.size))
-            try session.setVringBase(index: index, base: UInt32(ring.startIndex))
-            try session.setVringAddr(VringAddress(
-                index: index,
-                descriptorTable: UInt64(UInt(bitPattern: ring.memory.descriptors)),
-                usedRing: UInt64(UInt(bitPattern: ring.memory.used)),
-                availableRing: UInt64(UInt(bitPattern: ring.memory.avail))))
-            try session.setVringKick(index: index, notifier: kick)
-        }
-        if offered.contains(.vhostUserProtocolFeatures) {
-            try session.setVringEnable(index: Self.rxIndex, enabled: true)
-            try session.setVringEnable(index: Self.txIndex, enabled: true)
-        }
-        if usesStatus {
-            try session.setStatus(negotiatedStatus.union(.driverOK))
-        }
-        // The receive ring was filled before the back-end knew it: wake it once.
-        notifiers.rxKick.signal()
-        state.negotiated = features
-        state.protocolFeatures = protocolFeatures
     }
 
     /// Stops traffic: waits for a burst in progress, disables both rings, asks the back-end
-    /// where it stopped (GET_VRING_BASE), closes the connection and returns every in-flight
-    /// buffer to the pool. Safe to call when not started.
+    /// where it stopped (GET_VRING_BASE), closes the connection (and, in server mode, the
+    /// listening socket) and returns every in-flight buffer to the pool. Safe to call when not
+    /// started.
     public func stop() {
+        monitorStopping.store(true, ordering: .relaxed)
+        // Join outside the lock: the monitor takes it too.
+        let monitor = control.withLock { state in
+            defer { state.monitor = nil }
+            return state.monitor
+        }
+        if let monitor, !monitor.isCurrent { monitor.join() }
         control.withLock { state in
-            guard let session = state.session else { return }
-            queues.quiesce()
-            // A back-end that died already cannot answer; the teardown is best effort, and the
-            // buffers come back either way because the connection closes below.
-            do throws(VirtioError) {
-                if state.negotiated.contains(.vhostUserProtocolFeatures) {
-                    try session.setVringEnable(index: Self.rxIndex, enabled: false)
-                    try session.setVringEnable(index: Self.txIndex, enabled: false)
-                }
-                _ = try session.getVringBase(index: Self.rxIndex)
-                _ = try session.getVringBase(index: Self.txIndex)
-                state.downReason = "stopped"
-            } catch {
-                state.downReason = "stopped (the back-end did not answer the teardown: \(error.message))"
+            if state.session != nil {
+                tearDown(&state, reason: "stopped", orderly: true)
             }
-            state.session = nil
-            queues.reclaimAll()
+            state.listener = nil
+            state.started = false
         }
     }
 
     /// Whether frames can flow now. A back-end that closed the socket, or broke the ring
-    /// protocol, brings the link down.
+    /// protocol, brings the link down; with reconnection on, it comes back up by itself.
     public var linkState: LinkState {
         control.withLock { state in
             guard let session = state.session else { return .down(reason: state.downReason) }

@@ -14,7 +14,8 @@ struct VhostUserBackendCommand: ParsableCommand {
         commandName: "vhost-user-backend",
         abstract: "A vhost-user back-end in Swift: serves virtio-user front-ends (ours or DPDK's) on a Unix socket.",
         discussion: """
-        Listens on --socket, serves one front-end at a time and accepts the next after a disconnect. \
+        Listens on --socket (or with --client connects to it), serves one front-end at a time and \
+        accepts (or reconnects to) the next after a disconnect. \
         loopback returns every transmitted frame on the front-end's receive queue; sink counts and \
         drops. Runs until SIGINT/SIGTERM or --duration, then prints totals. Exit status: 0, or 2 on \
         an error (a one-line message on stderr).
@@ -25,6 +26,9 @@ struct VhostUserBackendCommand: ParsableCommand {
 
     @Option(help: "loopback or sink.")
     var mode: BackendMode = .loopback
+
+    @Flag(help: "Connect to a front-end listening on --socket (DPDK virtio-user with server=1) instead of listening, and reconnect after it goes away.")
+    var client = false
 
     @Option(help: "Seconds to serve; 0 serves until SIGINT/SIGTERM.")
     var duration: Double = 0
@@ -41,13 +45,15 @@ struct VhostUserBackendCommand: ParsableCommand {
         signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed) }
         let backend: VhostUserBackend
         do throws(VirtioError) {
-            backend = try VhostUserBackend(configuration: .init(socketPath: socket, mode: mode))
+            var configuration = VhostUserBackend.Configuration(socketPath: socket, mode: mode)
+            configuration.connectionMode = client ? .client : .server
+            backend = try VhostUserBackend(configuration: configuration)
             try backend.start()
         } catch {
             Console.error("vhost-user-backend: error: \(error.message)")
             throw ExitCode(2)
         }
-        print("vhost-user-backend: \(mode.rawValue) on \(socket)")
+        print("vhost-user-backend: \(mode.rawValue), \(client ? "connecting to" : "listening on") \(socket)")
         Console.flush()
         let start = MonotonicClock.nanoseconds()
         var nextStats = statsPeriod > 0 ? start + UInt64(statsPeriod * 1e9) : UInt64.max

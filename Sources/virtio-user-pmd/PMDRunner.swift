@@ -35,12 +35,15 @@ struct PMDRunner {
         configuration.macAddress = options.mac.flatMap(MACAddress.init)
         configuration.memory = options.hugepages ? .hugepages2M : .memfd
         configuration.connectTimeoutMilliseconds = options.connectTimeout
+        configuration.connectionMode = options.server ? .server : .client
+        configuration.reconnectTimeoutMilliseconds = options.reconnectTimeout
         let device = try VirtioUserDevice(configuration: configuration)
         if let reason = device.memoryFallbackReason {
             Console.error("virtio-user-pmd: warning: \(reason)")
         }
         try device.start()
-        let backendName = options.socket.map { "vhost-user back-end at \($0)" } ?? "embedded Swift back-end (\(options.backendMode.rawValue))"
+        let backendName = options.socket.map { "vhost-user back-end \(options.server ? "connected to our" : "at") \($0)" }
+            ?? "embedded Swift back-end (\(options.backendMode.rawValue))"
         print("virtio-user-pmd: \(options.forwardMode.rawValue), frame \(options.pktSize) B, burst \(options.burst), queue \(options.queueSize)")
         print("  device \(device.macAddress), memory \(device.memoryBacking), \(device.sharedMemoryBytes >> 10) KiB in one region")
         print("  peer: \(backendName), features \(device.negotiatedFeatures), protocol features \(device.protocolFeatures)")

@@ -13,6 +13,7 @@ struct RunReport {
         guard let backend, options.backendMode == .loopback else { return true }
         let stats = device.statistics
         return stats.rx.packets == stats.tx.packets && stats.tx.errors == 0 && stats.rx.errors == 0
+            && stats.tx.drops == 0 && stats.rx.drops == 0
             && backend.drops == 0 && backend.protocolErrors == 0
     }
 
@@ -25,8 +26,8 @@ struct RunReport {
         print("---- summary (\(format(result.seconds, 2)) s of forwarding) ----")
         print("  TX packets: \(stats.tx.packets)  bytes: \(stats.tx.bytes)  (\(rate(result.atEnd.tx.packets, result.atEnd.tx.bytes)))")
         print("  RX packets: \(stats.rx.packets)  bytes: \(stats.rx.bytes)  (\(rate(result.atEnd.rx.packets, result.atEnd.rx.bytes)))")
-        print("  TX ring-full retries: \(stats.tx.drops)  RX refill shortfalls: \(stats.rx.drops)  forwarder drops: \(result.forwardDrops)")
-        print("  errors: TX \(stats.tx.errors)  RX \(stats.rx.errors)  kicks: TX \(stats.tx.kicks)  RX \(stats.rx.kicks)")
+        print("  drops: TX \(stats.tx.drops)  RX \(stats.rx.drops)  forwarder \(result.forwardDrops)   errors: TX \(stats.tx.errors)  RX \(stats.rx.errors)")
+        print("  TX ring full: \(stats.tx.ringFull)  RX no buffers: \(stats.rx.noBuffers)  kicks: TX \(stats.tx.kicks)  RX \(stats.rx.kicks)  sessions: \(device.connectionCount)")
         if let backend {
             print("  back-end: received \(backend.framesReceived), sent \(backend.framesSent), drops \(backend.drops), protocol errors \(backend.protocolErrors)")
         }

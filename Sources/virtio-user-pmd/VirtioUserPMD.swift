@@ -57,8 +57,14 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("stats-period"), help: "Seconds between stats lines; 0 for none.")
     var statsPeriod: Double = 1
 
-    @Option(name: .customLong("connect-timeout"), help: "Milliseconds to keep retrying while the back-end is not listening.")
+    @Option(name: .customLong("connect-timeout"), help: "Milliseconds to wait for the back-end at start: retrying the connection, or with --server waiting for it to connect.")
     var connectTimeout: Int = 5000
+
+    @Flag(help: "Listen on --socket and let the back-end connect (DPDK vhost with client=1).")
+    var server = false
+
+    @Option(name: .customLong("reconnect-timeout"), help: "Milliseconds to keep reconnecting after the back-end goes away (client mode; a server waits for the whole run).")
+    var reconnectTimeout: Int = 30_000
 
     @Option(name: .customLong("backend-mode"), help: "Embedded back-end's mode: loopback or sink.")
     var backendMode: BackendMode = .loopback
@@ -72,6 +78,8 @@ struct VirtioUserPMD: ParsableCommand {
         if let mac, MACAddress(mac) == nil { throw ValidationError("--mac '\(mac)' is not a MAC address (aa:bb:cc:dd:ee:ff).") }
         if MACAddress(peerMAC) == nil { throw ValidationError("--peer-mac '\(peerMAC)' is not a MAC address.") }
         if socket != nil && backendMode != .loopback { throw ValidationError("--backend-mode applies only to the embedded back-end (without --socket).") }
+        if server && socket == nil { throw ValidationError("--server needs --socket: the path to listen on.") }
+        guard connectTimeout >= 0, reconnectTimeout >= 0 else { throw ValidationError("Timeouts must not be negative.") }
     }
 
     func run() throws {

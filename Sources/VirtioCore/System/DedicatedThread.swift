@@ -25,6 +25,9 @@ public final class DedicatedThread: Sendable {
         handle = thread
     }
 
+    /// True when called on this thread (joining it from itself would deadlock).
+    public var isCurrent: Bool { pthread_equal(handle, pthread_self()) != 0 }
+
     /// Waits for the thread's body to return. Call at most once.
     public func join() {
         _ = pthread_join(handle, nil)

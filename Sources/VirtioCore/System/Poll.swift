@@ -36,6 +36,15 @@ public enum Poll {
         return entries.indices.filter { entries[$0].revents != 0 }
     }
 
+    /// Waits up to `milliseconds` for the stream socket `fd` to be closed by its peer; true if
+    /// it was. Data waiting to be read does not wake it (and is not consumed).
+    public static func waitHangUp(_ fd: Int32, milliseconds: Int32) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(CVS_POLLRDHUP), revents: 0)
+        let (n, _) = SystemCall.attempt { Glibc.poll(&entry, 1, milliseconds) }
+        guard n > 0 else { return false }
+        return entry.revents & Int16(Int32(CVS_POLLRDHUP) | POLLHUP | POLLERR | POLLNVAL) != 0
+    }
+
     /// True when the stream socket `fd` has been closed by its peer (without consuming data).
     public static func peerHasClosed(_ fd: Int32) -> Bool {
         var entry = pollfd(fd: fd, events: Int16(POLLIN | Int32(CVS_POLLRDHUP)), revents: 0)

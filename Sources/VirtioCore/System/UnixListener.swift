@@ -1,0 +1,45 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A listening AF_UNIX socket that removes its socket file when released — but only if the
+/// file at that path is still the one it created, never one another process bound since.
+public final class UnixListener: Sendable {
+    /// The listening descriptor.
+    public let descriptor: OwnedDescriptor
+    /// Where it listens.
+    public let path: String
+    private let identity: FileIdentity?
+
+    /// Listens at `path` (replacing a stale socket file; refusing any other kind of file).
+    public init(path: String, backlog: Int32 = 4) throws(VirtioError) {
+        descriptor = try UnixSocket.listen(at: path, backlog: backlog)
+        self.path = path
+        identity = FileIdentity(path: path)
+    }
+
+    deinit {
+        if let identity, FileIdentity(path: path) == identity {
+            _ = unlink(path)
+        }
+    }
+
+    /// Accepts one connection, waiting at most `milliseconds`; nil when the time ran out.
+    public func accept(milliseconds: Int32) throws(VirtioError) -> OwnedDescriptor? {
+        try UnixSocket.accept(descriptor, milliseconds: milliseconds)
+    }
+}
+
+/// Device and inode of a file: tells "the file we made" from "a file now at the same path".
+public struct FileIdentity: Equatable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+
+    /// The identity of the file at `path` (not following a final symlink), or nil.
+    public init?(path: String) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+    }
+}

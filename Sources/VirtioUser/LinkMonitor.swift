@@ -1,0 +1,68 @@
+import VhostUser
+import VirtioCore
+
+/// The link monitor: a thread that notices the back-end going away (the socket hangs up, or a
+/// ring violation) and re-establishes the session — by reconnecting in client mode (up to
+/// ``VirtioUserDevice/Configuration/reconnectTimeoutMilliseconds``), by accepting the back-end's
+/// next connection in server mode — while the data path simply sees a stopped device.
+extension VirtioUserDevice {
+    /// A weak reference the monitor thread holds, so dropping the device still stops it.
+    private final class WeakDevice: Sendable {
+        weak let device: VirtioUserDevice?
+        init(_ device: VirtioUserDevice) { self.device = device }
+    }
+
+    func startLinkMonitor() throws(VirtioError) -> DedicatedThread {
+        let weakDevice = WeakDevice(self)
+        return try DedicatedThread(name: "virtio-link") {
+            var lostAt: UInt64?
+            while let device = weakDevice.device, !device.monitorStopping.load(ordering: .relaxed) {
+                guard device.watch(&lostAt) else { return }
+            }
+        }
+    }
+
+    /// One step of the monitor, at most ~100 ms. Returns false when monitoring is over (the
+    /// reconnection bound ran out).
+    private func watch(_ lostAt: inout UInt64?) -> Bool {
+        let socket = control.withLock { $0.session?.channel.socket }
+        if let socket {
+            guard hasFailed(socket) else { return true }
+            control.withLock { state in
+                // Only if nothing replaced the session meanwhile.
+                guard state.session?.channel.socket === socket else { return }
+                tearDown(&state, reason: "the back-end went away; reconnecting", orderly: false)
+            }
+            lostAt = MonotonicClock.nanoseconds()
+            return true
+        }
+        // Link down: try to bring it back.
+        let since = lostAt ?? MonotonicClock.nanoseconds()
+        lostAt = since
+        if configuration.connectionMode == .client {
+            let bound = UInt64(configuration.reconnectTimeoutMilliseconds) * 1_000_000
+            if MonotonicClock.nanoseconds() - since > bound {
+                control.withLock { $0.downReason = "the back-end did not return within \(configuration.reconnectTimeoutMilliseconds) ms; call start() again to retry" }
+                return false
+            }
+        }
+        control.withLock { state in
+            guard state.started, state.session == nil else { return }
+            do throws(VirtioError) {
+                let socket = try connect(&state, timeoutMilliseconds: 100)
+                try establish(socket, &state)
+                lostAt = nil
+            } catch {
+                state.downReason = "reconnecting: \(error.message)"
+            }
+        }
+        if lostAt != nil { MonotonicClock.sleep(milliseconds: configuration.connectionMode == .client ? 100 : 0) }
+        return true
+    }
+
+    /// Waits up to 100 ms for the socket to hang up; also reports a ring violation.
+    private func hasFailed(_ socket: OwnedDescriptor) -> Bool {
+        if queues.rx.ring.violation != nil || queues.tx.ring.violation != nil { return true }
+        return Poll.waitHangUp(socket.raw, milliseconds: 100)
+    }
+}
