@@ -6,7 +6,7 @@ set -euo pipefail
 need_packages=()
 # libnuma: the C shim binds shared memory to the caller's NUMA node.
 [ -e /usr/include/numa.h ] || need_packages+=(libnuma-dev)
-# setpriv (util-linux): the tests run the CLI as an unprivileged user to prove root is not needed.
+# setpriv and unshare (util-linux): the tests run as an unprivileged user and in namespaces.
 command -v setpriv >/dev/null 2>&1 || need_packages+=(util-linux)
 
 if [ ${#need_packages[@]} -gt 0 ]; then

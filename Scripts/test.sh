@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Scripts/setup.sh
+# The interop tests drive dpdk-testpmd: they run in CI, never skip, so DPDK must be there.
+./Scripts/install-dpdk.sh
 swift build --build-tests
 swift test --skip-build "$@"

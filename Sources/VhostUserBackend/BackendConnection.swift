@@ -17,6 +17,8 @@ final class BackendConnection {
     private(set) var status: UInt8 = 0
     /// Requests received, in order (for traces).
     private(set) var received: [VhostUserRequest] = []
+    /// See ``VhostUserBackend/Configuration/frameObserver``.
+    var frameObserver: (@Sendable (UInt64, Int) -> Void)?
     /// Requests refused as not implemented.
     private(set) var unsupported: [VhostUserRequest] = []
 

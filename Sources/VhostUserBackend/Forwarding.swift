@@ -42,7 +42,9 @@ extension BackendConnection {
         while done < count {
             guard let head = tx.takeAvailable(),
                   let n = tx.readChain(head: head, into: txSegments, capacity: tx.size) else { break }
-            bytes &+= try frameLength(txSegments, n)
+            let length = try frameLength(txSegments, n)
+            if let frameObserver { frameObserver(try digest(txSegments, n), length) }
+            bytes &+= length
             tx.putUsed(head: head, length: 0)
             done &+= 1
         }
@@ -69,6 +71,7 @@ extension BackendConnection {
                   let rxHead = rx.peekAvailable(),
                   let rxCount = rx.readChain(head: rxHead, into: rxSegments, capacity: rx.size) else { break }
             let length = try frameLength(txSegments, txCount)
+            if let frameObserver { frameObserver(try digest(txSegments, txCount), length) }
             if let written = try copyFrame(from: txSegments, txCount, to: rxSegments, rxCount, frameLength: length) {
                 rx.skipAvailable()
                 rx.putUsed(head: rxHead, length: UInt32(written))
@@ -154,6 +157,25 @@ extension BackendConnection {
             skip = 0
         }
         return total
+    }
+
+    /// FNV-1a over the frame bytes of a transmit chain (the virtio-net header skipped).
+    private func digest(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        var skip = VirtioNetHeader.size
+        for i in 0..<count {
+            let length = Int(segments[i].length)
+            if skip >= length {
+                skip -= length
+                continue
+            }
+            let bytes = try translate(segments[i])
+            for offset in skip..<length {
+                hash = (hash ^ UInt64(bytes.load(fromByteOffset: offset, as: UInt8.self))) &* 0x100_0000_01B3
+            }
+            skip = 0
+        }
+        return hash
     }
 
     @inline(__always)

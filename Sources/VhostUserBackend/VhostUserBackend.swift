@@ -3,7 +3,7 @@ import Glibc
 #endif
 @_exported import VirtioCore
 import Synchronization
-import VhostUser
+@_exported import VhostUser
 
 /// A vhost-user back-end (the device side) written in Swift: listens on a Unix socket, serves
 /// one front-end at a time — ours, or DPDK's virtio-user — and accepts the next one after a
@@ -37,6 +37,10 @@ public final class VhostUserBackend: Sendable {
         public var offeredFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures]
         /// Protocol features offered (when `offeredFeatures` has PROTOCOL_FEATURES).
         public var offeredProtocolFeatures: VhostUserProtocolFeatures = .implemented
+        /// Called with a 64-bit FNV-1a digest and the length of every frame taken from a
+        /// front-end's transmit queue, in order. For verifying peers we do not control (such as
+        /// DPDK's testpmd); costs a hash per frame, so leave it nil for speed.
+        public var frameObserver: (@Sendable (_ digest: UInt64, _ length: Int) -> Void)?
 
         /// A configuration with defaults for the rest.
         public init(socketPath: String, mode: BackendMode = .loopback) {
@@ -70,6 +74,16 @@ public final class VhostUserBackend: Sendable {
     /// The requests each finished connection sent, in order, one list per connection (for
     /// checking a front-end's message order).
     public var requestTraces: [[String]] { server.traces.withLock { $0 } }
+
+    /// What each finished connection's front-end set with SET_FEATURES and
+    /// SET_PROTOCOL_FEATURES, one entry per connection.
+    public var negotiations: [Negotiation] { server.negotiations.withLock { $0 } }
+
+    /// The features one front-end chose.
+    public struct Negotiation: Sendable, Equatable {
+        public var features: VirtioFeatures
+        public var protocolFeatures: VhostUserProtocolFeatures
+    }
 
     /// Starts serving on a dedicated thread.
     public func start() throws(VirtioError) {
@@ -111,6 +125,7 @@ final class BackendServer: Sendable {
     let counters = BackendCounters()
     let stopping = Atomic<Bool>(false)
     let traces = Mutex<[[String]]>([])
+    let negotiations = Mutex<[VhostUserBackend.Negotiation]>([])
 
     init(configuration: VhostUserBackend.Configuration, listener: UnixListener?) {
         self.configuration = configuration
@@ -130,6 +145,7 @@ final class BackendServer: Sendable {
                 socket: socket, offeredFeatures: configuration.offeredFeatures,
                 offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
                     ? configuration.offeredProtocolFeatures : [])
+            connection.frameObserver = configuration.frameObserver
             do {
                 try run(connection)
             } catch {
@@ -139,6 +155,9 @@ final class BackendServer: Sendable {
                 }
             }
             traces.withLock { $0.append(connection.received.map(\.description)) }
+            negotiations.withLock {
+                $0.append(.init(features: connection.features, protocolFeatures: connection.protocolFeatures))
+            }
             // `connection` goes out of scope here: its mappings and fds are released.
         }
     }

@@ -1,6 +1,6 @@
 @_exported import VirtioCore
 import Synchronization
-import VhostUser
+@_exported import VhostUser
 
 /// A virtio-net device in user space, driven over vhost-user: the Swift counterpart of DPDK's
 /// virtio-user poll-mode driver.

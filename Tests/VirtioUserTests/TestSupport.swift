@@ -68,8 +68,13 @@ var productsDirectory: URL {
 }
 
 /// Sends `total` frames of `stream` through `device` (looped back by the peer) and checks each
-/// received frame byte for byte, in order. Returns the number of frames that matched.
-func runLoopbackStream(device: VirtioUserDevice, stream: FrameStream, total: UInt64, burstSize: Int = 32) -> (sent: UInt64, intact: UInt64, mismatched: UInt64) {
+/// received frame byte for byte, in order. With `window`, at most that many frames are in
+/// flight (so a peer that drops when our receive ring is full, like testpmd, never has to);
+/// with `macSwapped`, the peer is expected to have swapped the two MAC addresses.
+func runLoopbackStream(
+    device: VirtioUserDevice, stream: FrameStream, total: UInt64, burstSize: Int = 32,
+    window: Int? = nil, macSwapped: Bool = false
+) -> (sent: UInt64, intact: UInt64, mismatched: UInt64) {
     let tx = PacketBurst(capacity: burstSize)
     let rx = PacketBurst(capacity: burstSize)
     let scratch = UnsafeMutableRawPointer.allocate(byteCount: 2048, alignment: 8)
@@ -81,7 +86,9 @@ func runLoopbackStream(device: VirtioUserDevice, stream: FrameStream, total: UIn
     while nextExpected < total && idleSpins < 50_000_000 {
         // Fill the transmit burst with the next frames.
         let first = tx.count
-        let wanted = Int(min(UInt64(tx.space), total - nextToSend))
+        var room = UInt64(tx.space)
+        if let window { room = min(room, UInt64(max(0, window - Int(nextToSend - nextExpected) - tx.count))) }
+        let wanted = Int(min(room, total - nextToSend))
         let added = device.allocate(into: tx, count: wanted)
         for i in first..<(first + added) {
             var packet = tx[i]
@@ -92,7 +99,9 @@ func runLoopbackStream(device: VirtioUserDevice, stream: FrameStream, total: UIn
         let sent = device.transmit(tx)
         let received = device.receive(into: rx)
         for i in 0..<rx.count {
-            if !stream.matches(nextExpected, UnsafeRawBufferPointer(rx[i].bytes), scratch: scratch) { mismatched += 1 }
+            let frame = rx[i]
+            if macSwapped { swapMACs(frame.data) }
+            if !stream.matches(nextExpected, UnsafeRawBufferPointer(frame.bytes), scratch: scratch) { mismatched += 1 }
             nextExpected += 1
         }
         device.release(rx)
@@ -100,6 +109,36 @@ func runLoopbackStream(device: VirtioUserDevice, stream: FrameStream, total: UIn
     }
     device.release(tx)
     return (nextToSend, nextExpected - mismatched, mismatched)
+}
+
+/// Swaps destination and source MAC in place (undoing a peer's macswap before comparing).
+func swapMACs(_ data: UnsafeMutableRawPointer) {
+    for i in 0..<6 {
+        let a = data.load(fromByteOffset: i, as: UInt8.self)
+        data.storeBytes(of: data.load(fromByteOffset: 6 + i, as: UInt8.self), toByteOffset: i, as: UInt8.self)
+        data.storeBytes(of: a, toByteOffset: 6 + i, as: UInt8.self)
+    }
+}
+
+/// The repository's root (for its scripts).
+let repositoryRoot = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// Runs a program to completion; returns its exit status, standard output and standard error.
+@discardableResult
+func runProgram(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    try process.run()
+    let out = output.fileHandleForReading.readDataToEndOfFile()
+    let err = errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
 }
 
 /// Polls `condition` every millisecond for up to `seconds`; true as soon as it holds. A bound
