@@ -14,6 +14,7 @@
 #                      is --no-huge (memfd memory, no root needed for the memory itself)
 #   --tx-first         send a first burst (io/macswap/csum)
 #   --txpkts N         frame length for txonly / --tx-first
+#   --multi-flow       txonly / --tx-first frames differ (source IP varies: --txonly-multi-flow)
 #   --log FILE         testpmd's output (default /tmp/testpmd-NAME.log)
 #   --pidfile FILE     where the pid goes (default /tmp/testpmd-NAME.pid)
 #   --ready-timeout S  how long to wait for testpmd to start forwarding (default 30)
@@ -31,7 +32,7 @@ command -v dpdk-testpmd >/dev/null 2>&1 || die "dpdk-testpmd not found; run Scri
 action=$1
 shift
 
-socket="" prefix="" mode=io client=0 server=0 huge=0 txfirst=0 txpkts="" log="" pidfile=""
+multiflow=0 socket="" prefix="" mode=io client=0 server=0 huge=0 txfirst=0 txpkts="" log="" pidfile=""
 ready_timeout=30 timeout=10 qsize=256
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -43,6 +44,7 @@ while [ $# -gt 0 ]; do
     --hugepages) huge=1; shift ;;
     --tx-first) txfirst=1; shift ;;
     --txpkts) txpkts=$2; shift 2 ;;
+    --multi-flow) multiflow=1; shift ;;
     --log) log=$2; shift 2 ;;
     --pidfile) pidfile=$2; shift 2 ;;
     --ready-timeout) ready_timeout=$2; shift 2 ;;
@@ -106,6 +108,7 @@ fi
 app=(--forward-mode="$mode" --stats-period 1 --total-num-mbufs=16384 --rxd="$qsize" --txd="$qsize")
 [ "$txfirst" -eq 1 ] && app+=(--tx-first)
 [ -n "$txpkts" ] && app+=(--txpkts="$txpkts")
+[ "$multiflow" -eq 1 ] && app+=(--txonly-multi-flow)
 
 : > "$log"
 # Close every inherited descriptor above stderr: a caller that watches an fd to learn when we

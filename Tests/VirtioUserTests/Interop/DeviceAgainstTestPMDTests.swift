@@ -24,6 +24,9 @@ final class DeviceAgainstTestPMDTests: XCTestCase {
             total: Self.frames, window: 128, macSwapped: forwardMode == "macswap")
         device.stop()
         let totals = try testpmd.stop()
+        print("interop: our device (\(device.memoryBacking), \(device.sharedMemoryBytes >> 20) MiB) -> testpmd vhost \(forwardMode): "
+              + "sent \(result.sent), received \(result.intact + result.mismatched), intact \(result.intact); "
+              + "testpmd RX \(totals.rxPackets) TX \(totals.txPackets) dropped \(totals.rxDropped + totals.txDropped)")
 
         XCTAssertEqual(result.sent, Self.frames, testpmd.output.suffix(1500).description)
         XCTAssertEqual(result.intact, Self.frames, "frames back intact through testpmd \(forwardMode)")

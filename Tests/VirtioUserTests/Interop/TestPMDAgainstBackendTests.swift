@@ -25,7 +25,7 @@ final class TestPMDAgainstBackendTests: XCTestCase {
         try backend.start()
         defer { backend.stop() }
         let testpmd = try TestPMD(.virtioUser, socket: path,
-                                  ["--forward-mode", "io", "--tx-first"] + (hugepages ? ["--hugepages"] : []))
+                                  ["--forward-mode", "io", "--tx-first", "--multi-flow", "--txpkts", "1000"] + (hugepages ? ["--hugepages"] : []))
         XCTAssertTrue(waitUntil(seconds: 30) { backend.statistics.framesReceived >= 200_000 }, testpmd.output.suffix(1500).description)
         let totals = try testpmd.stop()
         XCTAssertTrue(waitUntil { backend.requestTraces.count == 1 })
@@ -41,10 +41,15 @@ final class TestPMDAgainstBackendTests: XCTestCase {
         XCTAssertLessThanOrEqual(totals.txPackets - stats.framesReceived, 32)
 
         let seen = digests.values.withLock { $0 }
+        print("interop: testpmd virtio-user (\(hugepages ? "hugepages" : "--no-huge memfd")) io --tx-first -> our loopback: "
+              + "testpmd TX \(totals.txPackets) RX \(totals.rxPackets) dropped \(totals.txDropped + totals.rxDropped); "
+              + "back-end received \(stats.framesReceived) sent \(stats.framesSent); \(seen.count) frames digested, "
+              + "\(Set(seen).count) distinct")
         XCTAssertGreaterThan(seen.count, 1000)
         var changed = 0
         for i in 32..<seen.count where seen[i] != seen[i - 32] { changed += 1 }
         XCTAssertEqual(changed, 0, "a frame changed on its way round")
+        XCTAssertGreaterThan(Set(seen.prefix(32)).count, 1, "the circulating frames differ, so a mix-up would show")
         XCTAssertEqual(backend.negotiations.first?.features.contains(.version1), true)
     }
 
@@ -69,6 +74,8 @@ final class TestPMDAgainstBackendTests: XCTestCase {
         let totals = try testpmd.stop()
         XCTAssertTrue(waitUntil { backend.requestTraces.count == 1 })
         let stats = backend.statistics
+        print("interop: testpmd virtio-user (\(hugepages ? "hugepages" : "--no-huge memfd")) txonly 64 B -> our sink: "
+              + "testpmd TX \(totals.txPackets), back-end received \(stats.framesReceived)")
         // testpmd counts a frame when it is on the ring; we count it when we take it. The front-end
         // stops the rings when it quits, so at most a ring's worth may be left untaken.
         XCTAssertLessThanOrEqual(stats.framesReceived, totals.txPackets)
