@@ -50,8 +50,16 @@ final class DeviceAgainstTestPMDTests: XCTestCase {
     }
 
     /// (b) our memory on 2 MiB hugepages, more than the 8 that DPDK's guide names as its limit,
-    /// still in one region.
+    /// still in one region: io and macswap.
     func testIoForwardingWithMoreThanEightHugepages() throws {
+        try runOnManyHugepages(forwardMode: "io")
+    }
+
+    func testMacswapWithMoreThanEightHugepages() throws {
+        try runOnManyHugepages(forwardMode: "macswap")
+    }
+
+    private func runOnManyHugepages(forwardMode: String) throws {
         try reserveHugepages(64, for: self)
         // 8192 buffers: about 18 MiB of shared memory, i.e. 9 or more hugepages.
         let path = try makeSocketPath(self)
@@ -62,6 +70,6 @@ final class DeviceAgainstTestPMDTests: XCTestCase {
         let device = try VirtioUserDevice(configuration: probe)
         XCTAssertEqual(device.memoryBacking, .hugepages2M)
         XCTAssertGreaterThan(device.sharedMemoryBytes / (2 << 20), 8, "the region must span more than 8 hugepages")
-        try run(forwardMode: "io", memory: .hugepages2M, poolSize: 8192)
+        try run(forwardMode: forwardMode, memory: .hugepages2M, poolSize: 8192)
     }
 }
