@@ -6,10 +6,8 @@ import XCTest
 /// The data path allocates nothing in steady state: counted with an interposed malloc.
 final class AllocationFreeHotPathTests: XCTestCase {
     func testTransmitAndReceiveBurstsAllocateNothing() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path, mode: .loopback))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self, mode: .loopback)
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         try device.start()
         let tx = PacketBurst(capacity: 32)

@@ -57,10 +57,8 @@ final class BackendLifecycleTests: XCTestCase {
 
     /// One back-end serves front-ends one after another, each from a fresh state.
     func testServesSuccessiveFrontends() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self)
+        let path = backend.configuration.socketPath
         for round in 0..<5 {
             var configuration = VirtioUserDevice.Configuration(socketPath: path)
             configuration.queueSize = 64 << round

@@ -5,10 +5,8 @@ import XCTest
 /// Start, stop, restart, link state, negotiation results and the control-path message order.
 final class DeviceLifecycleTests: XCTestCase {
     func testNegotiatesVersion1AndTheProtocolFeaturesWeImplement() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self)
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         XCTAssertEqual(device.linkState, .down(reason: "not started"))
         try device.start()
@@ -22,10 +20,8 @@ final class DeviceLifecycleTests: XCTestCase {
 
     /// The order is DPDK virtio-user's (../shared/DESIGN.md §4), as the back-end saw it.
     func testMessageOrderMatchesDPDKVirtioUser() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self)
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         try device.start()
         device.stop()
@@ -44,12 +40,8 @@ final class DeviceLifecycleTests: XCTestCase {
     /// A back-end without VHOST_USER_F_PROTOCOL_FEATURES: no protocol-feature messages, rings
     /// enabled by their kick, traffic still flows.
     func testBackendWithoutProtocolFeaturesStillWorks() throws {
-        let path = try makeSocketPath(self)
-        var configuration = VhostUserBackend.Configuration(socketPath: path)
-        configuration.offeredFeatures = [.version1]
-        let backend = try VhostUserBackend(configuration: configuration)
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self) { $0.offeredFeatures = [.version1] }
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         try device.start()
         XCTAssertEqual(device.negotiatedFeatures, [.version1])
@@ -65,12 +57,8 @@ final class DeviceLifecycleTests: XCTestCase {
 
     /// A legacy-only back-end (no VERSION_1) is refused with a clear error.
     func testBackendWithoutVersion1IsRefused() throws {
-        let path = try makeSocketPath(self)
-        var configuration = VhostUserBackend.Configuration(socketPath: path)
-        configuration.offeredFeatures = [.vhostUserProtocolFeatures]
-        let backend = try VhostUserBackend(configuration: configuration)
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self) { $0.offeredFeatures = [.vhostUserProtocolFeatures] }
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         XCTAssertThrowsError(try device.start()) { error in
             XCTAssertEqual((error as? VirtioError)?.kind, .unsupported)
@@ -80,10 +68,8 @@ final class DeviceLifecycleTests: XCTestCase {
     }
 
     func testStartTwiceIsRefusedAndStopThenStartAgainCarriesTraffic() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self)
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         device.stop()  // harmless before start
         try device.start()
@@ -175,10 +161,8 @@ final class DeviceLifecycleTests: XCTestCase {
     /// Buffers handed back twice are ignored (and counted) instead of corrupting the pool;
     /// frames too long for a buffer are refused and counted as errors.
     func testMisuseOfBuffersIsContained() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path, mode: .sink))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self, mode: .sink)
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         try device.start()
         let burst = PacketBurst(capacity: 4)

@@ -7,10 +7,8 @@ final class LoopbackIntegrityTests: XCTestCase {
     /// 100,000 frames of random sizes 60…1514 and random content come back byte for byte, in
     /// order, with balanced counters and every buffer back in the pool.
     func testHundredThousandRandomFramesComeBackIntact() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path, mode: .loopback))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self, mode: .loopback)
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         try device.start()
         XCTAssertEqual(device.linkState, .up)
@@ -38,10 +36,8 @@ final class LoopbackIntegrityTests: XCTestCase {
 
     /// Every queue size the device accepts carries traffic intact end to end.
     func testEveryQueueSizeCarriesTraffic() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path, mode: .loopback))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self, mode: .loopback)
+        let path = backend.configuration.socketPath
         var size = 64
         while size <= 32768 {
             var configuration = VirtioUserDevice.Configuration(socketPath: path)
@@ -61,10 +57,8 @@ final class LoopbackIntegrityTests: XCTestCase {
 
     /// Sink mode: the back-end consumes every frame and sends nothing back.
     func testSinkConsumesEveryFrame() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path, mode: .sink))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self, mode: .sink)
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         try device.start()
         let burst = PacketBurst(capacity: 32)

@@ -151,3 +151,16 @@ func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     }
     return condition()
 }
+
+/// A serving back-end on a fresh socket, stopped when the test ends.
+func startBackend(
+    _ testCase: XCTestCase, mode: BackendMode = .loopback,
+    _ adjust: (inout VhostUserBackend.Configuration) -> Void = { _ in }
+) throws -> VhostUserBackend {
+    var configuration = VhostUserBackend.Configuration(socketPath: try makeSocketPath(testCase), mode: mode)
+    adjust(&configuration)
+    let backend = try VhostUserBackend(configuration: configuration)
+    try backend.start()
+    testCase.addTeardownBlock { backend.stop() }
+    return backend
+}

@@ -88,10 +88,8 @@ final class ReconnectWithTestPMDTests: XCTestCase {
     /// Our back-end listens (server mode); testpmd's virtio-user connects, is killed, and a new
     /// one connects: the back-end serves it from a fresh state.
     func testServerBackendServesARestartedTestPMDVirtioUser() throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path, mode: .loopback))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self, mode: .loopback)
+        let path = backend.configuration.socketPath
         let first = try TestPMD(.virtioUser, socket: path, ["--forward-mode", "io", "--tx-first"])
         XCTAssertTrue(waitUntil(seconds: 30) { backend.statistics.framesReceived > 50_000 }, first.output.suffix(1500).description)
         try first.kill()

@@ -64,10 +64,8 @@ final class TestPMDAgainstBackendTests: XCTestCase {
 
     /// testpmd txonly into our back-end (sink): every frame testpmd counts as sent arrives.
     private func txonly(hugepages: Bool) throws {
-        let path = try makeSocketPath(self)
-        let backend = try VhostUserBackend(configuration: .init(socketPath: path, mode: .sink))
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self, mode: .sink)
+        let path = backend.configuration.socketPath
         let testpmd = try TestPMD(.virtioUser, socket: path,
                                   ["--forward-mode", "txonly", "--txpkts", "64"] + (hugepages ? ["--hugepages"] : []))
         XCTAssertTrue(waitUntil(seconds: 30) { backend.statistics.framesReceived >= 500_000 }, testpmd.output.suffix(1500).description)
@@ -95,12 +93,8 @@ final class TestPMDAgainstBackendTests: XCTestCase {
 
     /// A back-end offering every protocol feature gets back only those we (and DPDK) implement.
     func testOurDeviceTakesOnlyTheProtocolFeaturesItImplements() throws {
-        let path = try makeSocketPath(self)
-        var configuration = VhostUserBackend.Configuration(socketPath: path)
-        configuration.offeredProtocolFeatures = VhostUserProtocolFeatures(rawValue: 0x3_FFFF)
-        let backend = try VhostUserBackend(configuration: configuration)
-        try backend.start()
-        defer { backend.stop() }
+        let backend = try startBackend(self) { $0.offeredProtocolFeatures = VhostUserProtocolFeatures(rawValue: 0x3_FFFF) }
+        let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         try device.start()
         XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 11), total: 1000).intact, 1000)
