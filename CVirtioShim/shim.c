@@ -151,3 +151,14 @@ ssize_t cvs_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 int cvs_set_thread_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
 
 int cvs_current_cpu(void) { return sched_getcpu(); }
+
+int cvs_pin_current_thread(int cpu) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE) {
+        errno = EINVAL;
+        return -1;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof(set), &set);
+}

@@ -158,6 +158,8 @@ ssize_t cvs_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 
 /// pthread_setname_np (needs _GNU_SOURCE, so it does not import). Returns 0 or an errno.
 int cvs_set_thread_name(pthread_t thread, const char *name);
+/// Pins the calling thread to one CPU (sched_setaffinity). Returns 0 or -1 with errno.
+int cvs_pin_current_thread(int cpu);
 /// The CPU the caller runs on, or -1.
 int cvs_current_cpu(void);
 

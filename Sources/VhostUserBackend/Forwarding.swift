@@ -122,27 +122,11 @@ extension BackendConnection {
         let total = VirtioNetHeader.size + frameLength
         guard capacity >= total else { return nil }
 
+        var writer = ChainWriter(segments: dst)
         // Receive header: no offloads, num_buffers = 1 (VIRTIO 1.1 §5.1.6.4).
         var header = (UInt64(0), UInt16(0), UInt16(1))
-        var dstIndex = 0
-        var dstOffset = 0
-        var dstPointer = try translate(dst[0])
-        func put(_ source: UnsafeRawPointer, _ length: Int) throws(VirtioError) {
-            var done = 0
-            while done < length {
-                if dstOffset == Int(dst[dstIndex].length) {
-                    dstIndex &+= 1
-                    dstOffset = 0
-                    dstPointer = try translate(dst[dstIndex])
-                }
-                let n = min(length - done, Int(dst[dstIndex].length) - dstOffset)
-                (dstPointer + dstOffset).copyMemory(from: source + done, byteCount: n)
-                done &+= n
-                dstOffset &+= n
-            }
-        }
         try withUnsafeBytes(of: &header) { (raw) throws(VirtioError) in
-            try put(raw.baseAddress!, VirtioNetHeader.size)
+            try writer.write(raw.baseAddress!, VirtioNetHeader.size, memory: memory)
         }
         // Source: skip the transmit header, copy the rest segment by segment.
         var skip = VirtioNetHeader.size
@@ -153,7 +137,7 @@ extension BackendConnection {
                 continue
             }
             let pointer = try translate(src[i])
-            try put(pointer + skip, length - skip)
+            try writer.write(pointer + skip, length - skip, memory: memory)
             skip = 0
         }
         return total
@@ -180,9 +164,39 @@ extension BackendConnection {
 
     @inline(__always)
     private func translate(_ segment: ChainSegment) throws(VirtioError) -> UnsafeMutableRawPointer {
-        guard let pointer = memory.translate(guestPhysical: segment.address, length: UInt64(segment.length)) else {
-            throw VirtioError(.protocolViolation, "A descriptor points outside the shared memory (0x\(String(segment.address, radix: 16)), \(segment.length) bytes).")
+        try memory.translate(segment)
+    }
+}
+
+/// Writes bytes across the segments of a receive chain whose total capacity the caller checked.
+/// A struct with mutating methods rather than a closure over local state: nothing to box.
+private struct ChainWriter {
+    let segments: UnsafeMutablePointer<ChainSegment>
+    var index = 0
+    var offset = 0
+    var pointer: UnsafeMutableRawPointer?
+
+    init(segments: UnsafeMutablePointer<ChainSegment>) {
+        self.segments = segments
+    }
+
+    mutating func write(_ source: UnsafeRawPointer, _ length: Int, memory: GuestMemoryMap) throws(VirtioError) {
+        var done = 0
+        while done < length {
+            if pointer == nil {
+                pointer = try memory.translate(segments[index])
+            }
+            let room = Int(segments[index].length) - offset
+            if room == 0 {
+                index &+= 1
+                offset = 0
+                pointer = nil
+                continue
+            }
+            let n = min(length - done, room)
+            if let pointer { (pointer + offset).copyMemory(from: source + done, byteCount: n) }
+            done &+= n
+            offset &+= n
         }
-        return pointer
     }
 }

@@ -133,6 +133,16 @@ final class GuestMemoryMap {
         return nil
     }
 
+    /// Our pointer for a descriptor's buffer; a protocol violation when it is not entirely
+    /// inside one region.
+    @inline(__always)
+    func translate(_ segment: ChainSegment) throws(VirtioError) -> UnsafeMutableRawPointer {
+        guard let pointer = translate(guestPhysical: segment.address, length: UInt64(segment.length)) else {
+            throw VirtioError(.protocolViolation, "A descriptor points outside the shared memory (0x\(String(segment.address, radix: 16)), \(segment.length) bytes).")
+        }
+        return pointer
+    }
+
     /// Our pointer for a ring part at front-end virtual `address` spanning `length` bytes.
     func translate(user address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
         for region in regions {

@@ -41,6 +41,8 @@ public final class VhostUserBackend: Sendable {
         /// front-end's transmit queue, in order. For verifying peers we do not control (such as
         /// DPDK's testpmd); costs a hash per frame, so leave it nil for speed.
         public var frameObserver: (@Sendable (_ digest: UInt64, _ length: Int) -> Void)?
+        /// Runs on the serving thread before it serves: to pin it to a CPU, or to instrument it.
+        public var onServingThreadStart: (@Sendable () -> Void)?
 
         /// A configuration with defaults for the rest.
         public init(socketPath: String, mode: BackendMode = .loopback) {
@@ -138,6 +140,7 @@ final class BackendServer: Sendable {
 
     /// Serves connections until stopped.
     func serve() {
+        configuration.onServingThreadStart?()
         while !stopping.load(ordering: .relaxed) {
             guard let socket = nextConnection() else { continue }
             BackendCounters.add(counters.connections, 1)

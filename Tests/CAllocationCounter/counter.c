@@ -14,9 +14,17 @@ extern void __libc_free(void *);
 static __thread int counting;
 static __thread uint64_t count;
 
+static __thread int watched;
+static uint64_t watched_total;
+
 static inline void note(void) {
     if (counting) count++;
+    if (watched) __atomic_fetch_add(&watched_total, 1, __ATOMIC_RELAXED);
 }
+
+void allocation_counter_watch_this_thread(void) { watched = 1; }
+
+uint64_t allocation_counter_watched_total(void) { return __atomic_load_n(&watched_total, __ATOMIC_RELAXED); }
 
 void allocation_counter_start(void) {
     count = 0;

@@ -5,10 +5,13 @@ import XCTest
 
 /// The data path allocates nothing in steady state: counted with an interposed malloc.
 final class AllocationFreeHotPathTests: XCTestCase {
-    func testTransmitAndReceiveBurstsAllocateNothing() throws {
-        let backend = try startBackend(self, mode: .loopback)
-        let path = backend.configuration.socketPath
-        let device = try VirtioUserDevice(configuration: .init(socketPath: path))
+    /// Device transmit and receive (on this thread) and the back-end's forwarding loop (on its
+    /// serving thread) allocate nothing per burst once traffic is flowing.
+    func testDeviceBurstsAndBackendForwardingAllocateNothing() throws {
+        let backend = try startBackend(self) { configuration in
+            configuration.onServingThreadStart = { allocation_counter_watch_this_thread() }
+        }
+        let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
         try device.start()
         let tx = PacketBurst(capacity: 32)
         let rx = PacketBurst(capacity: 32)
@@ -28,19 +31,38 @@ final class AllocationFreeHotPathTests: XCTestCase {
             return received
         }
 
-        // Warm up: rings wrap, lazy state settles.
+        // Warm up: rings wrap, lazy state settles, the back-end is past its set-up.
         var warm = 0
         while warm < 20_000 { warm += cycle() }
 
+        let backendBefore = allocation_counter_watched_total()
+        let forwardedBefore = backend.statistics.framesSent
         var received = 0
         allocation_counter_start()
         for _ in 0..<10_000 { received += cycle() }
         let allocations = allocation_counter_stop()
+        let backendAllocations = allocation_counter_watched_total() - backendBefore
+        let forwarded = backend.statistics.framesSent - forwardedBefore
 
         XCTAssertGreaterThan(received, 0, "traffic must flow while counting, or the count proves nothing")
-        XCTAssertEqual(allocations, 0, "allocations during \(received) frames of steady-state bursts")
+        XCTAssertGreaterThan(forwarded, 0)
+        XCTAssertEqual(allocations, 0, "device allocations during \(received) frames of steady-state bursts")
+        XCTAssertEqual(backendAllocations, 0, "back-end allocations while it forwarded \(forwarded) frames")
+        print("allocations: device \(allocations) in \(received) frames, back-end \(backendAllocations) in \(forwarded) frames")
         device.release(tx)
         device.stop()
+    }
+
+    /// The watched-thread total sees a thread's allocations.
+    func testWatchedThreadCounterSeesAnAllocation() throws {
+        let before = allocation_counter_watched_total()
+        let thread = try DedicatedThread(name: "alloc-probe") {
+            allocation_counter_watch_this_thread()
+            let array = [Int](repeating: 1, count: 100)
+            precondition(array.count == 100)
+        }
+        thread.join()
+        XCTAssertGreaterThan(allocation_counter_watched_total() - before, 0)
     }
 
     /// The counter itself works: an allocation on this thread is seen.

@@ -33,6 +33,13 @@ public final class DedicatedThread: Sendable {
         _ = pthread_join(handle, nil)
     }
 
+    /// Pins the calling thread to `cpu` (for poll loops that must not migrate).
+    public static func pinCurrentThread(to cpu: Int) throws(VirtioError) {
+        _ = try SystemCall.run("sched_setaffinity(CPU \(cpu))", hint: "Is CPU \(cpu) online and allowed for this process?") {
+            cvs_pin_current_thread(Int32(cpu))
+        }
+    }
+
     fileprivate static func run(_ opaque: UnsafeMutableRawPointer) {
         let box = Unmanaged<Box>.fromOpaque(opaque).takeRetainedValue()
         box.body()

@@ -10,4 +10,10 @@ void allocation_counter_start(void);
 /// Stops counting and returns how many allocations this thread made since the start.
 uint64_t allocation_counter_stop(void);
 
+/// From now on, this thread's allocations also count into a process-wide total (for threads a
+/// test does not run itself, such as a back-end's serving thread).
+void allocation_counter_watch_this_thread(void);
+/// Allocations made so far by every watched thread.
+uint64_t allocation_counter_watched_total(void);
+
 #endif
