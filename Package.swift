@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "VhostUserBackend", targets: ["VhostUserBackend"]),
         .executable(name: "virtio-user-pmd", targets: ["virtio-user-pmd"]),
         .executable(name: "vhost-user-backend", targets: ["vhost-user-backend"]),
+        .executable(name: "virtio-bench", targets: ["virtio-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,6 +45,12 @@ let package = Package(
                 "VhostUserBackend",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: strict
+        ),
+        // Benchmark helpers (core-to-core latency) for Scripts/bench-vs-dpdk.sh.
+        .executableTarget(
+            name: "virtio-bench",
+            dependencies: ["VirtioCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         // Counts heap allocations per thread so tests can prove the hot path allocates nothing.

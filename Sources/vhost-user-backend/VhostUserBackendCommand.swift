@@ -36,6 +36,9 @@ struct VhostUserBackendCommand: ParsableCommand {
     @Option(name: .customLong("stats-period"), help: "Seconds between stats lines; 0 for none.")
     var statsPeriod: Double = 0
 
+    @Option(help: "Pin the serving thread to this CPU.")
+    var cpu: Int?
+
     func validate() throws {
         guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
     }
@@ -47,6 +50,10 @@ struct VhostUserBackendCommand: ParsableCommand {
         do throws(VirtioError) {
             var configuration = VhostUserBackend.Configuration(socketPath: socket, mode: mode)
             configuration.connectionMode = client ? .client : .server
+            if let cpu {
+                try DedicatedThread.pinCurrentThread(to: cpu)  // fails early on a bad CPU number
+                configuration.onServingThreadStart = { try? DedicatedThread.pinCurrentThread(to: cpu) }
+            }
             backend = try VhostUserBackend(configuration: configuration)
             try backend.start()
         } catch {

@@ -20,7 +20,15 @@ struct PMDRunner {
             let dir = try makePrivateDirectory()
             directory = dir
             socketPath = dir + "/vhost.sock"
-            let embedded = try VhostUserBackend(configuration: .init(socketPath: socketPath, mode: options.backendMode))
+            var backendConfiguration = VhostUserBackend.Configuration(socketPath: socketPath, mode: options.backendMode)
+            if let cpu = options.backendCPU {
+                backendConfiguration.onServingThreadStart = {
+                    do throws(VirtioError) { try DedicatedThread.pinCurrentThread(to: cpu) } catch {
+                        Console.error("virtio-user-pmd: warning: back-end not pinned: \(error.message)")
+                    }
+                }
+            }
+            let embedded = try VhostUserBackend(configuration: backendConfiguration)
             try embedded.start()
             backend = embedded
         }
@@ -51,6 +59,7 @@ struct PMDRunner {
             print("  note: \(options.forwardMode.rawValue) against a loopback back-end moves nothing without --tx-first")
         }
 
+        if let cpu = options.cpu { try DedicatedThread.pinCurrentThread(to: cpu) }
         let forwarder = Forwarder(device: device, options: options)
         let result = forwarder.run()
         let linkAtEnd = device.linkState

@@ -69,6 +69,12 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("backend-mode"), help: "Embedded back-end's mode: loopback or sink.")
     var backendMode: BackendMode = .loopback
 
+    @Option(help: "Pin the forwarding loop to this CPU.")
+    var cpu: Int?
+
+    @Option(name: .customLong("backend-cpu"), help: "Pin the embedded back-end's thread to this CPU.")
+    var backendCPU: Int?
+
     func validate() throws {
         guard duration > 0, duration <= 86_400 else { throw ValidationError("--duration must be more than 0 and at most 86400 seconds.") }
         guard (60...VirtioUserDevice.maximumFrameLength).contains(pktSize) else {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): DPDK's virtio-user vs our virtio-user-pmd against the same testpmd vhost
+# back-end, DPDK's vhost vs our Swift back-end under the same testpmd virtio-user, and our device
+# against our back-end — interleaved A B A B, core-to-core latency measured around every run.
+# Prints a table of medians and a last line ratio_min=X. Takes about 5 minutes with defaults.
+#
+#   Scripts/bench-vs-dpdk.sh [--pairs N] [--seconds S] [--cases tx64,tx1518,rt64,backend64,ours64]
+#
+# Run it on an otherwise idle machine; see Docs/PERFORMANCE.md for the method.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source Scripts/setup.sh
+./Scripts/install-dpdk.sh
+swift build -c release --product virtio-user-pmd >&2
+swift build -c release --product vhost-user-backend >&2
+swift build -c release --product virtio-bench >&2
+exec python3 Scripts/bench/bench_vs_dpdk.py "$@"

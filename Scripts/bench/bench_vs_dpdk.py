@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Interleaved A/B benchmark: DPDK's virtio-user (A) vs our virtio-user-pmd (B) against the same
+dpdk-testpmd vhost back-end, and DPDK's vhost (A) vs our Swift back-end (B) under the same
+dpdk-testpmd virtio-user front-end. Called by Scripts/bench-vs-dpdk.sh; see Docs/PERFORMANCE.md.
+
+Method (this 2-vCPU VM flips between a "near" and a "far" vCPU placement, up to 3x apart):
+- runs alternate A B A B ... (--pairs pairs per case), each --seconds long;
+- core-to-core latency is measured before and after every run; a pair is kept only if all four
+  readings fall in one placement class (near < --near-ns <= far) and none moved by more than 50%;
+- a run's rate is the median of the per-second rates testpmd printed during it (first and last
+  second dropped), always read on the same side for A and B;
+- the table gives medians (and min/max) over kept pairs, and ours/DPDK per case.
+"""
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTPMD_SH = os.path.join(ROOT, "Scripts", "testpmd.sh")
+BIN = os.path.join(ROOT, ".build", "release")
+
+
+def core_latency():
+    out = subprocess.run([os.path.join(BIN, "virtio-bench"), "core-latency", "--samples", "5"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"core-latency-ns (\d+)", out).group(1))
+
+
+class TestPMD:
+    """One dpdk-testpmd through Scripts/testpmd.sh."""
+
+    counter = 0
+
+    def __init__(self, role, socket, args):
+        TestPMD.counter += 1
+        self.prefix = f"bench{os.getpid()}x{TestPMD.counter}"
+        self.pidfile = f"/tmp/testpmd-{self.prefix}.pid"
+        self.log = f"/tmp/testpmd-{self.prefix}.log"
+        subprocess.run([TESTPMD_SH, role, "--socket", socket, "--prefix", self.prefix,
+                        "--pidfile", self.pidfile, "--log", self.log] + args,
+                       check=True, capture_output=True, text=True)
+
+    def offset(self):
+        return os.path.getsize(self.log)
+
+    def rates(self, start, end, key):
+        """Per-second `key` (Rx-pps or Tx-pps) values printed between two log offsets."""
+        with open(self.log, "rb") as f:
+            f.seek(start)
+            text = f.read(end - start).decode(errors="replace")
+        return [int(v) for v in re.findall(key + r":\s+(\d+)", text)]
+
+    def stop(self):
+        subprocess.run([TESTPMD_SH, "stop", "--pidfile", self.pidfile], capture_output=True)
+        try:
+            os.remove(self.log)
+        except OSError:
+            pass
+
+
+def steady(values):
+    """Median of per-second rates without the ramp at either end."""
+    core = values[1:-1] if len(values) > 3 else values
+    core = [v for v in core if v > 0] or [0]
+    return statistics.median(core)
+
+
+def run_ours(socket, args, seconds):
+    cmd = [os.path.join(BIN, "virtio-user-pmd"), "--socket", socket, "--cpu", "0",
+           "--duration", str(seconds), "--stats-period", "0"] + args
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+def run_testpmd_frontend(socket, args, seconds):
+    pmd = TestPMD("virtio-user", socket, args)
+    time.sleep(seconds)
+    pmd.stop()
+
+
+def start_our_backend(socket, mode):
+    proc = subprocess.Popen([os.path.join(BIN, "vhost-user-backend"), "--socket", socket,
+                             "--mode", mode, "--cpu", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(socket):
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("our back-end did not listen")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--near-ns", type=int, default=150)
+    parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64")
+    opts = parser.parse_args()
+    if opts.pairs < 1 or opts.seconds < 3:
+        sys.exit("bench: need --pairs >= 1 and --seconds >= 3")
+
+    cases = {
+        # name: (label, frame bytes)
+        "tx64": ("txonly 64 B -> vhost rxonly", 64),
+        "tx1518": ("txonly 1518 B -> vhost rxonly", 1518),
+        "rt64": ("io --tx-first <-> vhost macswap, 64 B", 64),
+        "backend64": ("testpmd txonly 64 B -> back-end (rxonly | our sink)", 64),
+        "ours64": ("our device <-> our back-end, loopback 64 B", 64),
+    }
+    selected = [c for c in opts.cases.split(",") if c]
+    for c in selected:
+        if c not in cases:
+            sys.exit(f"bench: unknown case {c}; known: {','.join(cases)}")
+
+    results = {}
+    for case in selected:
+        label, frame = cases[case]
+        print(f"== {case}: {label}", flush=True)
+        runs = run_case(case, frame, opts)
+        results[case] = runs
+    report(results, cases, opts)
+
+
+def run_case(case, frame, opts):
+    """One dict per pair: {"A": (pps, latency before, after), "B": (...)}; ours64 has only B."""
+    sock = f"/tmp/bench-{os.getpid()}-{case}.sock"
+    pairs = []
+    if case in ("tx64", "tx1518", "rt64"):
+        backend_mode = "macswap" if case == "rt64" else "rxonly"
+        backend = TestPMD("vhost", sock, ["--forward-mode", backend_mode])
+        if case == "rt64":
+            a_args = ["--forward-mode", "io", "--tx-first", "--txpkts", str(frame)]
+            b_args = ["--forward-mode", "io", "--tx-first"]
+        else:
+            a_args = ["--forward-mode", "txonly", "--txpkts", str(frame)]
+            b_args = ["--forward-mode", "txonly", "--pkt-size", str(frame)]
+        try:
+            for i in range(opts.pairs):
+                pair = {}
+                for which in ("A", "B"):
+                    lat0 = core_latency()
+                    start = backend.offset()
+                    if which == "A":
+                        run_testpmd_frontend(sock, a_args, opts.seconds)
+                    else:
+                        run_ours(sock, b_args, opts.seconds)
+                    end = backend.offset()
+                    lat1 = core_latency()
+                    pair[which] = (steady(backend.rates(start, end, "Rx-pps")), lat0, lat1)
+                print(f"   pair {i + 1}: DPDK {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns)"
+                      f"  ours {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns)", flush=True)
+                pairs.append(pair)
+        finally:
+            backend.stop()
+    elif case == "backend64":
+        for i in range(opts.pairs):
+            pair = {}
+            for which in ("A", "B"):
+                lat0 = core_latency()
+                if which == "A":
+                    backend = TestPMD("vhost", sock, ["--forward-mode", "rxonly"])
+                else:
+                    backend = start_our_backend(sock, "sink")
+                try:
+                    front = TestPMD("virtio-user", sock, ["--forward-mode", "txonly", "--txpkts", str(frame)])
+                    start = front.offset()
+                    time.sleep(opts.seconds)
+                    end = front.offset()
+                    rate = steady(front.rates(start, end, "Tx-pps"))
+                    front.stop()
+                finally:
+                    if which == "A":
+                        backend.stop()
+                    else:
+                        backend.send_signal(signal.SIGTERM)
+                        backend.wait(timeout=10)
+                lat1 = core_latency()
+                pair[which] = (rate, lat0, lat1)
+            print(f"   pair {i + 1}: DPDK vhost {pair['A'][0] / 1e6:.2f} Mpps  our back-end {pair['B'][0] / 1e6:.2f} Mpps", flush=True)
+            pairs.append(pair)
+    elif case == "ours64":
+        for i in range(opts.pairs):
+            lat0 = core_latency()
+            out = subprocess.run([os.path.join(BIN, "virtio-user-pmd"), "--cpu", "0", "--backend-cpu", "1",
+                                  "--duration", str(opts.seconds), "--stats-period", "1"],
+                                 check=True, capture_output=True, text=True).stdout
+            lat1 = core_latency()
+            per_second = [float(v) * 1e6 for v in re.findall(r"TX ([0-9.]+) Mpps", out)]
+            rate = steady(per_second)
+            print(f"   run {i + 1}: ours<->ours {rate / 1e6:.2f} Mpps (lat {lat0}/{lat1} ns)", flush=True)
+            pairs.append({"B": (rate, lat0, lat1)})
+    return pairs
+
+
+def placement(lat, near_ns):
+    return "near" if lat < near_ns else "far"
+
+
+def report(results, cases, opts):
+    print()
+    print(f"{'case':<10} {'placement':<9} {'pairs':>5} {'DPDK Mpps (min-max)':>22} {'ours Mpps (min-max)':>22} "
+          f"{'DPDK Gb/s':>9} {'ours Gb/s':>9} {'ratio':>6}")
+    ratios = []
+    for case, pairs in results.items():
+        label, frame = cases[case]
+        for where in ("near", "far"):
+            kept = []
+            for p in pairs:
+                lats = [v for run in p.values() for v in run[1:]]
+                if all(placement(l, opts.near_ns) == where for l in lats) and max(lats) <= 1.5 * min(lats):
+                    kept.append(p)
+            if not kept:
+                continue
+            b = [p["B"][0] for p in kept]
+            gbps = lambda pps: pps * frame * 8 / 1e9
+            if "A" in kept[0]:
+                a = [p["A"][0] for p in kept]
+                ratio = statistics.median(b) / statistics.median(a) if statistics.median(a) else 0
+                ratios.append(ratio)
+                print(f"{case:<10} {where:<9} {len(kept):>5} "
+                      f"{statistics.median(a) / 1e6:>8.2f} ({min(a) / 1e6:.2f}-{max(a) / 1e6:.2f}) "
+                      f"{statistics.median(b) / 1e6:>8.2f} ({min(b) / 1e6:.2f}-{max(b) / 1e6:.2f}) "
+                      f"{gbps(statistics.median(a)):>9.2f} {gbps(statistics.median(b)):>9.2f} {ratio:>6.2f}")
+            else:
+                print(f"{case:<10} {where:<9} {len(kept):>5} {'-':>22} "
+                      f"{statistics.median(b) / 1e6:>8.2f} ({min(b) / 1e6:.2f}-{max(b) / 1e6:.2f}) "
+                      f"{'-':>9} {gbps(statistics.median(b)):>9.2f} {'-':>6}")
+        dropped = len(pairs) - sum(
+            1 for p in pairs
+            if (lambda lats: len({placement(l, opts.near_ns) for l in lats}) == 1 and max(lats) <= 1.5 * min(lats))(
+                [v for run in p.values() for v in run[1:]]))
+        if dropped:
+            print(f"{case:<10} ({dropped} pair(s) dropped: placement changed during the pair)")
+    print()
+    print("ratio_min=" + (f"{min(ratios):.2f}" if ratios else "n/a (no pair kept)"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct VirtioBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "virtio-bench",
+        abstract: "Helpers for Scripts/bench-vs-dpdk.sh (benchmarks, not tests).",
+        subcommands: [CoreLatency.self])
+}
