@@ -98,7 +98,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--near-ns", type=int, default=150)
+    parser.add_argument("--near-ns", type=int, default=150,
+                        help="one-way core-to-core ns below which a placement counts as near")
     parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64")
     opts = parser.parse_args()
     if opts.pairs < 1 or opts.seconds < 3:
@@ -132,31 +133,35 @@ def run_case(case, frame, opts):
     pairs = []
     if case in ("tx64", "tx1518", "rt64"):
         backend_mode = "macswap" if case == "rt64" else "rxonly"
-        backend = TestPMD("vhost", sock, ["--forward-mode", backend_mode])
         if case == "rt64":
             a_args = ["--forward-mode", "io", "--tx-first", "--txpkts", str(frame)]
             b_args = ["--forward-mode", "io", "--tx-first"]
         else:
             a_args = ["--forward-mode", "txonly", "--txpkts", str(frame)]
             b_args = ["--forward-mode", "txonly", "--pkt-size", str(frame)]
-        try:
-            for i in range(opts.pairs):
-                pair = {}
-                for which in ("A", "B"):
-                    lat0 = core_latency()
+        for i in range(opts.pairs):
+            pair = {}
+            for which in ("A", "B"):
+                # Latency is read with nothing else running: a polling testpmd on a CPU would
+                # make the ping-pong measure contention, not placement. So each run gets a
+                # fresh back-end, started after the first reading and stopped before the second.
+                lat0 = core_latency()
+                backend = TestPMD("vhost", sock, ["--forward-mode", backend_mode])
+                try:
                     start = backend.offset()
                     if which == "A":
                         run_testpmd_frontend(sock, a_args, opts.seconds)
                     else:
                         run_ours(sock, b_args, opts.seconds)
                     end = backend.offset()
-                    lat1 = core_latency()
-                    pair[which] = (steady(backend.rates(start, end, "Rx-pps")), lat0, lat1)
-                print(f"   pair {i + 1}: DPDK {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns)"
-                      f"  ours {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns)", flush=True)
-                pairs.append(pair)
-        finally:
-            backend.stop()
+                    rate = steady(backend.rates(start, end, "Rx-pps"))
+                finally:
+                    backend.stop()
+                lat1 = core_latency()
+                pair[which] = (rate, lat0, lat1)
+            print(f"   pair {i + 1}: DPDK {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns)"
+                  f"  ours {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns)", flush=True)
+            pairs.append(pair)
     elif case == "backend64":
         for i in range(opts.pairs):
             pair = {}
@@ -181,7 +186,8 @@ def run_case(case, frame, opts):
                         backend.wait(timeout=10)
                 lat1 = core_latency()
                 pair[which] = (rate, lat0, lat1)
-            print(f"   pair {i + 1}: DPDK vhost {pair['A'][0] / 1e6:.2f} Mpps  our back-end {pair['B'][0] / 1e6:.2f} Mpps", flush=True)
+            print(f"   pair {i + 1}: DPDK vhost {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns)"
+                  f"  our back-end {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns)", flush=True)
             pairs.append(pair)
     elif case == "ours64":
         for i in range(opts.pairs):
