@@ -207,43 +207,53 @@ def placement(lat, near_ns):
     return "near" if lat < near_ns else "far"
 
 
+def consistent(pair, near_ns):
+    """All four latency readings in one placement class, none 1.5x another."""
+    lats = [v for run in pair.values() for v in run[1:]]
+    return len({placement(l, near_ns) for l in lats}) == 1 and max(lats) <= 1.5 * min(lats)
+
+
+def row(case, where, pairs, frame):
+    b = [p["B"][0] for p in pairs]
+    gbps = lambda pps: pps * frame * 8 / 1e9
+    mb = statistics.median(b)
+    if "A" not in pairs[0]:
+        print(f"{case:<10} {where:<9} {len(pairs):>5} {'-':>22} {mb / 1e6:>8.2f} ({min(b) / 1e6:.2f}-{max(b) / 1e6:.2f}) "
+              f"{'-':>9} {gbps(mb):>9.2f} {'-':>6}")
+        return None
+    a = [p["A"][0] for p in pairs]
+    ma = statistics.median(a)
+    ratio = mb / ma if ma else 0.0
+    print(f"{case:<10} {where:<9} {len(pairs):>5} {ma / 1e6:>8.2f} ({min(a) / 1e6:.2f}-{max(a) / 1e6:.2f}) "
+          f"{mb / 1e6:>8.2f} ({min(b) / 1e6:.2f}-{max(b) / 1e6:.2f}) {gbps(ma):>9.2f} {gbps(mb):>9.2f} {ratio:>6.2f}")
+    return ratio
+
+
 def report(results, cases, opts):
+    """Medians per case and placement over the pairs whose placement held; an "all" row
+    (every pair, unfiltered) for context, which ratio_min does not use."""
     print()
     print(f"{'case':<10} {'placement':<9} {'pairs':>5} {'DPDK Mpps (min-max)':>22} {'ours Mpps (min-max)':>22} "
           f"{'DPDK Gb/s':>9} {'ours Gb/s':>9} {'ratio':>6}")
     ratios = []
+    missing = []
     for case, pairs in results.items():
-        label, frame = cases[case]
+        frame = cases[case][1]
+        kept_any = False
         for where in ("near", "far"):
-            kept = []
-            for p in pairs:
-                lats = [v for run in p.values() for v in run[1:]]
-                if all(placement(l, opts.near_ns) == where for l in lats) and max(lats) <= 1.5 * min(lats):
-                    kept.append(p)
-            if not kept:
-                continue
-            b = [p["B"][0] for p in kept]
-            gbps = lambda pps: pps * frame * 8 / 1e9
-            if "A" in kept[0]:
-                a = [p["A"][0] for p in kept]
-                ratio = statistics.median(b) / statistics.median(a) if statistics.median(a) else 0
-                ratios.append(ratio)
-                print(f"{case:<10} {where:<9} {len(kept):>5} "
-                      f"{statistics.median(a) / 1e6:>8.2f} ({min(a) / 1e6:.2f}-{max(a) / 1e6:.2f}) "
-                      f"{statistics.median(b) / 1e6:>8.2f} ({min(b) / 1e6:.2f}-{max(b) / 1e6:.2f}) "
-                      f"{gbps(statistics.median(a)):>9.2f} {gbps(statistics.median(b)):>9.2f} {ratio:>6.2f}")
-            else:
-                print(f"{case:<10} {where:<9} {len(kept):>5} {'-':>22} "
-                      f"{statistics.median(b) / 1e6:>8.2f} ({min(b) / 1e6:.2f}-{max(b) / 1e6:.2f}) "
-                      f"{'-':>9} {gbps(statistics.median(b)):>9.2f} {'-':>6}")
-        dropped = len(pairs) - sum(
-            1 for p in pairs
-            if (lambda lats: len({placement(l, opts.near_ns) for l in lats}) == 1 and max(lats) <= 1.5 * min(lats))(
-                [v for run in p.values() for v in run[1:]]))
-        if dropped:
-            print(f"{case:<10} ({dropped} pair(s) dropped: placement changed during the pair)")
+            kept = [p for p in pairs if consistent(p, opts.near_ns)
+                    and placement(next(iter(p.values()))[1], opts.near_ns) == where]
+            if kept:
+                kept_any = True
+                ratio = row(case, where, kept, frame)
+                if ratio is not None:
+                    ratios.append(ratio)
+        row(case, "all", pairs, frame)
+        if not kept_any and "A" in pairs[0]:
+            missing.append(case)
     print()
-    print("ratio_min=" + (f"{min(ratios):.2f}" if ratios else "n/a (no pair kept)"))
+    note = f" (no pair kept for: {','.join(missing)})" if missing else ""
+    print("ratio_min=" + (f"{min(ratios):.2f}" if ratios else "n/a") + note)
 
 
 if __name__ == "__main__":
