@@ -9,7 +9,7 @@ public final class PacketBurst {
     public let capacity: Int
     /// Buffers it holds now (the first `count` entries).
     @inlinable public var count: Int { held }
-    @usableFromInline var held: Int
+    @exclusivity(unchecked) @usableFromInline var held: Int
 
     /// Creates an empty burst holding at most `capacity` buffers (1…4096).
     public init(capacity: Int = 32) {

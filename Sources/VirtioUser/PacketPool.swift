@@ -16,11 +16,11 @@ final class PacketPool {
     @usableFromInline let base: UnsafeMutableRawPointer
     @usableFromInline let count: Int
     @usableFromInline let freeStack: UnsafeMutablePointer<UInt32>
-    @usableFromInline var freeCount: Int
+    @exclusivity(unchecked) @usableFromInline var freeCount: Int
     /// Guards against returning a buffer twice, which would hand one slot to two owners.
     @usableFromInline let isFree: UnsafeMutablePointer<Bool>
     /// Buffers handed back that were not ours or were already free.
-    @usableFromInline var invalidReleases: UInt64 = 0
+    @exclusivity(unchecked) @usableFromInline var invalidReleases: UInt64 = 0
 
     init(base: UnsafeMutableRawPointer, count: Int) {
         self.base = base

@@ -34,10 +34,13 @@ struct Forwarder {
             device.transmit(txBurst)
             device.release(txBurst)
         }
+        // Option values are read once: an ArgumentParser property read per burst costs more than
+        // the burst itself.
+        let mode = options.forwardMode
         var iterations = 0
         var now = start
         while true {
-            switch options.forwardMode {
+            switch mode {
             case .txonly:
                 generate(into: txBurst, template: template)
                 device.transmit(txBurst)
@@ -48,7 +51,7 @@ struct Forwarder {
                 device.release(rxBurst)
             case .io, .macswap:
                 if device.receive(into: rxBurst) > 0 {
-                    if options.forwardMode == .macswap { swapMACs(rxBurst) }
+                    if mode == .macswap { swapMACs(rxBurst) }
                     device.transmit(rxBurst)
                     forwardDrops &+= UInt64(rxBurst.count)
                     device.release(rxBurst)
@@ -101,6 +104,7 @@ struct Forwarder {
     /// After forwarding: keep receiving (and freeing) until what was sent has come back or
     /// nothing has arrived for 200 ms, so the summary counts frames still in flight.
     private func drain(_ burst: PacketBurst, expecting sent: UInt64) {
+        let isTxonly = options.forwardMode == .txonly
         var quietSince = MonotonicClock.nanoseconds()
         let limit = quietSince + 2_000_000_000
         while true {
@@ -109,7 +113,7 @@ struct Forwarder {
                 device.release(burst)
                 quietSince = now
             }
-            if options.forwardMode == .txonly && device.statistics.rx.packets >= sent { return }
+            if isTxonly && device.statistics.rx.packets >= sent { return }
             if now - quietSince > 200_000_000 || now > limit { return }
         }
     }
