@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Instructions per packet, counted by valgrind's callgrind (repeatable where time is not):
+# our virtio-user-pmd and DPDK's testpmd virtio-user, each as the front-end of the same testpmd
+# vhost back-end, counting only inside the forwarding function:
+#   TX: front-end txonly 64 B  -> testpmd vhost rxonly
+#   RX: front-end rxonly       <- testpmd vhost txonly 64 B
+# Under valgrind the front-end runs ~50x slower than the native back-end, so its rings are
+# always full (TX) or always fed (RX): the count is the cost of moving packets, not of waiting.
+# Each front-end runs twice, for 1 and for 1+2S seconds of traffic, and the whole process is
+# counted: instructions per packet = (Ir long - Ir short) / (packets long - packets short), which
+# cancels start-up and teardown without needing symbols (Debian's testpmd is stripped).
+#
+#   Scripts/callgrind-ipp.sh [S]      (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-3}
+source Scripts/setup.sh
+./Scripts/install-dpdk.sh
+command -v valgrind >/dev/null || { apt-get install -y -qq valgrind >/dev/null; }
+swift build -c release --product virtio-user-pmd >&2
+
+work=$(mktemp -d /tmp/callgrind-ipp.XXXXXX)
+trap 'for p in "$work"/*.pid; do [ -f "$p" ] && Scripts/testpmd.sh kill --pidfile "$p"; done; rm -rf "$work"' EXIT
+# valgrind 3.19 cannot read the DWARF 5 that Swift emits: count on a copy without debug info.
+objcopy --strip-debug .build/release/virtio-user-pmd "$work/pmd"
+
+ir_of() {  # total Ir inside the toggled function, from a callgrind output file
+  callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }'
+}
+
+backend() {  # start a testpmd vhost back-end in mode $1 on $work/sock
+  rm -f "$work/sock"
+  Scripts/testpmd.sh vhost --socket "$work/sock" --prefix "cgb$$" --forward-mode "$1" \
+    --pidfile "$work/backend.pid" --log "$work/backend.log" --txpkts 64 > /dev/null
+}
+
+ours_once() {  # $1 = txonly|rxonly, $2 = back-end mode, $3 = seconds; prints "packets Ir"
+  backend "$2"
+  valgrind --tool=callgrind --callgrind-out-file="$work/ours.cg" \
+    "$work/pmd" --socket "$work/sock" --forward-mode "$1" --duration "$3" --stats-period 0 \
+    > "$work/ours.out" 2> "$work/ours.err"
+  Scripts/testpmd.sh stop --pidfile "$work/backend.pid"
+  local label=TX
+  [ "$1" = rxonly ] && label=RX
+  echo "$(awk -v l="$label packets:" 'index($0, l) { print $3; exit }' "$work/ours.out") $(ir_of "$work/ours.cg")"
+}
+
+dpdk_once() {  # same for testpmd's virtio-user
+  backend "$2"
+  setsid valgrind --tool=callgrind --callgrind-out-file="$work/dpdk.cg" \
+    dpdk-testpmd -l 0,1 --main-lcore 1 --no-pci --no-huge -m 256 --no-shconf --file-prefix="cgf$$" \
+    --vdev "virtio_user0,path=$work/sock,queues=1" -- --forward-mode="$1" --txpkts=64 \
+    --stats-period 1 --total-num-mbufs=16384 < /dev/null > "$work/dpdk.out" 2>&1 &
+  local pid=$!
+  # Traffic starts once testpmd, slowed by valgrind, has come up; then give it $3 seconds.
+  for _ in $(seq 600); do grep -q "packet forwarding - ports=" "$work/dpdk.out" 2>/dev/null && break; sleep 0.1; done
+  sleep "$3"
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  Scripts/testpmd.sh stop --pidfile "$work/backend.pid"
+  local label=TX-packets
+  [ "$1" = rxonly ] && label=RX-packets
+  local packets
+  packets=$(awk -v l="$label:" '/Accumulated forward statistics/ { found = 1 } found && index($0, l) { print $2; exit }' "$work/dpdk.out")
+  echo "${packets:-0} $(ir_of "$work/dpdk.cg")"
+}
+
+measure() {  # $1 = ours|dpdk, $2 = loop, $3 = back-end mode
+  local short long
+  short=$("$1_once" "$2" "$3" 1)
+  long=$("$1_once" "$2" "$3" $((1 + 2 * seconds)))
+  echo "$1 $2 $short $long"
+}
+
+{
+  measure ours txonly rxonly
+  measure dpdk txonly rxonly
+  measure ours rxonly txonly
+  measure dpdk rxonly txonly
+} | awk '
+  BEGIN { printf "%-6s %-7s %14s %16s %10s\n", "side", "loop", "Δpackets", "Δinstructions", "Ir/packet" }
+  { dp = $5 - $3; di = $6 - $4; ipp = (dp > 0) ? di / dp : 0
+    printf "%-6s %-7s %14.0f %16.0f %10.1f\n", $1, $2, dp, di, ipp }'
