@@ -56,8 +56,13 @@ dpdk_once() {  # same for testpmd's virtio-user
   for _ in $(seq 600); do grep -q "packet forwarding - ports=" "$work/dpdk.out" 2>/dev/null && break; sleep 0.1; done
   sleep "$3"
   kill -INT "$pid" 2>/dev/null || true
-  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
+  # testpmd under callgrind needs a while to stop and write its counts; a SIGKILL here would
+  # lose them, so wait generously.
+  for _ in $(seq 3000); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    echo "callgrind-ipp: testpmd did not stop within 300 s; its counts are lost" >&2
+  fi
   Scripts/testpmd.sh stop --pidfile "$work/backend.pid"
   local label=TX-packets
   [ "$1" = rxonly ] && label=RX-packets
