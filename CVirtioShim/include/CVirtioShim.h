@@ -84,6 +84,15 @@ static inline void cvs_store_relaxed_u16(uint16_t *p, uint16_t v) { __atomic_sto
 static inline void cvs_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void cvs_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void cvs_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+/// A spin-wait hint (x86 PAUSE): eases the pressure a polling loop puts on cache lines the
+/// other side is writing.
+static inline void cvs_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 // MARK: - Shared memory
 

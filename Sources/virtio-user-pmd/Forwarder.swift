@@ -43,7 +43,9 @@ struct Forwarder {
             switch mode {
             case .txonly:
                 generate(into: txBurst, template: template)
-                device.transmit(txBurst)
+                // A full ring: back off a moment instead of re-reading the used index the
+                // back-end is writing (the spin competes with it for that cache line).
+                if device.transmit(txBurst) == 0 { SpinWait.relax() }
                 device.receive(into: rxBurst)
                 device.release(rxBurst)
             case .rxonly:
