@@ -28,11 +28,6 @@ void *cvs_mmap_shared(int fd, size_t length, off_t offset) {
     return p == MAP_FAILED ? NULL : p;
 }
 
-void *cvs_mmap_anonymous(size_t length) {
-    void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
 int cvs_munmap(void *addr, size_t length) { return munmap(addr, length); }
 
 int64_t cvs_file_size(int fd) {
@@ -149,8 +144,6 @@ ssize_t cvs_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 }
 
 int cvs_set_thread_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
-
-int cvs_current_cpu(void) { return sched_getcpu(); }
 
 int cvs_pin_current_thread(int cpu) {
     if (cpu < 0 || cpu >= CPU_SETSIZE) {

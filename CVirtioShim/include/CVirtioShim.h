@@ -82,8 +82,6 @@ static inline void cvs_store_relaxed_u16(uint16_t *p, uint16_t v) { __atomic_sto
 /// Full barrier: needed between publishing an index and reading the peer's notification flags
 /// (VIRTIO 1.1 §2.7.7/§2.7.10: store then load, which acquire/release alone do not order).
 static inline void cvs_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-static inline void cvs_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
-static inline void cvs_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 /// A spin-wait hint (x86 PAUSE): eases the pressure a polling loop puts on cache lines the
 /// other side is writing.
 static inline void cvs_cpu_relax(void) {
@@ -110,8 +108,6 @@ int cvs_memfd_create(const char *name, unsigned int flags);
 int cvs_memfd_seal_size(int fd);
 /// mmap(fd, len, offset) read/write shared; returns NULL with errno on failure.
 void *cvs_mmap_shared(int fd, size_t length, off_t offset);
-/// Anonymous private read/write mapping (for private bookkeeping and tests); NULL on failure.
-void *cvs_mmap_anonymous(size_t length);
 /// munmap(2): 0 or -1 with errno.
 int cvs_munmap(void *addr, size_t length);
 /// Size of `fd` as fstat(2) reports it, or -1 with errno.
@@ -169,8 +165,6 @@ ssize_t cvs_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
 int cvs_set_thread_name(pthread_t thread, const char *name);
 /// Pins the calling thread to one CPU (sched_setaffinity). Returns 0 or -1 with errno.
 int cvs_pin_current_thread(int cpu);
-/// The CPU the caller runs on, or -1.
-int cvs_current_cpu(void);
 
 #ifdef __cplusplus
 }

@@ -19,8 +19,6 @@ final class BackendConnection {
     private(set) var received: [VhostUserRequest] = []
     /// See ``VhostUserBackend/Configuration/frameObserver``.
     var frameObserver: (@Sendable (UInt64, Int) -> Void)?
-    /// Requests refused as not implemented.
-    private(set) var unsupported: [VhostUserRequest] = []
 
     init(socket: OwnedDescriptor, offeredFeatures: VirtioFeatures, offeredProtocolFeatures: VhostUserProtocolFeatures) {
         channel = VhostUserChannel(socket: socket)
@@ -42,10 +40,7 @@ final class BackendConnection {
         } catch {
             if frame.header.needsReply { try? channel.reply(to: frame.header.request, payload: Self.ack(false)) }
             // A request we do not implement is refused, not fatal: the front-end may cope.
-            if error.kind == .unsupported {
-                unsupported.append(frame.header.request)
-                return
-            }
+            if error.kind == .unsupported { return }
             throw error
         }
         do {

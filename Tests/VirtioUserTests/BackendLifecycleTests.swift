@@ -73,3 +73,29 @@ final class BackendLifecycleTests: XCTestCase {
         XCTAssertEqual(backend.statistics.protocolErrors, 0)
     }
 }
+
+/// Requests the back-end does not implement are refused, not fatal.
+final class BackendUnknownRequestTests: XCTestCase {
+    /// An unknown request with NEED_REPLY gets a failure ack; the session goes on and the next
+    /// request is answered; the connection ends without a protocol error.
+    func testUnknownRequestIsRefusedAndTheSessionContinues() throws {
+        let backend = try startBackend(self)
+        do {
+            let channel = VhostUserChannel(socket: try UnixSocket.connect(to: backend.configuration.socketPath, retry: .init(timeoutMilliseconds: 5000)))
+            try channel.send(request: VhostUserRequest(rawValue: 99), flags: VhostUserHeader.needReplyFlag, payload: [])
+            let refusal = try channel.receive(timeoutMilliseconds: 5000)
+            XCTAssertEqual(refusal.header.request.rawValue, 99)
+            XCTAssertTrue(refusal.header.isReply)
+            XCTAssertEqual(refusal.payload, [1, 0, 0, 0, 0, 0, 0, 0], "a non-zero REPLY_ACK status means refused")
+
+            try channel.send(.getFeatures)
+            let features = try channel.receive(timeoutMilliseconds: 5000)
+            XCTAssertEqual(features.header.request, .getFeatures)
+            XCTAssertEqual(features.payload.count, 8)
+            XCTAssertEqual(features.payload[4], 1, "VERSION_1 (bit 32) is offered")
+        }  // the channel closes here
+        XCTAssertTrue(waitUntil { backend.requestTraces.count == 1 })
+        XCTAssertEqual(backend.requestTraces.first, ["request 99", "GET_FEATURES"])
+        XCTAssertEqual(backend.statistics.protocolErrors, 0)
+    }
+}
