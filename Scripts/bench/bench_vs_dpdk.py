@@ -3,13 +3,19 @@
 dpdk-testpmd vhost back-end, and DPDK's vhost (A) vs our Swift back-end (B) under the same
 dpdk-testpmd virtio-user front-end. Called by Scripts/bench-vs-dpdk.sh; see Docs/PERFORMANCE.md.
 
-Method (this 2-vCPU VM flips between a "near" and a "far" vCPU placement, up to 3x apart):
+Method (this 2-vCPU VM flips, every few seconds to minutes, between a "near" and a "far" vCPU
+placement; ring throughput moves up to 3x with it, for DPDK and for us alike):
 - runs alternate A B A B ... (--pairs pairs per case), each --seconds long;
-- core-to-core latency is measured before and after every run; a pair is kept only if all four
-  readings fall in one placement class (near < --near-ns <= far) and none moved by more than 50%;
+- core-to-core latency is measured before and after every run, and the per-second rates of each
+  run must be flat (slowest second >= --flat x the fastest): a flip in the middle of a run shows
+  up there, since latency cannot be read while both CPUs poll;
+- a pair is kept only if both runs are flat and all four latency readings fall in one placement
+  class (near < --near-ns <= far), none 1.5x another;
 - a run's rate is the median of the per-second rates testpmd printed during it (first and last
   second dropped), always read on the same side for A and B;
-- the table gives medians (and min/max) over kept pairs, and ours/DPDK per case.
+- the table gives medians (and min/max) over kept pairs; the ratio is the median of the kept
+  pairs' own ours/DPDK ratios, so a pair split by a placement flip the checks missed moves it
+  little.
 """
 import argparse
 import os
@@ -63,11 +69,17 @@ class TestPMD:
             pass
 
 
-def steady(values):
-    """Median of per-second rates without the ramp at either end."""
-    core = values[1:-1] if len(values) > 3 else values
-    core = [v for v in core if v > 0] or [0]
-    return statistics.median(core)
+def steady(values, flat):
+    """Median of per-second rates without the partial seconds at either end, and whether the run held one
+    speed (its slowest second at least `flat` times its fastest)."""
+    # Intervals before the front-end started or after it stopped read zero; the first and last
+    # non-zero ones are partial (testpmd's stats clock is not aligned with the run, and it
+    # sometimes skips a tick, so an interval can span two seconds).
+    moving = [v for v in values if v > 0]
+    core = moving[1:-1]
+    if not core:
+        return (statistics.median(moving) if moving else 0), False
+    return statistics.median(core), min(core) >= flat * max(core)
 
 
 def run_ours(socket, args, seconds):
@@ -96,14 +108,16 @@ def start_our_backend(socket, mode):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--near-ns", type=int, default=150,
                         help="one-way core-to-core ns below which a placement counts as near")
+    parser.add_argument("--flat", type=float, default=0.75,
+                        help="a run counts as flat when its slowest second is at least this x its fastest")
     parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64")
     opts = parser.parse_args()
-    if opts.pairs < 1 or opts.seconds < 3:
-        sys.exit("bench: need --pairs >= 1 and --seconds >= 3")
+    if opts.pairs < 1 or opts.seconds < 4:
+        sys.exit("bench: need --pairs >= 1 and --seconds >= 4")
 
     cases = {
         # name: (label, frame bytes)
@@ -154,13 +168,13 @@ def run_case(case, frame, opts):
                     else:
                         run_ours(sock, b_args, opts.seconds)
                     end = backend.offset()
-                    rate = steady(backend.rates(start, end, "Rx-pps"))
+                    rate, flat = steady(backend.rates(start, end, "Rx-pps"), opts.flat)
                 finally:
                     backend.stop()
                 lat1 = core_latency()
-                pair[which] = (rate, lat0, lat1)
-            print(f"   pair {i + 1}: DPDK {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns)"
-                  f"  ours {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns)", flush=True)
+                pair[which] = (rate, lat0, lat1, flat)
+            print(f"   pair {i + 1}: DPDK {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns{mark(pair['A'])})"
+                  f"  ours {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns{mark(pair['B'])})", flush=True)
             pairs.append(pair)
     elif case == "backend64":
         for i in range(opts.pairs):
@@ -176,7 +190,7 @@ def run_case(case, frame, opts):
                     start = front.offset()
                     time.sleep(opts.seconds)
                     end = front.offset()
-                    rate = steady(front.rates(start, end, "Tx-pps"))
+                    rate, flat = steady(front.rates(start, end, "Tx-pps"), opts.flat)
                     front.stop()
                 finally:
                     if which == "A":
@@ -185,9 +199,9 @@ def run_case(case, frame, opts):
                         backend.send_signal(signal.SIGTERM)
                         backend.wait(timeout=10)
                 lat1 = core_latency()
-                pair[which] = (rate, lat0, lat1)
-            print(f"   pair {i + 1}: DPDK vhost {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns)"
-                  f"  our back-end {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns)", flush=True)
+                pair[which] = (rate, lat0, lat1, flat)
+            print(f"   pair {i + 1}: DPDK vhost {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns{mark(pair['A'])})"
+                  f"  our back-end {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns{mark(pair['B'])})", flush=True)
             pairs.append(pair)
     elif case == "ours64":
         for i in range(opts.pairs):
@@ -197,10 +211,14 @@ def run_case(case, frame, opts):
                                  check=True, capture_output=True, text=True).stdout
             lat1 = core_latency()
             per_second = [float(v) * 1e6 for v in re.findall(r"TX ([0-9.]+) Mpps", out)]
-            rate = steady(per_second)
-            print(f"   run {i + 1}: ours<->ours {rate / 1e6:.2f} Mpps (lat {lat0}/{lat1} ns)", flush=True)
-            pairs.append({"B": (rate, lat0, lat1)})
+            rate, flat = steady(per_second, opts.flat)
+            print(f"   run {i + 1}: ours<->ours {rate / 1e6:.2f} Mpps (lat {lat0}/{lat1} ns{mark((rate, lat0, lat1, flat))})", flush=True)
+            pairs.append({"B": (rate, lat0, lat1, flat)})
     return pairs
+
+
+def mark(run):
+    return "" if run[3] else ", not flat"
 
 
 def placement(lat, near_ns):
@@ -208,9 +226,10 @@ def placement(lat, near_ns):
 
 
 def consistent(pair, near_ns):
-    """All four latency readings in one placement class, none 1.5x another."""
-    lats = [v for run in pair.values() for v in run[1:]]
-    return len({placement(l, near_ns) for l in lats}) == 1 and max(lats) <= 1.5 * min(lats)
+    """Every run flat, all four latency readings in one placement class, none 1.5x another."""
+    lats = [v for run in pair.values() for v in run[1:3]]
+    return (all(run[3] for run in pair.values())
+            and len({placement(l, near_ns) for l in lats}) == 1 and max(lats) <= 1.5 * min(lats))
 
 
 def row(case, where, pairs, frame):
@@ -223,7 +242,7 @@ def row(case, where, pairs, frame):
         return None
     a = [p["A"][0] for p in pairs]
     ma = statistics.median(a)
-    ratio = mb / ma if ma else 0.0
+    ratio = statistics.median([p["B"][0] / p["A"][0] if p["A"][0] else 0.0 for p in pairs])
     print(f"{case:<10} {where:<9} {len(pairs):>5} {ma / 1e6:>8.2f} ({min(a) / 1e6:.2f}-{max(a) / 1e6:.2f}) "
           f"{mb / 1e6:>8.2f} ({min(b) / 1e6:.2f}-{max(b) / 1e6:.2f}) {gbps(ma):>9.2f} {gbps(mb):>9.2f} {ratio:>6.2f}")
     return ratio
