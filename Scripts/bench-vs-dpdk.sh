@@ -2,7 +2,7 @@
 # Benchmark (not a test): DPDK's virtio-user vs our virtio-user-pmd against the same testpmd vhost
 # back-end, DPDK's vhost vs our Swift back-end under the same testpmd virtio-user, and our device
 # against our back-end — interleaved A B A B, core-to-core latency measured around every run.
-# Prints a table of medians and a last line ratio_min=X. Takes about 5 minutes with defaults.
+# Prints a table of medians and a last line ratio_min=X. Takes about 17 minutes with defaults.
 #
 #   Scripts/bench-vs-dpdk.sh [--pairs N] [--seconds S] [--cases tx64,tx1518,rt64,backend64,ours64]
 #
