@@ -116,6 +116,22 @@ int64_t cvs_file_size(int fd);
 /// -1 when libnuma reports no NUMA support (nothing to do then), or -2 when binding failed.
 int cvs_numa_bind_local(void *addr, size_t length);
 
+// MARK: - Peer memory that may shrink under us
+
+/// Registers [start, start + length), a mapping of a peer's file, as memory the peer may
+/// truncate. A SIGBUS inside it no longer kills the process: the faulting page (of
+/// `page_size`, a power of two: 4 KiB, or the hugepage size) is replaced by an anonymous zero
+/// page so the access completes, and the range's fault count goes up for the owner to notice
+/// and end the peer's session. SIGBUS elsewhere keeps its previous disposition. The handler is
+/// installed on first use. Returns a slot, or -1 with errno (ENOSPC: 256 ranges in use).
+int cvs_guard_register(void *start, size_t length, size_t page_size);
+/// Forgets a slot (before the range is unmapped).
+void cvs_guard_unregister(int slot);
+/// SIGBUS faults absorbed in a slot's range since it was registered.
+uint64_t cvs_guard_faults(int slot);
+/// Faults absorbed in the whole process: one load, cheap enough to poll after every burst.
+uint64_t cvs_guard_total_faults(void);
+
 // MARK: - eventfd
 
 /// eventfd(initval, EFD_CLOEXEC | EFD_NONBLOCK). Returns the fd or -1 with errno.

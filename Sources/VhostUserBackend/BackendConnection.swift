@@ -1,3 +1,4 @@
+import CVirtioShim
 import VhostUser
 import VirtioCore
 
@@ -17,6 +18,8 @@ final class BackendConnection {
     private(set) var status: UInt8 = 0
     /// Requests received, in order (for traces).
     private(set) var received: [VhostUserRequest] = []
+    /// The process-wide truncation-fault count last checked (see ``GuestMemoryMap/checkTruncation()``).
+    var guardFaultsSeen: UInt64 = cvs_guard_total_faults()
     /// See ``VhostUserBackend/Configuration/frameObserver``.
     var frameObserver: (@Sendable (UInt64, Int) -> Void)?
 

@@ -32,6 +32,12 @@ extension BackendConnection {
         if let violation = tx.violation ?? rxVring.ring?.violation {
             throw VirtioError(.protocolViolation, violation)
         }
+        // One load per burst: did any guarded mapping in the process fault since we looked?
+        let faults = cvs_guard_total_faults()
+        if faults != guardFaultsSeen {
+            guardFaultsSeen = faults
+            try memory.checkTruncation()
+        }
         return handled
     }
 

@@ -14,6 +14,9 @@ final class MappedRegion {
     let host: UnsafeMutableRawPointer
     private let mapping: UnsafeMutableRawPointer
     private let mappingLength: Int
+    /// Our truncation-guard slot: a front-end that shrinks the file later faults a zero page in,
+    /// not SIGBUS into the process (see `cvs_guard_register`).
+    private let guardSlot: Int32
 
     /// Maps `descriptor` after checking the region against the file: offset + size must lie
     /// within the file as fstat reports it (mapping past the end would turn a later access
@@ -44,6 +47,13 @@ final class MappedRegion {
         guard let mapping = cvs_mmap_shared(descriptor.raw, Int(length), 0) else {
             throw VirtioError.system("mmap of a \(length)-byte memory region", errno: errno)
         }
+        let slot = cvs_guard_register(mapping, Int(length), Int(block))
+        guard slot >= 0 else {
+            let code = errno
+            _ = cvs_munmap(mapping, Int(length))
+            throw VirtioError.system("guarding a \(length)-byte memory region against truncation", errno: code)
+        }
+        guardSlot = slot
         guestPhysicalAddress = region.guestPhysicalAddress
         userAddress = region.userAddress
         size = region.size
@@ -53,8 +63,12 @@ final class MappedRegion {
     }
 
     deinit {
+        cvs_guard_unregister(guardSlot)
         _ = cvs_munmap(mapping, mappingLength)
     }
+
+    /// True once the front-end shrank the file under a page we touched.
+    var wasTruncated: Bool { cvs_guard_faults(guardSlot) > 0 }
 }
 
 /// The front-end's memory as we mapped it, with bounds-checked translation of its addresses.
@@ -117,6 +131,14 @@ final class GuestMemoryMap {
     }
 
     var isEmpty: Bool { count == 0 }
+
+    /// A protocol violation when the front-end shrank a region's file after we mapped it (the
+    /// pages past its new end now read as zeros; the session must end).
+    func checkTruncation() throws(VirtioError) {
+        for (i, region) in regions.enumerated() where region.wasTruncated {
+            throw VirtioError(.protocolViolation, "The front-end shrank memory region \(i)'s file after SET_MEM_TABLE; its pages were touched past the new end. Front-ends must not truncate shared memory (seal memfds with F_SEAL_SHRINK).")
+        }
+    }
 
     /// Our pointer for the driver buffer `[address, address + length)` ("guest physical"), or nil
     /// when it is not entirely inside one region.
