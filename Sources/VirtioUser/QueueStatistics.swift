@@ -3,8 +3,10 @@ import Synchronization
 /// Counters of one queue, as read at one moment.
 ///
 /// Balance on the transmit side: every frame `transmit` accepted is counted in `packets`, and
-/// ends up completed by the back-end, in `drops` (lost because the back-end went away or the
-/// device stopped before completing it), or still in flight.
+/// ends up in `completed` (the back-end returned it), in `drops` (lost because the back-end went
+/// away or the device stopped before completing it), or still in flight. With the device
+/// stopped nothing is in flight: `packets == completed + drops` (when no frame was refused for
+/// its length, which counts in `drops` only).
 public struct QueueStatistics: Sendable, Equatable {
     /// Frames moved: accepted by `transmit`, or handed out by `receive`.
     public var packets: UInt64 = 0
@@ -22,9 +24,12 @@ public struct QueueStatistics: Sendable, Equatable {
     /// Receive: descriptors left empty at refill because the pool had no buffer (DPDK's
     /// rx_nombuf).
     public var noBuffers: UInt64 = 0
+    /// Transmit: frames the back-end returned through the used ring (reclaimed lazily, so this
+    /// trails `packets` while frames are in flight).
+    public var completed: UInt64 = 0
 
     public init(packets: UInt64 = 0, bytes: UInt64 = 0, drops: UInt64 = 0, errors: UInt64 = 0,
-                kicks: UInt64 = 0, ringFull: UInt64 = 0, noBuffers: UInt64 = 0) {
+                kicks: UInt64 = 0, ringFull: UInt64 = 0, noBuffers: UInt64 = 0, completed: UInt64 = 0) {
         self.packets = packets
         self.bytes = bytes
         self.drops = drops
@@ -32,6 +37,7 @@ public struct QueueStatistics: Sendable, Equatable {
         self.kicks = kicks
         self.ringFull = ringFull
         self.noBuffers = noBuffers
+        self.completed = completed
     }
 }
 
@@ -47,6 +53,7 @@ final class QueueCounters: Sendable {
     @usableFromInline let kicks = Atomic<UInt64>(0)
     @usableFromInline let ringFull = Atomic<UInt64>(0)
     @usableFromInline let noBuffers = Atomic<UInt64>(0)
+    @usableFromInline let completed = Atomic<UInt64>(0)
 
     init() {}
 
@@ -61,6 +68,6 @@ final class QueueCounters: Sendable {
             packets: packets.load(ordering: .relaxed), bytes: bytes.load(ordering: .relaxed),
             drops: drops.load(ordering: .relaxed), errors: errors.load(ordering: .relaxed),
             kicks: kicks.load(ordering: .relaxed), ringFull: ringFull.load(ordering: .relaxed),
-            noBuffers: noBuffers.load(ordering: .relaxed))
+            noBuffers: noBuffers.load(ordering: .relaxed), completed: completed.load(ordering: .relaxed))
     }
 }

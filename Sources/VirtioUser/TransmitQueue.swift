@@ -26,6 +26,7 @@ final class TransmitQueue {
             pool.put(slot: slot)
             i &+= 1
         }
+        QueueCounters.add(counters.completed, i)
     }
 
     /// Sends the first frames of `burst`; returns how many went. Sent buffers leave the burst;

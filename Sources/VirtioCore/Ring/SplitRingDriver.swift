@@ -1,4 +1,5 @@
 import CVirtioShim
+import Synchronization
 
 /// The driver half of a split virtqueue: makes buffers available, collects used ones.
 ///
@@ -7,10 +8,8 @@ import CVirtioShim
 /// Its mutable state is marked `@exclusivity(unchecked)`: one thread owns the ring, and the
 /// dynamic exclusivity check on each access cost more than the ring operation itself (half the
 /// instructions of a transmit burst, measured with callgrind).
-/// One thread owns a ring; the type is deliberately not `Sendable`.
-/// Mutable state is `@exclusivity(unchecked)`: one thread owns the ring, and the dynamic
-/// exclusivity check on every access cost more than the ring work itself (half the
-/// instructions of a transmit burst under callgrind).
+/// One thread owns a ring; the type is deliberately not `Sendable`. Only ``violation`` may be
+/// read from another thread (a link monitor does).
 public final class SplitRingDriver {
     /// The shared ring memory.
     public let memory: SplitRingMemory
@@ -26,8 +25,13 @@ public final class SplitRingDriver {
     @exclusivity(unchecked) @usableFromInline var freeCount: Int
     /// For each descriptor id: the caller's cookie, or `UInt32.max` when not in flight.
     @usableFromInline let cookies: UnsafeMutablePointer<UInt32>
-    /// Set when the device broke the protocol; the ring is unusable from then on.
-    @exclusivity(unchecked) public private(set) var violation: String?
+    /// Set when the device broke the protocol; the ring is unusable from then on. Safe to read
+    /// from any thread: the text is written once, before the flag that publishes it.
+    @inlinable public var violation: String? {
+        violationFlag.load(ordering: .acquiring) ? violationText : nil
+    }
+    @usableFromInline let violationFlag = Atomic<Bool>(false)
+    @exclusivity(unchecked) @usableFromInline var violationText: String?
     /// The index both sides started from at the last reset (what SET_VRING_BASE announces).
     public private(set) var startIndex: UInt16 = 0
 
@@ -59,7 +63,8 @@ public final class SplitRingDriver {
             freeStack[i] = UInt16(truncatingIfNeeded: memory.size - 1 - i)
             cookies[i] = Self.idle
         }
-        violation = nil
+        violationFlag.store(false, ordering: .relaxed)
+        violationText = nil
         memory.descriptors.initialize(repeating: cvs_vring_desc(), count: memory.size)
         memory.avail.initializeMemory(as: UInt8.self, repeating: 0, count: cvs_vring_avail_bytes(UInt32(memory.size)))
         memory.used.initializeMemory(as: UInt8.self, repeating: 0, count: cvs_vring_used_bytes(UInt32(memory.size)))
@@ -128,7 +133,7 @@ public final class SplitRingDriver {
     /// (see ``violation``).
     @inlinable
     public func usedCount() -> Int {
-        if violation != nil { return 0 }
+        if violationFlag.load(ordering: .relaxed) { return 0 }
         // Acquire: the used entries are read only after the index that covers them (§2.7.14).
         let usedIdx = cvs_load_acquire_u16(cvs_used_idx(memory.used))
         let count = Int(usedIdx &- lastUsed)
@@ -172,6 +177,8 @@ public final class SplitRingDriver {
 
     @usableFromInline
     func markViolation(_ text: String) {
-        if violation == nil { violation = "The device broke the split-ring protocol: \(text)." }
+        guard !violationFlag.load(ordering: .relaxed) else { return }
+        violationText = "The device broke the split-ring protocol: \(text)."
+        violationFlag.store(true, ordering: .releasing)
     }
 }
