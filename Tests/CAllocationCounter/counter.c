@@ -5,6 +5,12 @@
 #include <errno.h>
 #include <stddef.h>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZER_OWNS_MALLOC 1
+#endif
+#endif
+
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
@@ -35,6 +41,11 @@ uint64_t allocation_counter_stop(void) {
     counting = 0;
     return count;
 }
+
+#ifdef SANITIZER_OWNS_MALLOC
+int allocation_counter_available(void) { return 0; }
+#else
+int allocation_counter_available(void) { return 1; }
 
 void *malloc(size_t size) {
     note();
@@ -71,3 +82,4 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
     *out = p;
     return 0;
 }
+#endif

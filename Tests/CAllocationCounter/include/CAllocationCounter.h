@@ -5,6 +5,10 @@
 #define CALLOCATION_COUNTER_H
 #include <stdint.h>
 
+/// 1 when counting works in this build; 0 under AddressSanitizer or ThreadSanitizer, whose
+/// runtimes own malloc (the interposer is compiled out there; the plain test pass counts).
+int allocation_counter_available(void);
+
 /// Starts counting this thread's allocations from zero.
 void allocation_counter_start(void);
 /// Stops counting and returns how many allocations this thread made since the start.

@@ -1,0 +1,174 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioShim
+import VhostUserBackend
+import VirtioUser
+import XCTest
+
+/// Malformed answers and used-ring entries from a back-end. For each one our device must name
+/// the problem and drop the session (or, for a bad receive length, the frame), with every
+/// buffer back in its pool; the process goes on and the next, well-behaved back-end works.
+final class HostileBackendTests: XCTestCase {
+    private func configuration(_ path: String) -> VirtioUserDevice.Configuration {
+        var configuration = VirtioUserDevice.Configuration(socketPath: path)
+        configuration.reconnect = false
+        configuration.replyTimeoutMilliseconds = 300
+        return configuration
+    }
+
+    private static func raw(request: UInt32, flags: UInt32, size: UInt32, payload: [UInt8] = [], descriptors: [Int32] = [], on channel: VhostUserChannel) throws {
+        try sendRaw(rawMessage(request: request, flags: flags, size: size, payload: payload), descriptors: descriptors, on: channel.socket.raw)
+    }
+
+    private static let one = withUnsafeBytes(of: UInt64(1).littleEndian) { Array($0) }
+
+    func testMalformedControlRepliesFailTheStartCleanly() throws {
+        let notifier = try EventNotifier()
+        let fd = notifier.descriptor.raw
+        let cases: [(String, String, VhostUserRequest, @Sendable (VhostUserChannel) throws -> Void)] = [
+            ("reply with another request's code", "the back-end sent", .getFeatures, {
+                try $0.reply(to: .getProtocolFeatures, payload: Self.one)
+            }),
+            ("reply without the reply flag", "lacks the reply flag", .getFeatures, {
+                try $0.send(request: .getFeatures, flags: 0, payload: Self.one)
+            }),
+            ("reply of 4 bytes", "payload bytes; 8 expected", .getFeatures, {
+                try $0.reply(to: .getFeatures, payload: [1, 0, 0, 0])
+            }),
+            ("reply carrying an fd", "unexpected file descriptor", .getFeatures, {
+                try $0.send(request: .getFeatures, flags: VhostUserHeader.replyFlag, payload: Self.one, descriptors: [fd])
+            }),
+            ("reply with 20 fds", "more file descriptors", .getFeatures, {
+                try Self.raw(request: 1, flags: 1 | 4, size: 8, payload: Self.one, descriptors: Array(repeating: fd, count: 20), on: $0)
+            }),
+            ("reply header of protocol version 2", "protocol version", .getFeatures, {
+                try Self.raw(request: 1, flags: 2 | 4, size: 8, payload: Self.one, on: $0)
+            }),
+            ("reply announcing 1 MiB", "the limit is", .getFeatures, {
+                try Self.raw(request: 1, flags: 1 | 4, size: 1 << 20, on: $0)
+            }),
+            ("no reply at all", "in time", .getFeatures, { _ in }),
+            ("no VIRTIO_F_VERSION_1 offered", "VIRTIO_F_VERSION_1", .getFeatures, {
+                try $0.reply(to: .getFeatures, payload: withUnsafeBytes(of: UInt64(1 << 5).littleEndian) { Array($0) })
+            }),
+            ("connection closed during SET_MEM_TABLE", "closed the connection", .setMemTable, {
+                _ = shutdown($0.socket.raw, Int32(SHUT_RDWR))
+            }),
+        ]
+        for (name, expected, request, answer) in cases {
+            let path = try makeSocketPath(self)
+            let peer = try HostileBackend(path: path, takeover: .control(request, answer))
+            let device = try VirtioUserDevice(configuration: configuration(path))
+            do {
+                try device.start()
+                XCTFail("\(name): the device started")
+            } catch {
+                XCTAssertTrue(error.message.contains(expected), "\(name): \"\(error.message)\" should mention \"\(expected)\"")
+            }
+            device.stop()
+            peer.join()
+            XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "\(name): buffers lost")
+        }
+        try assertWellBehavedBackendWorks()
+    }
+
+    func testMalformedUsedEntriesStopTheSessionWithEveryBufferBack() throws {
+        // The device sends two frames first (descriptors 0 and 1: its free stack hands them out
+        // in order); the script answers with a bad used ring; then one burst larger than the
+        // free descriptors makes the device reclaim (it does so lazily) and meet the entry.
+        let cases: [(String, String, @Sendable (HostileBackend.Session) throws -> Void)] = [
+            ("used index jumping past what was made available", "used index advanced by 300 with only 2", { session in
+                _ = session.waitForAvailable(ring: 1, count: 2)
+                session.complete(ring: 1, slot: 0, id: 0, length: 0, usedIndex: 300)
+            }),
+            ("used entry naming a descriptor not in flight", "descriptor 5, which is not in flight", { session in
+                _ = session.waitForAvailable(ring: 1, count: 2)
+                session.complete(ring: 1, slot: 0, id: 5, length: 0, usedIndex: 1)
+            }),
+            ("used entry naming a descriptor outside the table", "descriptor 5000, which is not in flight", { session in
+                _ = session.waitForAvailable(ring: 1, count: 2)
+                session.complete(ring: 1, slot: 0, id: 5000, length: 0, usedIndex: 1)
+            }),
+            ("the same descriptor completed twice", "descriptor 0, which is not in flight", { session in
+                let heads = session.waitForAvailable(ring: 1, count: 2)
+                session.complete(ring: 1, slot: 0, id: UInt32(heads[0]), length: 0, usedIndex: 0)
+                session.complete(ring: 1, slot: 1, id: UInt32(heads[0]), length: 0, usedIndex: 2)
+            }),
+            ("receive used index jumping", "used index advanced by 2000", { session in
+                _ = session.waitForAvailable(ring: 1, count: 2)
+                session.complete(ring: 0, slot: 0, id: 0, length: 0, usedIndex: 2000)
+            }),
+        ]
+        for (name, expected, script) in cases {
+            let path = try makeSocketPath(self)
+            let peer = try HostileBackend(path: path, takeover: .rings(script))
+            let device = try VirtioUserDevice(configuration: configuration(path))
+            try device.start()
+            let first = PacketBurst(capacity: 2)
+            fill(first, device)
+            XCTAssertEqual(device.transmit(first), 2, name)
+            XCTAssertTrue(waitUntil { peer.ringScriptFinished }, "\(name): the script did not run")
+            let big = PacketBurst(capacity: 300)
+            fill(big, device)
+            device.transmit(big)
+            let received = PacketBurst(capacity: 32)
+            device.receive(into: received)
+            device.release(received)
+            device.release(big)
+            if case .down(let reason) = device.linkState {
+                XCTAssertTrue(reason.contains(expected), "\(name): \"\(reason)\" should mention \"\(expected)\"")
+            } else {
+                XCTFail("\(name): the link stayed up")
+            }
+            device.stop()
+            peer.join()
+            let statistics = device.statistics
+            XCTAssertEqual(device.availableBuffers(), statistics.poolSize, "\(name): buffers lost")
+            XCTAssertEqual(statistics.tx.errors + statistics.rx.errors, 1, "\(name): the violation is counted once")
+            // Frames the back-end never properly completed count as dropped: none vanish.
+            XCTAssertEqual(statistics.tx.packets, statistics.tx.completed + statistics.tx.drops, "\(name): transmit balance")
+        }
+        try assertWellBehavedBackendWorks()
+    }
+
+    func testReceiveLengthsBeyondTheBufferDropOnlyThatFrame() throws {
+        for (name, length) in [("longer than the buffer", UInt32(12 + 2048 + 1)), ("shorter than the header", UInt32(3))] {
+            let path = try makeSocketPath(self)
+            let peer = try HostileBackend(path: path, takeover: .rings { session in
+                let heads = session.waitForAvailable(ring: 0, count: 2)
+                session.complete(ring: 0, slot: 0, id: UInt32(heads[0]), length: length, usedIndex: 1)
+                session.complete(ring: 0, slot: 1, id: UInt32(heads[1]), length: 12 + 60, usedIndex: 2)
+            })
+            let device = try VirtioUserDevice(configuration: configuration(path))
+            try device.start()
+            let received = PacketBurst(capacity: 32)
+            XCTAssertTrue(waitUntil { device.receive(into: received); return received.count == 1 }, name)
+            XCTAssertEqual(received.count, 1, name)
+            XCTAssertEqual(received.isEmpty ? -1 : received[0].length, 60, name)
+            device.release(received)
+            XCTAssertEqual(device.statistics.rx.drops, 1, name)
+            XCTAssertEqual(device.linkState, .up, name)
+            device.stop()
+            peer.join()
+            XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "\(name): buffers lost")
+        }
+    }
+
+    private func fill(_ burst: PacketBurst, _ device: VirtioUserDevice) {
+        device.allocate(into: burst, count: burst.space)
+        for i in 0..<burst.count {
+            var packet = burst[i]
+            packet.length = 60
+            burst[i] = packet
+        }
+    }
+
+    private func assertWellBehavedBackendWorks() throws {
+        let backend = try startBackend(self)
+        let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
+        try device.start()
+        XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 21), total: 2000).intact, 2000)
+        device.stop()
+    }
+}
