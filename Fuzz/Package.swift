@@ -1,0 +1,19 @@
+// swift-tools-version:6.0
+// libFuzzer targets, built only by Scripts/fuzz.sh (-sanitize=fuzzer with AddressSanitizer).
+import PackageDescription
+
+let package = Package(
+    name: "swift-virtio-user-fuzz",
+    platforms: [.macOS(.v15)],
+    dependencies: [.package(name: "swift-virtio-user", path: "..")],
+    targets: [
+        .executableTarget(
+            name: "FuzzMessageDecoder",
+            dependencies: [.product(name: "VhostUserBackend", package: "swift-virtio-user")],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(
+            name: "FuzzForwarding",
+            dependencies: [.product(name: "VhostUserBackend", package: "swift-virtio-user")],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
+    ]
+)

@@ -1,0 +1,5 @@
+/// libFuzzer's entry point, for when its own `main` is the one linked.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzerTestOneInput(_ start: UnsafePointer<UInt8>?, _ count: Int) -> Int32 {
+    fuzzMessageDecoder(start, count)
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# libFuzzer (with AddressSanitizer) on the vhost-user message decoder and on the back-end's
+# data path over arbitrary ring memory, each for a bounded time (default 60 s per target).
+# Starts from the seeds in Fuzz/Seeds (valid inputs) and the corpus kept in .build-fuzz/corpus.
+# Prints each target's executions; a crash stops with the reproducer under .build-fuzz/crashes/
+# (turn it into a regression test, then fix).
+#
+#   Scripts/fuzz.sh [seconds-per-target]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+[[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -ge 1 ] || { echo "fuzz: seconds must be a whole number >= 1" >&2; exit 2; }
+source Scripts/setup.sh
+scratch="$PWD/.build-fuzz"
+swift build --package-path Fuzz --scratch-path "$scratch" -c debug --sanitize=address \
+  -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld >&2
+mkdir -p "$scratch/crashes"
+for target in FuzzMessageDecoder FuzzForwarding; do
+  corpus="$scratch/corpus/$target"
+  mkdir -p "$corpus"
+  log="$scratch/$target.log"
+  if ! "$scratch/debug/$target" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 \
+      -artifact_prefix="$scratch/crashes/$target-" "$corpus" "Fuzz/Seeds/$target" > "$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "fuzz: $target FAILED; reproducer in $scratch/crashes/" >&2
+    exit 1
+  fi
+  runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
+  echo "fuzz: $target ${seconds} s, ${runs} executions, corpus $(ls "$corpus" | wc -l) inputs, no crash"
+done

@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioShim
+import VhostUser
+import VirtioCore
+
+/// Drives the back-end's data path — available-ring reads, descriptor-chain walks, address
+/// translation, frame copies — over front-end memory filled with arbitrary bytes, for the
+/// libFuzzer target in Fuzz/ (`Scripts/fuzz.sh`). Not API: only the fuzzer and tests use it.
+///
+/// The memory is a real memfd region mapped through ``GuestMemoryMap`` exactly as for a
+/// front-end. Both rings (size 8) are packed into its first 512 bytes — receive ring at 0,
+/// transmit ring at 256: descriptors, then available ring at +128, used ring at +160 — and
+/// "guest physical" addresses start at 0, so short inputs with small numbers reach the chain
+/// walk and the copies.
+@_spi(Fuzzing)
+public final class ForwardingFuzzHarness {
+    /// Bytes of front-end memory; inputs longer than this are cut.
+    public static let memorySize = 64 << 10
+    static let queueSize = 8
+    /// The front-end's virtual address of the region (ring addresses use it).
+    static let userAddress: UInt64 = 0x7000_0000
+
+    private let connection: BackendConnection
+    private let peer: OwnedDescriptor
+    private let mapping: UnsafeMutableRawPointer
+    private let counters = BackendCounters()
+
+    public init() throws(VirtioError) {
+        let (ours, theirs) = try UnixSocket.pair()
+        peer = theirs
+        connection = BackendConnection(socket: ours, offeredFeatures: [.version1], offeredProtocolFeatures: [])
+        let fd = try SystemCall.run("memfd_create", hint: "") { cvs_memfd_create("fuzz-frontend", UInt32(CVS_MEMFD_DEFAULT)) }
+        let file = OwnedDescriptor(taking: fd)
+        _ = try SystemCall.run("ftruncate", hint: "") { ftruncate(fd, off_t(Self.memorySize)) }
+        guard let mapping = cvs_mmap_shared(fd, Self.memorySize, 0) else {
+            throw VirtioError.system("mmap of the fuzz memory", errno: errno)
+        }
+        self.mapping = mapping
+        let region = MemoryRegionDescriptor(
+            guestPhysicalAddress: 0, size: UInt64(Self.memorySize),
+            userAddress: Self.userAddress, mmapOffset: 0)
+        try connection.memory.replace(with: [region], descriptors: [file])
+        for (index, vring) in connection.vrings.enumerated() {
+            let base = Self.userAddress + UInt64(index * 256)
+            vring.size = Self.queueSize
+            vring.address = VringAddress(index: UInt32(index), descriptorTable: base, usedRing: base + 160, availableRing: base + 128)
+            vring.enabled = true
+        }
+    }
+
+    deinit { _ = cvs_munmap(mapping, Self.memorySize) }
+
+    /// Copies `input` over the front-end memory (rings first), restarts both rings at index 0
+    /// and runs a few bursts of loopback forwarding. Returns the frames handled; a protocol
+    /// violation is the expected outcome for most inputs and ends the run quietly.
+    @discardableResult
+    public func run(_ input: UnsafeRawBufferPointer) -> Int {
+        let length = min(input.count, Self.memorySize)
+        mapping.initializeMemory(as: UInt8.self, repeating: 0, count: Self.memorySize)
+        if length > 0, let source = input.baseAddress { mapping.copyMemory(from: source, byteCount: length) }
+        var handled = 0
+        do throws(VirtioError) {
+            for vring in connection.vrings {
+                _ = vring.stop()
+                vring.base = 0
+                try vring.start(memory: connection.memory)
+            }
+            for _ in 0..<4 {
+                handled += try connection.forward(mode: .loopback, burst: 32, counters: counters)
+            }
+        } catch {
+            return handled
+        }
+        return handled
+    }
+}
