@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Every test: builds the package and its tests (debug), then runs the whole XCTest suite.
-# Extra arguments go to `swift test` (for example --filter LoopbackIntegrityTests).
+# Every test. Without arguments: the whole XCTest suite (debug), the same suite again under
+# AddressSanitizer, each libFuzzer target for a short bounded time, and a short soak.
+# With arguments, only the plain suite runs, and they go to `swift test`
+# (for example: Scripts/test.sh --filter LoopbackIntegrityTests).
+#
+# Environment: FUZZ_SECONDS (per fuzz target, default 15), SOAK_SECONDS (default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Scripts/setup.sh
@@ -8,3 +12,14 @@ source Scripts/setup.sh
 ./Scripts/install-dpdk.sh
 swift build --build-tests
 swift test --skip-build "$@"
+[ "$#" -eq 0 ] || exit 0
+
+echo "== the suite again under AddressSanitizer" >&2
+swift build --build-tests --sanitize=address --scratch-path .build-asan
+swift test --skip-build --sanitize=address --scratch-path .build-asan
+
+echo "== fuzzing" >&2
+./Scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
+
+echo "== soak" >&2
+./Scripts/soak.sh "${SOAK_SECONDS:-15}"
