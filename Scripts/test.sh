@@ -16,7 +16,11 @@ swift test --skip-build "$@"
 
 echo "== the suite again under AddressSanitizer" >&2
 swift build --build-tests --sanitize=address --scratch-path .build-asan
-swift test --skip-build --sanitize=address --scratch-path .build-asan
+# Leak detection is off for this pass only: swift-corelibs-xctest leaks a weak-reference side
+# table per test, and everything each test case holds is then reported as leaked from it (a
+# test that only touches ring memory shows it too). Our resource leaks are checked by the
+# fd/mapping tests and the soak; the fuzz targets run with leak detection on.
+ASAN_OPTIONS=detect_leaks=0 swift test --skip-build --sanitize=address --scratch-path .build-asan
 
 echo "== fuzzing" >&2
 ./Scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
