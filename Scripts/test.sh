@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test. Without arguments: the whole XCTest suite (debug), the same suite again under
-# AddressSanitizer, each libFuzzer target for a short bounded time, and a short soak.
+# AddressSanitizer and under ThreadSanitizer, each libFuzzer target for a short bounded time,
+# and a short soak.
 # With arguments, only the plain suite runs, and they go to `swift test`
 # (for example: Scripts/test.sh --filter LoopbackIntegrityTests).
 #
@@ -21,6 +22,10 @@ swift build --build-tests --sanitize=address --scratch-path .build-asan
 # test that only touches ring memory shows it too). Our resource leaks are checked by the
 # fd/mapping tests and the soak; the fuzz targets run with leak detection on.
 ASAN_OPTIONS=detect_leaks=0 swift test --skip-build --sanitize=address --scratch-path .build-asan
+
+echo "== the suite again under ThreadSanitizer" >&2
+swift build --build-tests --sanitize=thread --scratch-path .build-tsan
+swift test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 echo "== fuzzing" >&2
 ./Scripts/fuzz.sh "${FUZZ_SECONDS:-15}"

@@ -26,7 +26,7 @@ final class BackendCounters: Sendable {
     let drops = Atomic<UInt64>(0)
     let connections = Atomic<UInt64>(0)
     let protocolErrors = Atomic<UInt64>(0)
-    let lastError = Mutex<String?>(nil)
+    let lastError = Locked<String?>(nil)
 
     @inline(__always)
     static func add(_ counter: borrowing Atomic<UInt64>, _ value: Int) {

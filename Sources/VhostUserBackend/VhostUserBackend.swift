@@ -54,7 +54,7 @@ public final class VhostUserBackend: Sendable {
     /// The configuration in force.
     public var configuration: Configuration { server.configuration }
     private let server: BackendServer
-    private let thread = Mutex<DedicatedThread?>(nil)
+    private let thread = Locked<DedicatedThread?>(nil)
 
     /// Binds the socket (replacing a stale one). Serving starts with ``start()``.
     public init(configuration: Configuration) throws(VirtioError) {
@@ -123,15 +123,15 @@ public final class VhostUserBackend: Sendable {
 final class BackendServer: Sendable {
     let configuration: VhostUserBackend.Configuration
     /// Removes its socket file when released (if still ours).
-    let listener: Mutex<UnixListener?>
+    let listener: Locked<UnixListener?>
     let counters = BackendCounters()
     let stopping = Atomic<Bool>(false)
-    let traces = Mutex<[[String]]>([])
-    let negotiations = Mutex<[VhostUserBackend.Negotiation]>([])
+    let traces = Locked<[[String]]>([])
+    let negotiations = Locked<[VhostUserBackend.Negotiation]>([])
 
     init(configuration: VhostUserBackend.Configuration, listener: UnixListener?) {
         self.configuration = configuration
-        self.listener = Mutex(listener)
+        self.listener = Locked(listener)
     }
 
     func closeListener() {

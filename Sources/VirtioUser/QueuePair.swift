@@ -3,9 +3,11 @@ import VirtioCore
 
 /// Receive queue 0, transmit queue 1 and their packet pool: everything the hot path touches.
 ///
-/// One thread at a time drives a pair. The control path (start/stop) coordinates with it
-/// through two flags: `running` (may bursts run?) and `inBurst` (is one running now?), so stop
-/// can wait for a burst in progress instead of pulling the rings from under it.
+/// One thread at a time drives a pair. The control path (start/stop, and the link monitor's
+/// teardown and reconnection) coordinates with it through three flags: `running` (may bursts
+/// run?), `inBurst` (is a burst or a pool operation running now?) and `controlHoldsPool` (the
+/// control path is returning buffers to the pool or refilling from it), so it never touches
+/// the rings or the pool under a data-path call.
 @usableFromInline
 final class QueuePair: @unchecked Sendable {
     @usableFromInline let rx: ReceiveQueue
@@ -13,6 +15,7 @@ final class QueuePair: @unchecked Sendable {
     @usableFromInline let pool: PacketPool
     @usableFromInline let running = Atomic<Bool>(false)
     @usableFromInline let inBurst = Atomic<Bool>(false)
+    @usableFromInline let controlHoldsPool = Atomic<Bool>(false)
 
     init(rx: ReceiveQueue, tx: TransmitQueue, pool: PacketPool) {
         self.rx = rx
@@ -36,6 +39,27 @@ final class QueuePair: @unchecked Sendable {
         inBurst.store(false, ordering: .releasing)
     }
 
+    /// Enters a pool operation of the data side (allocate, release), which runs whether or not
+    /// the link is up: waits while the control path holds the pool.
+    @inlinable
+    func enterPool() {
+        while true {
+            inBurst.store(true, ordering: .sequentiallyConsistent)
+            if !controlHoldsPool.load(ordering: .sequentiallyConsistent) { return }
+            inBurst.store(false, ordering: .releasing)
+            while controlHoldsPool.load(ordering: .acquiring) { sched_yield() }
+        }
+    }
+
+    /// Runs `body` with the pool to the control path alone: waits for a data-path call in
+    /// progress, and holds new allocate/release calls until it is done.
+    func withPoolExclusive(_ body: () -> Void) {
+        controlHoldsPool.store(true, ordering: .sequentiallyConsistent)
+        while inBurst.load(ordering: .acquiring) { sched_yield() }
+        body()
+        controlHoldsPool.store(false, ordering: .releasing)
+    }
+
     /// Stops new bursts and waits for one in progress to finish.
     func quiesce() {
         running.store(false, ordering: .sequentiallyConsistent)
@@ -45,6 +69,10 @@ final class QueuePair: @unchecked Sendable {
     /// After the back-end let go of the rings (call only while quiesced): every buffer in
     /// flight returns to the pool. Transmit frames that were never completed count as drops.
     func reclaimAll() {
+        withPoolExclusive { reclaimAllHoldingPool() }
+    }
+
+    private func reclaimAllHoldingPool() {
         // Completions the back-end did report were delivered: collect them normally first.
         tx.reclaim()
         rx.ring.reclaimAll { pool.put(slot: $0) }
@@ -69,13 +97,15 @@ final class QueuePair: @unchecked Sendable {
 
     /// Fresh rings for a new session, with every receive descriptor holding an empty buffer.
     func resetRings() {
-        reclaimAll()
-        rx.ring.reset()
-        tx.ring.reset()
-        // We poll: ask the back-end not to signal the call eventfds (reset cleared the flag).
-        rx.ring.setInterruptsEnabled(false)
-        tx.ring.setInterruptsEnabled(false)
-        rx.refill()
+        withPoolExclusive {
+            reclaimAllHoldingPool()
+            rx.ring.reset()
+            tx.ring.reset()
+            // We poll: ask the back-end not to signal the call eventfds (reset cleared the flag).
+            rx.ring.setInterruptsEnabled(false)
+            tx.ring.setInterruptsEnabled(false)
+            rx.refill()
+        }
     }
 }
 

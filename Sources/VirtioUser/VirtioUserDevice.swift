@@ -33,7 +33,7 @@ public final class VirtioUserDevice: Sendable {
     @usableFromInline let queues: QueuePair
     let memory: SharedMemoryRegion
     let layout: DeviceMemoryLayout
-    let control = Mutex(ControlState())
+    let control = Locked(ControlState())
     /// Tells the link monitor to finish.
     let monitorStopping = Atomic<Bool>(false)
     /// Sessions established so far (the first start and every reconnection).
@@ -142,7 +142,11 @@ public final class VirtioUserDevice: Sendable {
             defer { state.monitor = nil }
             return state.monitor
         }
-        if let monitor, !monitor.isCurrent { monitor.join() }
+        // The monitor may be the thread running this (the last reference to the device was
+        // its own, so deinit calls stop() there): it cannot join itself, so it is detached.
+        if let monitor {
+            if monitor.isCurrent { monitor.detach() } else { monitor.join() }
+        }
         control.withLock { state in
             if state.session != nil {
                 tearDown(&state, reason: "stopped", orderly: true)
@@ -186,6 +190,10 @@ public final class VirtioUserDevice: Sendable {
     @inlinable
     @discardableResult
     public func allocate(into burst: PacketBurst, count: Int) -> Int {
+        // The control path returns in-flight buffers to the pool when the link drops, from the
+        // link monitor's thread: pool calls wait while it does.
+        queues.enterPool()
+        defer { queues.leave() }
         let pool = queues.pool
         let wanted = min(count, burst.space)
         var taken = 0
@@ -229,6 +237,8 @@ public final class VirtioUserDevice: Sendable {
     /// Returns every buffer in `burst` to the pool and empties it.
     @inlinable
     public func release(_ burst: PacketBurst) {
+        queues.enterPool()
+        defer { queues.leave() }
         let pool = queues.pool
         var i = 0
         while i < burst.count {

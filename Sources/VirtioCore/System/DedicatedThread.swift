@@ -28,9 +28,15 @@ public final class DedicatedThread: Sendable {
     /// True when called on this thread (joining it from itself would deadlock).
     public var isCurrent: Bool { pthread_equal(handle, pthread_self()) != 0 }
 
-    /// Waits for the thread's body to return. Call at most once.
+    /// Waits for the thread's body to return. Call at most once, and not with ``detach()``.
     public func join() {
         _ = pthread_join(handle, nil)
+    }
+
+    /// Lets the thread release its resources by itself when its body returns, for the one
+    /// case where nobody can join it: the thread is ending itself. Instead of ``join()``.
+    public func detach() {
+        _ = pthread_detach(handle)
     }
 
     /// Pins the calling thread to `cpu` (for poll loops that must not migrate).
