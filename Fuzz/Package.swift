@@ -7,13 +7,14 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [.package(name: "swift-virtio-user", path: "..")],
     targets: [
+        .target(name: "FuzzDriver", swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(
             name: "FuzzMessageDecoder",
-            dependencies: [.product(name: "VhostUserBackend", package: "swift-virtio-user")],
+            dependencies: ["FuzzDriver", .product(name: "VhostUserBackend", package: "swift-virtio-user")],
             swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(
             name: "FuzzForwarding",
-            dependencies: [.product(name: "VhostUserBackend", package: "swift-virtio-user")],
+            dependencies: ["FuzzDriver", .product(name: "VhostUserBackend", package: "swift-virtio-user")],
             swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

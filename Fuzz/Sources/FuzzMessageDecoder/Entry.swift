@@ -1,4 +1,4 @@
-/// libFuzzer's entry point, for when its own `main` is the one linked.
+/// The symbol libFuzzer's own `main` refers to: linked in, though FuzzDriver starts the fuzzer.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzerTestOneInput(_ start: UnsafePointer<UInt8>?, _ count: Int) -> Int32 {
     fuzzMessageDecoder(start, count)

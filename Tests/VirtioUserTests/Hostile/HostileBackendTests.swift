@@ -52,7 +52,9 @@ final class HostileBackendTests: XCTestCase {
             ("no VIRTIO_F_VERSION_1 offered", "VIRTIO_F_VERSION_1", .getFeatures, {
                 try $0.reply(to: .getFeatures, payload: withUnsafeBytes(of: UInt64(1 << 5).littleEndian) { Array($0) })
             }),
-            ("connection closed during SET_MEM_TABLE", "closed the connection", .setMemTable, {
+            // (Not later: after GET_FEATURES the device waits for no answer before its rings
+            // run, so a close there shows as the link going down, not as a failed start.)
+            ("connection closed instead of a reply", "closed the connection", .getFeatures, {
                 _ = shutdown($0.socket.raw, Int32(SHUT_RDWR))
             }),
         ]
