@@ -209,6 +209,10 @@ final class HostileFrontendTests: XCTestCase {
         // A well-behaved session first, so that what any session leaves behind by design
         // (a cached thread stack, lazily opened files) is in the baseline.
         try serveWellBehavedFrontend(path, seed: 10)
+        // The back-end lets go of a session on its own thread after the front-end left: the
+        // trace is recorded just before, so wait for it, then give the release a moment.
+        XCTAssertTrue(waitUntil { backend.requestTraces.count == 1 })
+        MonotonicClock.sleep(milliseconds: 300)
         let fdsBefore = openDescriptorCount()
         let mapsBefore = mappingCount()
         var tried = 0
