@@ -164,3 +164,24 @@ func startBackend(
     testCase.addTeardownBlock { backend.stop() }
     return backend
 }
+
+/// Tops `burst` up from the device's pool with `length`-byte frames (contents left as they are).
+func fillWithFrames(_ burst: PacketBurst, from device: VirtioUserDevice, length: Int = 60) {
+    device.allocate(into: burst, count: burst.space)
+    for i in 0..<burst.count {
+        var packet = burst[i]
+        packet.length = length
+        burst[i] = packet
+    }
+}
+
+/// Entries in /proc/self/fd.
+func openDescriptorCount() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+}
+
+/// Lines in /proc/self/maps.
+func mappingCount() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return -1 }
+    return text.split(separator: "\n").count
+}

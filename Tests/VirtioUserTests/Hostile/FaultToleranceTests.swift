@@ -122,12 +122,7 @@ final class FaultToleranceTests: XCTestCase {
 
 /// One round of traffic: fill, send, receive, free.
 private func pump(_ device: VirtioUserDevice, _ tx: PacketBurst, _ rx: PacketBurst) {
-    device.allocate(into: tx, count: tx.space)
-    for i in 0..<tx.count {
-        var packet = tx[i]
-        packet.length = 60
-        tx[i] = packet
-    }
+    fillWithFrames(tx, from: device)
     device.transmit(tx)
     device.receive(into: rx)
     device.release(rx)

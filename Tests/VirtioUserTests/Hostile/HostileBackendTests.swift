@@ -108,11 +108,11 @@ final class HostileBackendTests: XCTestCase {
             let device = try VirtioUserDevice(configuration: configuration(path))
             try device.start()
             let first = PacketBurst(capacity: 2)
-            fill(first, device)
+            fillWithFrames(first, from: device)
             XCTAssertEqual(device.transmit(first), 2, name)
             XCTAssertTrue(waitUntil { peer.ringScriptFinished }, "\(name): the script did not run")
             let big = PacketBurst(capacity: 300)
-            fill(big, device)
+            fillWithFrames(big, from: device)
             device.transmit(big)
             let received = PacketBurst(capacity: 32)
             device.receive(into: received)
@@ -154,15 +154,6 @@ final class HostileBackendTests: XCTestCase {
             device.stop()
             peer.join()
             XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "\(name): buffers lost")
-        }
-    }
-
-    private func fill(_ burst: PacketBurst, _ device: VirtioUserDevice) {
-        device.allocate(into: burst, count: burst.space)
-        for i in 0..<burst.count {
-            var packet = burst[i]
-            packet.length = 60
-            burst[i] = packet
         }
     }
 

@@ -253,14 +253,3 @@ final class HostileFrontendTests: XCTestCase {
 private func littleEndian(_ value: UInt64) -> [UInt8] {
     withUnsafeBytes(of: value.littleEndian) { Array($0) }
 }
-
-/// Entries in /proc/self/fd.
-func openDescriptorCount() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
-}
-
-/// Lines in /proc/self/maps.
-func mappingCount() -> Int {
-    guard let text = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return -1 }
-    return text.split(separator: "\n").count
-}
