@@ -12,7 +12,10 @@ final class BackendConnection {
     let offeredFeatures: VirtioFeatures
     let offeredProtocolFeatures: VhostUserProtocolFeatures
     let memory = GuestMemoryMap()
-    let vrings = [BackendVring(index: 0), BackendVring(index: 1)]
+    /// Two rings per queue pair: receive `2n`, transmit `2n + 1`.
+    let vrings: [BackendVring]
+    /// Queue pairs served (what GET_QUEUE_NUM answers).
+    let queuePairs: Int
     private(set) var features: VirtioFeatures = []
     private(set) var protocolFeatures: VhostUserProtocolFeatures = []
     private(set) var status: UInt8 = 0
@@ -23,14 +26,23 @@ final class BackendConnection {
     /// See ``VhostUserBackend/Configuration/frameObserver``.
     var frameObserver: (@Sendable (UInt64, Int) -> Void)?
 
-    init(socket: OwnedDescriptor, offeredFeatures: VirtioFeatures, offeredProtocolFeatures: VhostUserProtocolFeatures) {
+    init(socket: OwnedDescriptor, offeredFeatures: VirtioFeatures, offeredProtocolFeatures: VhostUserProtocolFeatures, queuePairs: Int = 1) {
         channel = VhostUserChannel(socket: socket)
+        self.queuePairs = queuePairs
+        vrings = (0..<(2 * queuePairs)).map { BackendVring(index: $0) }
         self.offeredFeatures = offeredFeatures
         self.offeredProtocolFeatures = offeredProtocolFeatures
     }
 
-    /// Both rings of queue pair 0 carry traffic.
-    var isRunning: Bool { vrings[0].isLive && vrings[1].isLive }
+    /// Some queue pair's transmit ring carries traffic.
+    var isRunning: Bool {
+        var index = 1
+        while index < vrings.count {
+            if vrings[index].isLive { return true }
+            index &+= 2
+        }
+        return false
+    }
 
     /// Reads and handles one message (waiting at most `timeoutMilliseconds`, which must cover
     /// the whole message once it starts). Throws when the session must end.
@@ -106,7 +118,7 @@ final class BackendConnection {
             }
             protocolFeatures = requested
         case .getQueueNum:
-            try replyU64(.getQueueNum, 1)
+            try replyU64(.getQueueNum, UInt64(queuePairs))
         case .setMemTable(let regions):
             try memory.replace(with: regions, descriptors: descriptors)
             // Rings already running re-translate against the new table.

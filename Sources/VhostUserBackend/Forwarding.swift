@@ -12,31 +12,40 @@ public enum BackendMode: String, Sendable, CaseIterable {
 /// The data path of one connection: moves frames between the front-end's rings with bounded,
 /// validated descriptor walks. Allocates nothing per frame.
 extension BackendConnection {
-    /// The ring the front-end receives on (virtio-net queue 0) and transmits on (queue 1).
-    var rxVring: BackendVring { vrings[0] }
-    var txVring: BackendVring { vrings[1] }
-
-    /// One burst; returns the frames handled. Throws when the front-end broke the ring protocol.
+    /// One burst on every queue pair whose transmit ring is live; returns the frames handled.
+    /// Throws when the front-end broke the ring protocol.
     func forward(mode: BackendMode, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
-        guard let tx = txVring.ring, let txSegments = txVring.segments else { return 0 }
-        let handled: Int
-        switch mode {
-        case .sink:
-            handled = try sink(tx: tx, txSegments: txSegments, burst: burst, counters: counters)
-        case .loopback:
-            guard let rx = rxVring.ring, let rxSegments = rxVring.segments else { return 0 }
-            handled = try loopback(tx: tx, txSegments: txSegments, rx: rx, rxSegments: rxSegments, burst: burst, counters: counters)
-            if handled > 0, rx.publishUsed() { rxVring.call?.signal() }
-        }
-        if handled > 0, tx.publishUsed() { txVring.call?.signal() }
-        if let violation = tx.violation ?? rxVring.ring?.violation {
-            throw VirtioError(.protocolViolation, violation)
+        var handled = 0
+        var pair = 0
+        while pair &* 2 < vrings.count {
+            handled &+= try forward(rxVring: vrings[pair &* 2], txVring: vrings[pair &* 2 &+ 1], mode: mode, burst: burst, counters: counters)
+            pair &+= 1
         }
         // One load per burst: did any guarded mapping in the process fault since we looked?
         let faults = cvs_guard_total_faults()
         if faults != guardFaultsSeen {
             guardFaultsSeen = faults
             try memory.checkTruncation()
+        }
+        return handled
+    }
+
+    /// One burst on one queue pair: a frame the front-end transmits on pair n comes back on
+    /// pair n's receive ring (loopback).
+    private func forward(rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+        guard txVring.enabled, let tx = txVring.ring, let txSegments = txVring.segments else { return 0 }
+        let handled: Int
+        switch mode {
+        case .sink:
+            handled = try sink(tx: tx, txSegments: txSegments, burst: burst, counters: counters)
+        case .loopback:
+            guard rxVring.enabled, let rx = rxVring.ring, let rxSegments = rxVring.segments else { return 0 }
+            handled = try loopback(tx: tx, txSegments: txSegments, rx: rx, rxSegments: rxSegments, burst: burst, counters: counters)
+            if handled > 0, rx.publishUsed() { rxVring.call?.signal() }
+        }
+        if handled > 0, tx.publishUsed() { txVring.call?.signal() }
+        if let violation = tx.violation ?? rxVring.ring?.violation {
+            throw VirtioError(.protocolViolation, violation)
         }
         return handled
     }

@@ -33,8 +33,11 @@ public final class VhostUserBackend: Sendable {
         public var burstSize = 32
         /// Empty polls before the thread sleeps on kicks.
         public var idlePollsBeforeSleep = 20_000
+        /// Queue pairs served to each front-end (1…64): what GET_QUEUE_NUM answers. A front-end
+        /// may use fewer; frames sent on pair n come back on pair n.
+        public var queuePairs = 8
         /// Features offered to front-ends.
-        public var offeredFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures]
+        public var offeredFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures, .netMultiqueue]
         /// Protocol features offered (when `offeredFeatures` has PROTOCOL_FEATURES).
         public var offeredProtocolFeatures: VhostUserProtocolFeatures = .implemented
         /// Called with a 64-bit FNV-1a digest and the length of every frame taken from a
@@ -60,6 +63,9 @@ public final class VhostUserBackend: Sendable {
     public init(configuration: Configuration) throws(VirtioError) {
         guard (1...1024).contains(configuration.burstSize) else {
             throw VirtioError(.invalidArgument, "Back-end burst size \(configuration.burstSize) must be 1…1024.")
+        }
+        guard (1...64).contains(configuration.queuePairs) else {
+            throw VirtioError(.invalidArgument, "Back-end queue pairs \(configuration.queuePairs) must be 1…64.")
         }
         let listener = configuration.connectionMode == .server ? try UnixListener(path: configuration.socketPath) : nil
         server = BackendServer(configuration: configuration, listener: listener)
@@ -147,7 +153,8 @@ final class BackendServer: Sendable {
             let connection = BackendConnection(
                 socket: socket, offeredFeatures: configuration.offeredFeatures,
                 offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
-                    ? configuration.offeredProtocolFeatures : [])
+                    ? configuration.offeredProtocolFeatures : [],
+                queuePairs: configuration.queuePairs)
             connection.frameObserver = configuration.frameObserver
             do {
                 try run(connection)

@@ -9,6 +9,11 @@ extension VirtioUserDevice {
         public var queueSize: Int = 256
         /// Receive refill batch and the default burst of the CLI: 1…queueSize.
         public var burstSize: Int = 32
+        /// Queue pairs (1…``VirtioUserDevice/maximumQueuePairs``), each with its own receive
+        /// and transmit ring and packet pool, driven by its own thread. More than 1 needs a
+        /// back-end offering VIRTIO_NET_F_MQ and the MQ protocol feature with at least this
+        /// many pairs (DPDK: `net_vhost0,…,queues=N`).
+        public var queuePairs: Int = 1
         /// Our MAC address; nil picks a random locally administered one.
         public var macAddress: MACAddress?
         /// Where the shared memory comes from.
@@ -16,8 +21,8 @@ extension VirtioUserDevice {
         /// With `.hugepages`, fall back to normal pages when the hugepage pool is too small
         /// (``VirtioUserDevice/memoryFallbackReason`` says so) instead of failing.
         public var fallbackToNormalPages = true
-        /// Packet buffers in the pool; nil sizes it for a full receive ring, a full transmit
-        /// ring and 8 bursts in the caller's hands.
+        /// Packet buffers in each queue pair's pool; nil sizes it for a full receive ring, a
+        /// full transmit ring and 8 bursts in the caller's hands.
         public var poolSize: Int?
         /// Who listens on the socket: the back-end (`.client`, the default, as DPDK's
         /// virtio-user without `server=1`) or this device (`.server`: the back-end connects,
@@ -52,6 +57,12 @@ extension VirtioUserDevice {
             guard effectivePoolSize >= queueSize + burstSize, effectivePoolSize <= 1 << 22 else {
                 throw VirtioError(.invalidArgument, "Pool size \(effectivePoolSize) must be at least queue + burst size (\(queueSize + burstSize)) and at most 4194304.")
             }
+            guard (1...VirtioUserDevice.maximumQueuePairs).contains(queuePairs) else {
+                throw VirtioError(.invalidArgument, "\(queuePairs) queue pairs: 1…\(VirtioUserDevice.maximumQueuePairs) are supported.")
+            }
+            guard effectivePoolSize * queuePairs <= 1 << 22 else {
+                throw VirtioError(.invalidArgument, "\(queuePairs) pools of \(effectivePoolSize) buffers exceed 4194304 buffers in all; set a smaller poolSize.")
+            }
             guard connectTimeoutMilliseconds >= 0, replyTimeoutMilliseconds > 0, reconnectTimeoutMilliseconds >= 0 else {
                 throw VirtioError(.invalidArgument, "Timeouts must be positive (connect and reconnect may be 0 for a single attempt).")
             }
@@ -73,27 +84,45 @@ extension VirtioUserDevice {
         }
     }
 
-    /// Counters of the receive and transmit queue, read at one moment.
-    public struct Statistics: Sendable, Equatable {
+    /// Counters of one queue pair, read at one moment.
+    public struct PairStatistics: Sendable, Equatable {
         public var rx: QueueStatistics
         public var tx: QueueStatistics
-        /// Buffers in the pool in all.
+    }
+
+    /// Counters of the receive and transmit queues, read at one moment: summed over every
+    /// queue pair, and per pair.
+    public struct Statistics: Sendable, Equatable {
+        /// All receive queues together.
+        public var rx: QueueStatistics
+        /// All transmit queues together.
+        public var tx: QueueStatistics
+        /// Buffers in all pools together.
         public var poolSize: Int
+        /// Each queue pair's own counters, in pair order.
+        public var queuePairs: [PairStatistics]
     }
 }
 
-/// Where rings and buffers sit in the one shared region.
+extension VirtioUserDevice {
+    /// The most queue pairs a device drives. vhost-user names a ring in 8 bits in its kick and
+    /// call messages, so 127 would be the protocol's limit; 64 keeps the memory table small.
+    public static let maximumQueuePairs = 64
+}
+
+/// Where rings and buffers sit in the one shared region: every ring first (receive and
+/// transmit of pair 0, then pair 1, …), each on its own page, then the pools back to back.
 struct DeviceMemoryLayout {
-    let rxRingOffset: Int
-    let txRingOffset: Int
+    let ringBytes: Int
     let poolOffset: Int
     let totalBytes: Int
 
-    init(queueSize: Int, poolSize: Int) {
-        let ringBytes = SharedMemoryRegion.roundUp(SplitRingMemory.bytesNeeded(size: queueSize), to: 4096)
-        rxRingOffset = 0
-        txRingOffset = ringBytes
-        poolOffset = 2 * ringBytes
-        totalBytes = poolOffset + PacketPool.bytesNeeded(count: poolSize)
+    init(queueSize: Int, poolSize: Int, queuePairs: Int) {
+        ringBytes = SharedMemoryRegion.roundUp(SplitRingMemory.bytesNeeded(size: queueSize), to: 4096)
+        poolOffset = 2 * queuePairs * ringBytes
+        totalBytes = poolOffset + PacketPool.bytesNeeded(count: poolSize * queuePairs)
     }
+
+    /// Where virtio ring `index` (2 × pair, + 1 for transmit) starts.
+    func ringOffset(_ index: Int) -> Int { index * ringBytes }
 }

@@ -32,12 +32,20 @@ extension VirtioUserDevice {
             try negotiate(session, &state)
         } catch {
             state.downReason = error.message
-            queues.reclaimAll()
+            for pair in pairs { pair.reclaimAll() }
             throw error
         }
         state.session = session
         connections.add(1, ordering: .relaxed)
-        queues.running.store(true, ordering: .sequentiallyConsistent)
+        for pair in pairs { pair.running.store(true, ordering: .sequentiallyConsistent) }
+    }
+
+    /// The features we ask for out of what the back-end offers: what we support, except MQ
+    /// with a single pair.
+    func wantedFeatures() -> VirtioFeatures {
+        var wanted = Self.supportedFeatures
+        if pairs.count == 1 { wanted.remove(.netMultiqueue) }
+        return wanted
     }
 
     private func negotiate(_ session: VhostUserFrontend, _ state: inout ControlState) throws(VirtioError) {
@@ -51,16 +59,26 @@ extension VirtioUserDevice {
             protocolFeatures = try session.getProtocolFeatures().intersection(.implemented)
             try session.setProtocolFeatures(protocolFeatures)
             if protocolFeatures.contains(.multiqueue) {
-                let pairs = try session.getQueueNum()
-                guard pairs >= 1 else {
-                    throw VirtioError(.protocolViolation, "The back-end reports \(pairs) queue pairs; at least 1 is needed.")
+                let offeredPairs = try session.getQueueNum()
+                guard offeredPairs >= 1 else {
+                    throw VirtioError(.protocolViolation, "The back-end reports \(offeredPairs) queue pairs; at least 1 is needed.")
+                }
+                guard offeredPairs >= UInt64(pairs.count) else {
+                    throw VirtioError(.unsupported, "The back-end serves \(offeredPairs) queue pair(s); \(pairs.count) are configured. Configure fewer, or give the back-end more (DPDK: net_vhost0,…,queues=\(pairs.count)).")
                 }
             }
         }
-        queues.resetRings()
-        try session.setVringCall(index: Self.rxIndex, notifier: notifiers.rxCall)
-        try session.setVringCall(index: Self.txIndex, notifier: notifiers.txCall)
-        let features = offered.intersection(Self.supportedFeatures)
+        if pairs.count > 1 {
+            guard offered.contains(.netMultiqueue), protocolFeatures.contains(.multiqueue) else {
+                throw VirtioError(.unsupported, "\(pairs.count) queue pairs need VIRTIO_NET_F_MQ and the MQ protocol feature; the back-end offers \(offered), protocol features \(protocolFeatures).")
+            }
+        }
+        for pair in pairs { pair.resetRings() }
+        for pair in pairs {
+            try session.setVringCall(index: pair.rxRingIndex, notifier: pair.rxCall)
+            try session.setVringCall(index: pair.txRingIndex, notifier: pair.txCall)
+        }
+        let features = offered.intersection(wantedFeatures())
         try session.setFeatures(features)
         let usesStatus = protocolFeatures.contains(.status)
         let negotiatedStatus: VirtioDeviceStatus = [.acknowledge, .driver, .featuresOK]
@@ -76,25 +94,29 @@ extension VirtioUserDevice {
                 guestPhysicalAddress: UInt64(UInt(bitPattern: memory.base)), size: UInt64(memory.size),
                 userAddress: UInt64(UInt(bitPattern: memory.base)), mmapOffset: 0)],
             descriptors: [memory.descriptor.raw])
-        for (index, ring, kick) in [(Self.rxIndex, queues.rx.ring, notifiers.rxKick), (Self.txIndex, queues.tx.ring, notifiers.txKick)] {
-            try session.setVringNum(index: index, size: UInt32(ring.size))
-            try session.setVringBase(index: index, base: UInt32(ring.startIndex))
-            try session.setVringAddr(VringAddress(
-                index: index,
-                descriptorTable: UInt64(UInt(bitPattern: ring.memory.descriptors)),
-                usedRing: UInt64(UInt(bitPattern: ring.memory.used)),
-                availableRing: UInt64(UInt(bitPattern: ring.memory.avail))))
-            try session.setVringKick(index: index, notifier: kick)
+        for pair in pairs {
+            for (index, ring, kick) in [(pair.rxRingIndex, pair.rx.ring, pair.rx.kick), (pair.txRingIndex, pair.tx.ring, pair.tx.kick)] {
+                try session.setVringNum(index: index, size: UInt32(ring.size))
+                try session.setVringBase(index: index, base: UInt32(ring.startIndex))
+                try session.setVringAddr(VringAddress(
+                    index: index,
+                    descriptorTable: UInt64(UInt(bitPattern: ring.memory.descriptors)),
+                    usedRing: UInt64(UInt(bitPattern: ring.memory.used)),
+                    availableRing: UInt64(UInt(bitPattern: ring.memory.avail))))
+                try session.setVringKick(index: index, notifier: kick)
+            }
         }
         if offered.contains(.vhostUserProtocolFeatures) {
-            try session.setVringEnable(index: Self.rxIndex, enabled: true)
-            try session.setVringEnable(index: Self.txIndex, enabled: true)
+            for pair in pairs {
+                try session.setVringEnable(index: pair.rxRingIndex, enabled: true)
+                try session.setVringEnable(index: pair.txRingIndex, enabled: true)
+            }
         }
         if usesStatus {
             try session.setStatus(negotiatedStatus.union(.driverOK))
         }
-        // The receive ring was filled before the back-end knew it: wake it once.
-        notifiers.rxKick.signal()
+        // The receive rings were filled before the back-end knew them: wake it once.
+        for pair in pairs { pair.rx.kick.signal() }
         state.negotiated = features
         state.protocolFeatures = protocolFeatures
     }
@@ -103,23 +125,28 @@ extension VirtioUserDevice {
     /// is still there) disables the rings and asks where they stopped, closes the connection
     /// and reclaims every buffer.
     func tearDown(_ state: inout ControlState, reason: String, orderly: Bool) {
-        queues.quiesce()
+        for pair in pairs { pair.quiesce() }
         var text = reason
         if orderly, let session = state.session {
             do throws(VirtioError) {
                 if state.negotiated.contains(.vhostUserProtocolFeatures) {
-                    try session.setVringEnable(index: Self.rxIndex, enabled: false)
-                    try session.setVringEnable(index: Self.txIndex, enabled: false)
+                    for pair in pairs {
+                        try session.setVringEnable(index: pair.rxRingIndex, enabled: false)
+                        try session.setVringEnable(index: pair.txRingIndex, enabled: false)
+                    }
                 }
-                _ = try session.getVringBase(index: Self.rxIndex)
-                _ = try session.getVringBase(index: Self.txIndex)
+                for pair in pairs {
+                    _ = try session.getVringBase(index: pair.rxRingIndex)
+                    _ = try session.getVringBase(index: pair.txRingIndex)
+                }
             } catch {
                 text += " (the back-end did not answer the teardown: \(error.message))"
             }
         }
-        if let violation = queues.takeViolation() { text += "; \(violation)" }
+        // Each pair's violation counts on its own queue; the first one is the reason given.
+        if let violation = pairs.compactMap({ $0.takeViolation() }).first { text += "; \(violation)" }
         state.session = nil
         state.downReason = text
-        queues.reclaimAll()
+        for pair in pairs { pair.reclaimAll() }
     }
 }

@@ -5,6 +5,10 @@ import VirtioCore
 /// Each slot is `headroom + dataRoom` bytes; the frame starts `headroom` bytes in, and the
 /// 12-byte virtio-net header sits just before it, so header and frame go in one descriptor.
 /// Owned by the thread that owns the queue pair.
+///
+/// With several queue pairs, each has its own pool, and slot numbers are global: pool `p`
+/// owns slots `firstSlot ..< firstSlot + count` of one array of slots. A buffer handed to
+/// another pair's pool is recognised as foreign and refused, never adopted.
 @usableFromInline
 final class PacketPool {
     /// Bytes before the frame: room for the virtio-net header and for prepending headers.
@@ -13,7 +17,10 @@ final class PacketPool {
     @usableFromInline static let dataRoom = 2048
     @usableFromInline static let slotSize = headroom + dataRoom
 
+    /// Slot 0 of all pools (not necessarily this pool's first slot).
     @usableFromInline let base: UnsafeMutableRawPointer
+    /// This pool's first slot.
+    @usableFromInline let firstSlot: UInt32
     @usableFromInline let count: Int
     @usableFromInline let freeStack: UnsafeMutablePointer<UInt32>
     @exclusivity(unchecked) @usableFromInline var freeCount: Int
@@ -22,14 +29,15 @@ final class PacketPool {
     /// Buffers handed back that were not ours or were already free.
     @exclusivity(unchecked) @usableFromInline var invalidReleases: UInt64 = 0
 
-    init(base: UnsafeMutableRawPointer, count: Int) {
+    init(base: UnsafeMutableRawPointer, firstSlot: UInt32 = 0, count: Int) {
         self.base = base
+        self.firstSlot = firstSlot
         self.count = count
         freeStack = .allocate(capacity: count)
         isFree = .allocate(capacity: count)
         freeCount = 0
         isFree.initialize(repeating: false, count: count)
-        for slot in (0..<count).reversed() { push(UInt32(slot)) }
+        for index in (0..<count).reversed() { push(firstSlot + UInt32(index)) }
     }
 
     deinit {
@@ -53,15 +61,19 @@ final class PacketPool {
         guard freeCount > 0 else { return nil }
         freeCount &-= 1
         let slot = freeStack[freeCount]
-        isFree[Int(slot)] = false
+        isFree[Int(slot &- firstSlot)] = false
         return PacketBuffer(slot: slot, data: dataPointer(slot: slot), length: 0)
     }
+
+    /// Whether `slot` belongs to this pool (wrapping arithmetic: one compare).
+    @inlinable
+    func owns(slot: UInt32) -> Bool { Int(slot &- firstSlot) < count }
 
     /// Returns slot `slot` to the pool; refuses (and counts) a slot that is not ours or is
     /// already free.
     @inlinable
     func put(slot: UInt32) {
-        guard Int(slot) < count, !isFree[Int(slot)] else {
+        guard owns(slot: slot), !isFree[Int(slot &- firstSlot)] else {
             invalidReleases &+= 1
             return
         }
@@ -70,7 +82,7 @@ final class PacketPool {
 
     @inlinable
     func push(_ slot: UInt32) {
-        isFree[Int(slot)] = true
+        isFree[Int(slot &- firstSlot)] = true
         freeStack[freeCount] = slot
         freeCount &+= 1
     }

@@ -1,7 +1,9 @@
 import Synchronization
 import VirtioCore
 
-/// Receive queue 0, transmit queue 1 and their packet pool: everything the hot path touches.
+/// One queue pair — a receive queue, a transmit queue and their packet pool: everything the hot
+/// path of one polling thread touches. Pair `n` is virtio-net receive queue `2n` and transmit
+/// queue `2n + 1`.
 ///
 /// One thread at a time drives a pair. The control path (start/stop, and the link monitor's
 /// teardown and reconnection) coordinates with it through three flags: `running` (may bursts
@@ -13,15 +15,27 @@ final class QueuePair: @unchecked Sendable {
     @usableFromInline let rx: ReceiveQueue
     @usableFromInline let tx: TransmitQueue
     @usableFromInline let pool: PacketPool
+    /// Signalled by the back-end when it used receive / transmit buffers (if we ask it to).
+    let rxCall: EventNotifier
+    let txCall: EventNotifier
+    /// This pair's number.
+    let index: Int
     @usableFromInline let running = Atomic<Bool>(false)
     @usableFromInline let inBurst = Atomic<Bool>(false)
     @usableFromInline let controlHoldsPool = Atomic<Bool>(false)
 
-    init(rx: ReceiveQueue, tx: TransmitQueue, pool: PacketPool) {
+    init(index: Int, rx: ReceiveQueue, tx: TransmitQueue, pool: PacketPool, rxCall: EventNotifier, txCall: EventNotifier) {
+        self.index = index
         self.rx = rx
         self.tx = tx
         self.pool = pool
+        self.rxCall = rxCall
+        self.txCall = txCall
     }
+
+    /// The virtio ring index of the receive queue (the transmit queue's is one more).
+    var rxRingIndex: UInt32 { UInt32(2 * index) }
+    var txRingIndex: UInt32 { UInt32(2 * index + 1) }
 
     /// Enters a burst; false when the pair is stopped (then do nothing).
     @inlinable

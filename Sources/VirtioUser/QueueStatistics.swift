@@ -41,6 +41,16 @@ public struct QueueStatistics: Sendable, Equatable {
     }
 }
 
+extension QueueStatistics {
+    /// Counter by counter: the sum of two queues' counters.
+    public static func + (a: QueueStatistics, b: QueueStatistics) -> QueueStatistics {
+        QueueStatistics(
+            packets: a.packets &+ b.packets, bytes: a.bytes &+ b.bytes, drops: a.drops &+ b.drops,
+            errors: a.errors &+ b.errors, kicks: a.kicks &+ b.kicks, ringFull: a.ringFull &+ b.ringFull,
+            noBuffers: a.noBuffers &+ b.noBuffers, completed: a.completed &+ b.completed)
+    }
+}
+
 /// Per-queue counters written by the queue's thread (or the control path while the queue is
 /// quiesced) and read by anyone. Updated once per burst with relaxed load + store (a single
 /// writer), so the hot path pays no locked operation.

@@ -43,8 +43,10 @@ final class TransmitQueue {
         while i < room {
             let packet = burst.storage[i]
             i &+= 1
-            guard packet.length >= 0, packet.length <= PacketPool.dataRoom else {
-                // A frame that cannot fit its own buffer is the caller's bug: drop it, count it.
+            guard packet.length >= 0, packet.length <= PacketPool.dataRoom, pool.owns(slot: packet.slot) else {
+                // A frame that cannot fit its own buffer, or a buffer of another queue pair's
+                // pool, is the caller's bug: drop it and count it (`put` refuses a foreign slot
+                // and counts it as an invalid release rather than adopt it).
                 pool.put(slot: packet.slot)
                 dropped &+= 1
                 continue

@@ -6,8 +6,10 @@ import Synchronization
 /// virtio-user poll-mode driver.
 ///
 /// The device owns one shared memory region (memfd by default, hugepages on request) holding
-/// both virtqueues and the packet-buffer pool, connects to a vhost-user back-end, negotiates
-/// features, and then moves frames in bursts without copying.
+/// every virtqueue and the packet-buffer pools, connects to a vhost-user back-end, negotiates
+/// features, and then moves frames in bursts without copying. With
+/// ``Configuration/queuePairs`` above 1 (VIRTIO_NET_F_MQ), each queue pair has its own rings
+/// and pool and is driven by its own thread: pass its number as `queue` to the data-path calls.
 ///
 /// ```swift
 /// let device = try VirtioUserDevice(configuration: .init(socketPath: "/tmp/vhost.sock"))
@@ -20,8 +22,10 @@ import Synchronization
 /// ```
 ///
 /// Threading: the control path (`start`, `stop`, `linkState`, `statistics`) may be called from
-/// any thread. The data path (`allocate`, `transmit`, `receive`, `release`) belongs to one
-/// thread at a time — the one polling the queue pair — and never blocks, locks or allocates.
+/// any thread. The data path (`allocate`, `transmit`, `receive`, `release`) of one queue pair
+/// belongs to one thread at a time — the one polling that pair — and never blocks, locks or
+/// allocates. Buffers belong to the pair whose pool they came from: hand them back through the
+/// same pair (a buffer passed to another pair is refused and counted, never adopted).
 public final class VirtioUserDevice: Sendable {
     /// The configuration the device was created with.
     public let configuration: Configuration
@@ -30,7 +34,8 @@ public final class VirtioUserDevice: Sendable {
     /// The largest frame one buffer carries (without the virtio-net header).
     public static let maximumFrameLength = PacketPool.dataRoom
 
-    @usableFromInline let queues: QueuePair
+    /// The queue pairs, in order (pair `n`: receive ring `2n`, transmit ring `2n + 1`).
+    @usableFromInline let pairs: [QueuePair]
     let memory: SharedMemoryRegion
     let layout: DeviceMemoryLayout
     let control = Locked(ControlState())
@@ -38,14 +43,6 @@ public final class VirtioUserDevice: Sendable {
     let monitorStopping = Atomic<Bool>(false)
     /// Sessions established so far (the first start and every reconnection).
     let connections = Atomic<Int>(0)
-
-    struct Notifiers: Sendable {
-        let rxKick: EventNotifier
-        let txKick: EventNotifier
-        let rxCall: EventNotifier
-        let txCall: EventNotifier
-    }
-    let notifiers: Notifiers
 
     struct ControlState {
         var started = false
@@ -58,28 +55,32 @@ public final class VirtioUserDevice: Sendable {
         var monitor: DedicatedThread?
     }
 
-    /// Ring indices of queue pair 0 (virtio-net: receive queue 0, transmit queue 1).
-    static let rxIndex: UInt32 = 0
-    static let txIndex: UInt32 = 1
-
     /// Allocates the shared memory, the rings and the pool. Nothing is sent until ``start()``.
     public init(configuration: Configuration) throws(VirtioError) {
         try configuration.validate()
         self.configuration = configuration
         macAddress = configuration.macAddress ?? .randomLocal()
-        layout = DeviceMemoryLayout(queueSize: configuration.queueSize, poolSize: configuration.effectivePoolSize)
+        let layout = DeviceMemoryLayout(
+            queueSize: configuration.queueSize, poolSize: configuration.effectivePoolSize,
+            queuePairs: configuration.queuePairs)
+        self.layout = layout
         memory = try SharedMemoryRegion(
             minimumSize: layout.totalBytes, backing: configuration.memory,
             fallbackToNormalPages: configuration.fallbackToNormalPages, name: "virtio-user")
-        notifiers = Notifiers(rxKick: try EventNotifier(), txKick: try EventNotifier(),
-                              rxCall: try EventNotifier(), txCall: try EventNotifier())
-        let pool = PacketPool(base: memory.base + layout.poolOffset, count: configuration.effectivePoolSize)
-        let rxRing = SplitRingDriver(memory: .place(at: memory.base + layout.rxRingOffset, size: configuration.queueSize))
-        let txRing = SplitRingDriver(memory: .place(at: memory.base + layout.txRingOffset, size: configuration.queueSize))
-        queues = QueuePair(
-            rx: ReceiveQueue(ring: rxRing, pool: pool, kick: notifiers.rxKick, refillThreshold: configuration.burstSize),
-            tx: TransmitQueue(ring: txRing, pool: pool, kick: notifiers.txKick),
-            pool: pool)
+        var pairs: [QueuePair] = []
+        let poolSize = configuration.effectivePoolSize
+        for index in 0..<configuration.queuePairs {
+            let pool = PacketPool(
+                base: memory.base + layout.poolOffset, firstSlot: UInt32(index * poolSize), count: poolSize)
+            let rxRing = SplitRingDriver(memory: .place(at: memory.base + layout.ringOffset(2 * index), size: configuration.queueSize))
+            let txRing = SplitRingDriver(memory: .place(at: memory.base + layout.ringOffset(2 * index + 1), size: configuration.queueSize))
+            pairs.append(QueuePair(
+                index: index,
+                rx: ReceiveQueue(ring: rxRing, pool: pool, kick: try EventNotifier(), refillThreshold: configuration.burstSize),
+                tx: TransmitQueue(ring: txRing, pool: pool, kick: try EventNotifier()),
+                pool: pool, rxCall: try EventNotifier(), txCall: try EventNotifier()))
+        }
+        self.pairs = pairs
     }
 
     deinit {
@@ -92,7 +93,7 @@ public final class VirtioUserDevice: Sendable {
     public var memoryBacking: MemoryBacking { memory.backing }
     /// Why hugepages were not used although asked for, or nil.
     public var memoryFallbackReason: String? { memory.fallbackReason }
-    /// Bytes of shared memory (rings and pool), the one region of the memory table.
+    /// Bytes of shared memory (rings and pools), the one region of the memory table.
     public var sharedMemoryBytes: Int { memory.size }
     /// The NUMA node the memory was bound to, or nil without NUMA support.
     public var numaNode: Int? { memory.numaNode }
@@ -105,14 +106,16 @@ public final class VirtioUserDevice: Sendable {
     public var protocolFeatures: VhostUserProtocolFeatures { control.withLock { $0.protocolFeatures } }
     /// Sessions established since creation: 1 after the first start, one more per reconnection.
     public var connectionCount: Int { connections.load(ordering: .relaxed) }
+    /// Queue pairs (``Configuration/queuePairs``): valid `queue` arguments are 0 up to this.
+    public var queuePairCount: Int { pairs.count }
 
-    /// Features we can drive. Everything else a back-end offers (mergeable buffers, offloads,
-    /// indirect descriptors…) is declined, so any back-end works with the simple layout.
-    public static let supportedFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures]
+    /// Features we can drive. Everything else a back-end offers is declined. MQ is asked for
+    /// only when more than one queue pair is configured.
+    public static let supportedFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures, .netMultiqueue]
 
     /// Connects to the back-end — in client mode by connecting (retrying while it is not
     /// there), in server mode by listening and waiting for it — then negotiates, shares the
-    /// memory and starts both queues, in DPDK virtio-user's message order. Waits at most
+    /// memory and starts every queue, in DPDK virtio-user's message order. Waits at most
     /// ``Configuration/connectTimeoutMilliseconds`` for the back-end. With
     /// ``Configuration/reconnect``, a thread then watches the connection and re-establishes
     /// it after the back-end goes away.
@@ -131,7 +134,7 @@ public final class VirtioUserDevice: Sendable {
         }
     }
 
-    /// Stops traffic: waits for a burst in progress, disables both rings, asks the back-end
+    /// Stops traffic: waits for bursts in progress, disables every ring, asks the back-end
     /// where it stopped (GET_VRING_BASE), closes the connection (and, in server mode, the
     /// listening socket) and returns every in-flight buffer to the pool. Safe to call when not
     /// started.
@@ -164,8 +167,10 @@ public final class VirtioUserDevice: Sendable {
             if Poll.peerHasClosed(session.channel.socket.raw) {
                 return .down(reason: "the back-end closed the connection")
             }
-            if let violation = queues.rx.ring.violation ?? queues.tx.ring.violation {
-                return .down(reason: violation)
+            for pair in pairs {
+                if let violation = pair.rx.ring.violation ?? pair.tx.ring.violation {
+                    return .down(reason: violation)
+                }
             }
             return .up
         }
@@ -176,25 +181,34 @@ public final class VirtioUserDevice: Sendable {
         control.withLock { $0.session?.sentRequests.map(\.description) ?? [] }
     }
 
-    /// Counters of both queues.
+    /// Counters of every queue, and their sums.
     public var statistics: Statistics {
-        Statistics(
-            rx: queues.rx.counters.snapshot, tx: queues.tx.counters.snapshot,
-            poolSize: queues.pool.count)
+        let perPair = pairs.map { PairStatistics(rx: $0.rx.counters.snapshot, tx: $0.tx.counters.snapshot) }
+        return Statistics(
+            rx: perPair.reduce(QueueStatistics()) { $0 + $1.rx }, tx: perPair.reduce(QueueStatistics()) { $0 + $1.tx },
+            poolSize: pairs.reduce(0) { $0 + $1.pool.count }, queuePairs: perPair)
     }
 
     // MARK: - Data path (one thread per queue pair)
 
-    /// Takes up to `count` empty buffers from the pool into `burst` (bounded by its free space);
-    /// returns how many. Their `length` is 0: write the frame at `data` and set it.
+    /// Queue pair `queue`, or nil when there is no such pair (the call then does nothing).
+    @inlinable
+    func pair(_ queue: Int) -> QueuePair? {
+        queue >= 0 && queue < pairs.count ? pairs[queue] : nil
+    }
+
+    /// Takes up to `count` empty buffers from queue pair `queue`'s pool into `burst` (bounded
+    /// by its free space); returns how many. Their `length` is 0: write the frame at `data` and
+    /// set it.
     @inlinable
     @discardableResult
-    public func allocate(into burst: PacketBurst, count: Int) -> Int {
+    public func allocate(into burst: PacketBurst, count: Int, queue: Int = 0) -> Int {
+        guard let queuePair = pair(queue) else { return 0 }
         // The control path returns in-flight buffers to the pool when the link drops, from the
         // link monitor's thread: pool calls wait while it does.
-        queues.enterPool()
-        defer { queues.leave() }
-        let pool = queues.pool
+        queuePair.enterPool()
+        defer { queuePair.leave() }
+        let pool = queuePair.pool
         let wanted = min(count, burst.space)
         var taken = 0
         while taken < wanted, let buffer = pool.take() {
@@ -204,42 +218,45 @@ public final class VirtioUserDevice: Sendable {
         return taken
     }
 
-    /// Transmits the frames of `burst` from the front; returns how many were accepted. Those
-    /// leave the burst (the device owns them until the back-end is done); the rest stay, still
-    /// yours. Returns 0 when the device is not running.
+    /// Transmits the frames of `burst` from the front on queue pair `queue`; returns how many
+    /// were accepted. Those leave the burst (the device owns them until the back-end is done);
+    /// the rest stay, still yours. Returns 0 when the device is not running.
     @inlinable
     @discardableResult
-    public func transmit(_ burst: PacketBurst) -> Int {
-        guard queues.enter() else { return 0 }
-        defer { queues.leave() }
-        return queues.tx.transmit(burst)
+    public func transmit(_ burst: PacketBurst, queue: Int = 0) -> Int {
+        guard let queuePair = pair(queue), queuePair.enter() else { return 0 }
+        defer { queuePair.leave() }
+        return queuePair.tx.transmit(burst)
     }
 
-    /// Appends received frames to `burst` (up to its free space); returns how many. The
-    /// buffers are yours until you transmit or release them. Returns 0 when not running.
+    /// Appends frames received on queue pair `queue` to `burst` (up to its free space);
+    /// returns how many. The buffers are yours until you transmit or release them (through the
+    /// same pair). Returns 0 when not running.
     @inlinable
     @discardableResult
-    public func receive(into burst: PacketBurst) -> Int {
-        guard queues.enter() else { return 0 }
-        defer { queues.leave() }
-        return queues.rx.receive(into: burst)
+    public func receive(into burst: PacketBurst, queue: Int = 0) -> Int {
+        guard let queuePair = pair(queue), queuePair.enter() else { return 0 }
+        defer { queuePair.leave() }
+        return queuePair.rx.receive(into: burst)
     }
 
-    /// Buffers free in the pool now. A data-path call: from the queue pair's thread, or while
-    /// no thread polls it. With the device stopped and every burst released, it equals
-    /// ``Statistics/poolSize``: no buffer is lost.
-    public func availableBuffers() -> Int { queues.pool.available }
+    /// Buffers free in queue pair `queue`'s pool now. A data-path call: from the pair's
+    /// thread, or while no thread polls it. With the device stopped and every burst released,
+    /// the sum over all pairs equals ``Statistics/poolSize``: no buffer is lost.
+    public func availableBuffers(queue: Int = 0) -> Int { pair(queue)?.pool.available ?? 0 }
 
-    /// Buffers handed to ``release(_:)`` that were already free or not from this pool (each
-    /// was ignored, so the pool stayed intact). A data-path call, like ``availableBuffers()``.
-    public func invalidReleases() -> UInt64 { queues.pool.invalidReleases }
+    /// Buffers handed to pair `queue` (by ``release(_:queue:)`` or ``transmit(_:queue:)``)
+    /// that were already free or came from another pool; each was ignored, so every pool stayed
+    /// intact. A data-path call, like ``availableBuffers(queue:)``.
+    public func invalidReleases(queue: Int = 0) -> UInt64 { pair(queue)?.pool.invalidReleases ?? 0 }
 
-    /// Returns every buffer in `burst` to the pool and empties it.
+    /// Returns every buffer in `burst` to queue pair `queue`'s pool and empties it.
     @inlinable
-    public func release(_ burst: PacketBurst) {
-        queues.enterPool()
-        defer { queues.leave() }
-        let pool = queues.pool
+    public func release(_ burst: PacketBurst, queue: Int = 0) {
+        guard let queuePair = pair(queue) else { return }
+        queuePair.enterPool()
+        defer { queuePair.leave() }
+        let pool = queuePair.pool
         var i = 0
         while i < burst.count {
             pool.put(slot: burst.storage[i].slot)

@@ -70,10 +70,11 @@ var productsDirectory: URL {
 /// Sends `total` frames of `stream` through `device` (looped back by the peer) and checks each
 /// received frame byte for byte, in order. With `window`, at most that many frames are in
 /// flight (so a peer that drops when our receive ring is full, like testpmd, never has to);
-/// with `macSwapped`, the peer is expected to have swapped the two MAC addresses.
+/// with `macSwapped`, the peer is expected to have swapped the two MAC addresses. Runs on
+/// queue pair `queue`.
 func runLoopbackStream(
     device: VirtioUserDevice, stream: FrameStream, total: UInt64, burstSize: Int = 32,
-    window: Int? = nil, macSwapped: Bool = false
+    window: Int? = nil, macSwapped: Bool = false, queue: Int = 0
 ) -> (sent: UInt64, intact: UInt64, mismatched: UInt64) {
     let tx = PacketBurst(capacity: burstSize)
     let rx = PacketBurst(capacity: burstSize)
@@ -89,25 +90,25 @@ func runLoopbackStream(
         var room = UInt64(tx.space)
         if let window { room = min(room, UInt64(max(0, window - Int(nextToSend - nextExpected) - tx.count))) }
         let wanted = Int(min(room, total - nextToSend))
-        let added = device.allocate(into: tx, count: wanted)
+        let added = device.allocate(into: tx, count: wanted, queue: queue)
         for i in first..<(first + added) {
             var packet = tx[i]
             packet.length = stream.write(nextToSend, to: packet.data)
             tx[i] = packet
             nextToSend += 1
         }
-        let sent = device.transmit(tx)
-        let received = device.receive(into: rx)
+        let sent = device.transmit(tx, queue: queue)
+        let received = device.receive(into: rx, queue: queue)
         for i in 0..<rx.count {
             let frame = rx[i]
             if macSwapped { swapMACs(frame.data) }
             if !stream.matches(nextExpected, UnsafeRawBufferPointer(frame.bytes), scratch: scratch) { mismatched += 1 }
             nextExpected += 1
         }
-        device.release(rx)
+        device.release(rx, queue: queue)
         idleSpins = (sent == 0 && received == 0) ? idleSpins + 1 : 0
     }
-    device.release(tx)
+    device.release(tx, queue: queue)
     return (nextToSend, nextExpected - mismatched, mismatched)
 }
 

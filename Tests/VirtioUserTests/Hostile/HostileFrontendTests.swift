@@ -95,8 +95,8 @@ final class HostileFrontendTests: XCTestCase {
         Case(name: "queue size above 32768", expected: "not a power of two up to 32768") {
             try $0.send(.setVringNum(VringState(index: 1, num: 65536)))
         },
-        Case(name: "a ring that does not exist", expected: "has rings 0…1") {
-            try $0.send(.setVringNum(VringState(index: 7, num: 256)))
+        Case(name: "a ring that does not exist", expected: "has rings 0…15") {
+            try $0.send(.setVringNum(VringState(index: 16, num: 256)))
         },
         Case(name: "ring base beyond 16 bits", expected: "does not fit a 16-bit index") {
             try $0.send(.setVringBase(VringState(index: 1, num: 0x10000)))
