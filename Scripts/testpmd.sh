@@ -19,6 +19,9 @@
 #   --pidfile FILE     where the pid goes (default /tmp/testpmd-NAME.pid)
 #   --ready-timeout S  how long to wait for testpmd to start forwarding (default 30)
 #   --queue-size N     RX/TX descriptors (default 256)
+#   --queues N         queue pairs (default 1): queues=N on the vdev, --rxq=N --txq=N; one
+#                      forwarding core polls them all
+#   --devargs A        extra vdev arguments, appended after a comma (e.g. packed_vq=1)
 #
 # It starts testpmd in the background, waits (bounded) until it forwards, prints its pid, and
 # returns. Only the pid it wrote is ever signalled. The log's last "Accumulated forward
@@ -33,7 +36,7 @@ action=$1
 shift
 
 multiflow=0 socket="" prefix="" mode=io client=0 server=0 huge=0 txfirst=0 txpkts="" log="" pidfile=""
-ready_timeout=30 timeout=10 qsize=256
+ready_timeout=30 timeout=10 qsize=256 queues=1 devargs=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --socket) socket=$2; shift 2 ;;
@@ -50,6 +53,8 @@ while [ $# -gt 0 ]; do
     --ready-timeout) ready_timeout=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --queue-size) qsize=$2; shift 2 ;;
+    --queues) queues=$2; shift 2 ;;
+    --devargs) devargs=$2; shift 2 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -98,14 +103,16 @@ else
 fi
 if [ "$action" = vhost ]; then
   eal+=(-l 0,1 --main-lcore 0)
-  vdev="net_vhost0,iface=$socket,queues=1"
+  vdev="net_vhost0,iface=$socket,queues=$queues"
   [ "$client" -eq 1 ] && vdev+=",client=1"
 else
   eal+=(-l 0,1 --main-lcore 1)
-  vdev="virtio_user0,path=$socket,queues=1,queue_size=$qsize"
+  vdev="virtio_user0,path=$socket,queues=$queues,queue_size=$qsize"
   [ "$server" -eq 1 ] && vdev+=",server=1"
 fi
-app=(--forward-mode="$mode" --stats-period 1 --total-num-mbufs=16384 --rxd="$qsize" --txd="$qsize")
+[ -n "$devargs" ] && vdev+=",$devargs"
+app=(--forward-mode="$mode" --stats-period 1 --total-num-mbufs=16384 --rxd="$qsize" --txd="$qsize"
+     --rxq="$queues" --txq="$queues" --nb-cores=1)
 [ "$txfirst" -eq 1 ] && app+=(--tx-first)
 [ -n "$txpkts" ] && app+=(--txpkts="$txpkts")
 [ "$multiflow" -eq 1 ] && app+=(--txonly-multi-flow)

@@ -16,10 +16,21 @@ public struct BackendStatistics: Sendable, Equatable {
     public var protocolErrors: UInt64 = 0
     /// The reason the last connection ended with an error, if any.
     public var lastError: String?
+    /// Frames taken from each queue pair's transmit ring, by pair number (as many entries as
+    /// the back-end serves pairs).
+    public var framesReceivedByQueuePair: [UInt64] = []
+    /// Frames put on each queue pair's receive ring, by pair number.
+    public var framesSentByQueuePair: [UInt64] = []
 }
 
 /// Shared counters: written by the serving thread once per burst, read by anyone.
 final class BackendCounters: Sendable {
+    /// One queue pair's counters.
+    final class Pair: Sendable {
+        let framesReceived = Atomic<UInt64>(0)
+        let framesSent = Atomic<UInt64>(0)
+    }
+    let pairs: [Pair]
     let framesReceived = Atomic<UInt64>(0)
     let bytesReceived = Atomic<UInt64>(0)
     let framesSent = Atomic<UInt64>(0)
@@ -27,6 +38,10 @@ final class BackendCounters: Sendable {
     let connections = Atomic<UInt64>(0)
     let protocolErrors = Atomic<UInt64>(0)
     let lastError = Locked<String?>(nil)
+
+    init(queuePairs: Int) {
+        pairs = (0..<queuePairs).map { _ in Pair() }
+    }
 
     @inline(__always)
     static func add(_ counter: borrowing Atomic<UInt64>, _ value: Int) {
@@ -42,6 +57,8 @@ final class BackendCounters: Sendable {
             drops: drops.load(ordering: .relaxed),
             connections: connections.load(ordering: .relaxed),
             protocolErrors: protocolErrors.load(ordering: .relaxed),
-            lastError: lastError.withLock { $0 })
+            lastError: lastError.withLock { $0 },
+            framesReceivedByQueuePair: pairs.map { $0.framesReceived.load(ordering: .relaxed) },
+            framesSentByQueuePair: pairs.map { $0.framesSent.load(ordering: .relaxed) })
     }
 }

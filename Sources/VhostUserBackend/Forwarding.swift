@@ -18,7 +18,14 @@ extension BackendConnection {
         var handled = 0
         var pair = 0
         while pair &* 2 < vrings.count {
-            handled &+= try forward(rxVring: vrings[pair &* 2], txVring: vrings[pair &* 2 &+ 1], mode: mode, burst: burst, counters: counters)
+            let pairCounters = counters.pairs[pair]
+            let done = try forward(
+                rxVring: vrings[pair &* 2], txVring: vrings[pair &* 2 &+ 1], mode: mode, burst: burst,
+                counters: counters, pairCounters: pairCounters)
+            if done > 0 {
+                BackendCounters.add(pairCounters.framesReceived, done)
+                handled &+= done
+            }
             pair &+= 1
         }
         // One load per burst: did any guarded mapping in the process fault since we looked?
@@ -32,7 +39,10 @@ extension BackendConnection {
 
     /// One burst on one queue pair: a frame the front-end transmits on pair n comes back on
     /// pair n's receive ring (loopback).
-    private func forward(rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+    private func forward(
+        rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, burst: Int,
+        counters: BackendCounters, pairCounters: BackendCounters.Pair
+    ) throws(VirtioError) -> Int {
         guard txVring.enabled, let tx = txVring.ring, let txSegments = txVring.segments else { return 0 }
         let handled: Int
         switch mode {
@@ -40,7 +50,9 @@ extension BackendConnection {
             handled = try sink(tx: tx, txSegments: txSegments, burst: burst, counters: counters)
         case .loopback:
             guard rxVring.enabled, let rx = rxVring.ring, let rxSegments = rxVring.segments else { return 0 }
-            handled = try loopback(tx: tx, txSegments: txSegments, rx: rx, rxSegments: rxSegments, burst: burst, counters: counters)
+            handled = try loopback(
+                tx: tx, txSegments: txSegments, rx: rx, rxSegments: rxSegments, burst: burst,
+                counters: counters, pairCounters: pairCounters)
             if handled > 0, rx.publishUsed() { rxVring.call?.signal() }
         }
         if handled > 0, tx.publishUsed() { txVring.call?.signal() }
@@ -71,7 +83,7 @@ extension BackendConnection {
     private func loopback(
         tx: SplitRingDevice, txSegments: UnsafeMutablePointer<ChainSegment>,
         rx: SplitRingDevice, rxSegments: UnsafeMutablePointer<ChainSegment>,
-        burst: Int, counters: BackendCounters
+        burst: Int, counters: BackendCounters, pairCounters: BackendCounters.Pair
     ) throws(VirtioError) -> Int {
         // Only take as many frames as there are receive buffers: the front-end sees back-pressure
         // (a full transmit ring) rather than loss.
@@ -102,6 +114,7 @@ extension BackendConnection {
         BackendCounters.add(counters.framesReceived, done)
         BackendCounters.add(counters.bytesReceived, bytes)
         BackendCounters.add(counters.framesSent, sent)
+        BackendCounters.add(pairCounters.framesSent, sent)
         BackendCounters.add(counters.drops, dropped)
         return done
     }

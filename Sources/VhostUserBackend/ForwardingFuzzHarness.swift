@@ -25,7 +25,7 @@ public final class ForwardingFuzzHarness {
     private let connection: BackendConnection
     private let peer: OwnedDescriptor
     private let mapping: UnsafeMutableRawPointer
-    private let counters = BackendCounters()
+    private let counters = BackendCounters(queuePairs: 1)
 
     public init() throws(VirtioError) {
         let (ours, theirs) = try UnixSocket.pair()

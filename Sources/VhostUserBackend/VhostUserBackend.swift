@@ -130,7 +130,7 @@ final class BackendServer: Sendable {
     let configuration: VhostUserBackend.Configuration
     /// Removes its socket file when released (if still ours).
     let listener: Locked<UnixListener?>
-    let counters = BackendCounters()
+    let counters: BackendCounters
     let stopping = Atomic<Bool>(false)
     let traces = Locked<[[String]]>([])
     let negotiations = Locked<[VhostUserBackend.Negotiation]>([])
@@ -138,6 +138,7 @@ final class BackendServer: Sendable {
     init(configuration: VhostUserBackend.Configuration, listener: UnixListener?) {
         self.configuration = configuration
         self.listener = Locked(listener)
+        counters = BackendCounters(queuePairs: configuration.queuePairs)
     }
 
     func closeListener() {

@@ -39,8 +39,12 @@ struct VhostUserBackendCommand: ParsableCommand {
     @Option(help: "Pin the serving thread to this CPU.")
     var cpu: Int?
 
+    @Option(help: "Queue pairs offered to each front-end (1…64; what GET_QUEUE_NUM answers). One thread serves them all.")
+    var queues: Int = 8
+
     func validate() throws {
         guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
+        guard (1...64).contains(queues) else { throw ValidationError("--queues must be 1…64.") }
     }
 
     func run() throws {
@@ -50,6 +54,7 @@ struct VhostUserBackendCommand: ParsableCommand {
         do throws(VirtioError) {
             var configuration = VhostUserBackend.Configuration(socketPath: socket, mode: mode)
             configuration.connectionMode = client ? .client : .server
+            configuration.queuePairs = queues
             if let cpu {
                 try DedicatedThread.pinCurrentThread(to: cpu)  // fails early on a bad CPU number
                 configuration.onServingThreadStart = { try? DedicatedThread.pinCurrentThread(to: cpu) }
@@ -78,8 +83,10 @@ struct VhostUserBackendCommand: ParsableCommand {
     }
 
     private func printTotals(_ s: BackendStatistics) {
+        let active = s.framesReceivedByQueuePair.lastIndex { $0 > 0 }.map { $0 + 1 } ?? 0
+        let perPair = active > 1 ? "  per pair received \(s.framesReceivedByQueuePair.prefix(active).map(String.init).joined(separator: "/"))" : ""
         print("connections \(s.connections)  received \(s.framesReceived) (\(s.bytesReceived) bytes)  sent \(s.framesSent)  drops \(s.drops)  protocol errors \(s.protocolErrors)"
-              + (s.lastError.map { "  last error: \($0)" } ?? ""))
+              + perPair + (s.lastError.map { "  last error: \($0)" } ?? ""))
         Console.flush()
     }
 }

@@ -7,60 +7,56 @@ struct ForwardResult {
     var seconds: Double
     /// Counters at the end of forwarding, before the drain.
     var atEnd: VirtioUserDevice.Statistics
-    /// Received frames the forwarder freed because transmit had no room (io, macswap).
+    /// Received frames the forwarders freed because transmit had no room (io, macswap).
     var forwardDrops: UInt64
 }
 
-/// The polling loop: runs on the calling (main) thread, never on Swift's cooperative pool.
+/// Runs one forwarding loop per queue pair, each on its own thread (never on Swift's
+/// cooperative pool), while the calling thread prints the stats lines and ends the run.
 struct Forwarder {
     let device: VirtioUserDevice
     let options: VirtioUserPMD
 
-    func run() -> ForwardResult {
-        let txBurst = PacketBurst(capacity: options.burst)
-        let rxBurst = PacketBurst(capacity: options.burst)
+    /// Shared by the loops and the coordinating thread.
+    private final class Shared: Sendable {
+        let stopping = Atomic<Bool>(false)
+        let forwardDrops = Atomic<UInt64>(0)
+    }
+
+    func run() throws(VirtioError) -> ForwardResult {
+        let shared = Shared()
         let template = FrameTemplate(
             source: device.macAddress, destination: MACAddress(options.peerMAC) ?? .randomLocal(),
             frameLength: options.pktSize)
-        var forwardDrops: UInt64 = 0
+        let loop = QueueLoop(
+            device: device, mode: options.forwardMode, burst: options.burst, txFirst: options.txFirst,
+            template: template)
+        let cpus = options.cpu
+        var threads: [DedicatedThread] = []
+        defer {
+            shared.stopping.store(true, ordering: .relaxed)
+            for thread in threads { thread.join() }
+        }
+        for queue in 0..<device.queuePairCount {
+            let cpu = queue < cpus.count ? cpus[queue] : nil
+            threads.append(try DedicatedThread(name: "pmd-fwd-\(queue)") {
+                if let cpu {
+                    do throws(VirtioError) { try DedicatedThread.pinCurrentThread(to: cpu) } catch {
+                        Console.error("virtio-user-pmd: warning: queue \(queue) not pinned: \(error.message)")
+                    }
+                }
+                let drops = loop.run(queue: queue, stopping: shared.stopping)
+                shared.forwardDrops.add(drops, ordering: .relaxed)
+            })
+        }
+
         let start = MonotonicClock.nanoseconds()
         let deadline = start + UInt64(options.duration * 1e9)
         let period = UInt64(options.statsPeriod * 1e9)
         var nextStats = period > 0 ? start + period : UInt64.max
         var last = (time: start, stats: device.statistics)
-
-        if options.txFirst && (options.forwardMode == .io || options.forwardMode == .macswap) {
-            generate(into: txBurst, template: template)
-            device.transmit(txBurst)
-            device.release(txBurst)
-        }
-        // Option values are read once: an ArgumentParser property read per burst costs more than
-        // the burst itself.
-        let mode = options.forwardMode
-        var iterations = 0
         var now = start
         while true {
-            switch mode {
-            case .txonly:
-                generate(into: txBurst, template: template)
-                // A full ring: back off a moment instead of re-reading the used index the
-                // back-end is writing (the spin competes with it for that cache line).
-                if device.transmit(txBurst) == 0 { SpinWait.relax() }
-                device.receive(into: rxBurst)
-                device.release(rxBurst)
-            case .rxonly:
-                device.receive(into: rxBurst)
-                device.release(rxBurst)
-            case .io, .macswap:
-                if device.receive(into: rxBurst) > 0 {
-                    if mode == .macswap { swapMACs(rxBurst) }
-                    device.transmit(rxBurst)
-                    forwardDrops &+= UInt64(rxBurst.count)
-                    device.release(rxBurst)
-                }
-            }
-            iterations &+= 1
-            guard iterations & 63 == 0 else { continue }
             now = MonotonicClock.nanoseconds()
             if now >= deadline || interrupted.load(ordering: .relaxed) { break }
             if now >= nextStats {
@@ -69,18 +65,83 @@ struct Forwarder {
                 last = (now, stats)
                 nextStats += period
             }
+            let wake = min(deadline, nextStats)
+            MonotonicClock.sleep(milliseconds: Int(min(10, max(1, (wake - now) / 1_000_000))))
         }
         let atEnd = device.statistics
-        device.release(txBurst)
-        drain(rxBurst, expecting: atEnd.tx.packets)
-        return ForwardResult(seconds: Double(now - start) / 1e9, atEnd: atEnd, forwardDrops: forwardDrops)
+        shared.stopping.store(true, ordering: .relaxed)
+        for thread in threads { thread.join() }
+        threads = []
+        return ForwardResult(
+            seconds: Double(now - start) / 1e9, atEnd: atEnd,
+            forwardDrops: shared.forwardDrops.load(ordering: .relaxed))
+    }
+
+    private func printStatsLine(elapsed: UInt64, interval: UInt64, from a: VirtioUserDevice.Statistics, to b: VirtioUserDevice.Statistics) {
+        let link = device.linkState
+        let seconds = Double(interval) / 1e9
+        let txMpps = Double(b.tx.packets - a.tx.packets) / seconds / 1e6
+        let rxMpps = Double(b.rx.packets - a.rx.packets) / seconds / 1e6
+        print("  \(format(Double(elapsed) / 1e9, 1))s  TX \(format(txMpps, 2)) Mpps  RX \(format(rxMpps, 2)) Mpps  "
+              + "tx=\(b.tx.packets) rx=\(b.rx.packets) ring-full=\(b.tx.ringFull) drops=\(b.tx.drops + b.rx.drops) errors=\(b.tx.errors + b.rx.errors)"
+              + (link == .up ? "" : "  link \(link)"))
+    }
+}
+
+/// The polling loop of one queue pair.
+struct QueueLoop: Sendable {
+    let device: VirtioUserDevice
+    let mode: ForwardMode
+    let burst: Int
+    let txFirst: Bool
+    let template: FrameTemplate
+
+    /// Forwards on pair `queue` until `stopping`, then drains; returns the frames it freed
+    /// because transmit had no room.
+    func run(queue: Int, stopping: borrowing Atomic<Bool>) -> UInt64 {
+        let txBurst = PacketBurst(capacity: burst)
+        let rxBurst = PacketBurst(capacity: burst)
+        var forwardDrops: UInt64 = 0
+        if txFirst && (mode == .io || mode == .macswap) {
+            generate(into: txBurst, queue: queue)
+            device.transmit(txBurst, queue: queue)
+            device.release(txBurst, queue: queue)
+        }
+        var iterations = 0
+        while true {
+            switch mode {
+            case .txonly:
+                generate(into: txBurst, queue: queue)
+                // A full ring: back off a moment instead of re-reading the used index the
+                // back-end is writing (the spin competes with it for that cache line).
+                if device.transmit(txBurst, queue: queue) == 0 { SpinWait.relax() }
+                device.receive(into: rxBurst, queue: queue)
+                device.release(rxBurst, queue: queue)
+            case .rxonly:
+                device.receive(into: rxBurst, queue: queue)
+                device.release(rxBurst, queue: queue)
+            case .io, .macswap:
+                if device.receive(into: rxBurst, queue: queue) > 0 {
+                    if mode == .macswap { swapMACs(rxBurst) }
+                    device.transmit(rxBurst, queue: queue)
+                    forwardDrops &+= UInt64(rxBurst.count)
+                    device.release(rxBurst, queue: queue)
+                }
+            }
+            iterations &+= 1
+            // One relaxed load every 64 bursts.
+            if iterations & 63 == 0 && stopping.load(ordering: .relaxed) { break }
+        }
+        device.release(txBurst, queue: queue)
+        drain(rxBurst, queue: queue)
+        return forwardDrops
     }
 
     /// Fills `burst` up to capacity with fresh frames (buffers still unsent from the last burst
     /// keep their contents).
-    private func generate(into burst: PacketBurst, template: FrameTemplate) {
+    private func generate(into burst: PacketBurst, queue: Int) {
         let first = burst.count
-        let added = device.allocate(into: burst, count: burst.space)
+        let added = device.allocate(into: burst, count: burst.space, queue: queue)
         template.bytes.withUnsafeBytes { header in
             for i in first..<(first + added) {
                 var packet = burst[i]
@@ -103,31 +164,21 @@ struct Forwarder {
         }
     }
 
-    /// After forwarding: keep receiving (and freeing) until what was sent has come back or
-    /// nothing has arrived for 200 ms, so the summary counts frames still in flight.
-    private func drain(_ burst: PacketBurst, expecting sent: UInt64) {
-        let isTxonly = options.forwardMode == .txonly
+    /// After forwarding: keep receiving (and freeing) until what this pair sent has come back
+    /// or nothing has arrived for 200 ms, so the summary counts frames still in flight.
+    private func drain(_ burst: PacketBurst, queue: Int) {
+        let sent = device.statistics.queuePairs[queue].tx.packets
         var quietSince = MonotonicClock.nanoseconds()
         let limit = quietSince + 2_000_000_000
         while true {
             let now = MonotonicClock.nanoseconds()
-            if device.receive(into: burst) > 0 {
-                device.release(burst)
+            if device.receive(into: burst, queue: queue) > 0 {
+                device.release(burst, queue: queue)
                 quietSince = now
             }
-            if isTxonly && device.statistics.rx.packets >= sent { return }
+            if mode == .txonly && device.statistics.queuePairs[queue].rx.packets >= sent { return }
             if now - quietSince > 200_000_000 || now > limit { return }
         }
-    }
-
-    private func printStatsLine(elapsed: UInt64, interval: UInt64, from a: VirtioUserDevice.Statistics, to b: VirtioUserDevice.Statistics) {
-        let link = device.linkState
-        let seconds = Double(interval) / 1e9
-        let txMpps = Double(b.tx.packets - a.tx.packets) / seconds / 1e6
-        let rxMpps = Double(b.rx.packets - a.rx.packets) / seconds / 1e6
-        print("  \(format(Double(elapsed) / 1e9, 1))s  TX \(format(txMpps, 2)) Mpps  RX \(format(rxMpps, 2)) Mpps  "
-              + "tx=\(b.tx.packets) rx=\(b.rx.packets) ring-full=\(b.tx.ringFull) drops=\(b.tx.drops + b.rx.drops) errors=\(b.tx.errors + b.rx.errors)"
-              + (link == .up ? "" : "  link \(link)"))
     }
 }
 

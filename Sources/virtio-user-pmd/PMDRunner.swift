@@ -21,6 +21,7 @@ struct PMDRunner {
             directory = dir
             socketPath = dir + "/vhost.sock"
             var backendConfiguration = VhostUserBackend.Configuration(socketPath: socketPath, mode: options.backendMode)
+            backendConfiguration.queuePairs = max(backendConfiguration.queuePairs, options.queues)
             if let cpu = options.backendCPU {
                 backendConfiguration.onServingThreadStart = {
                     do throws(VirtioError) { try DedicatedThread.pinCurrentThread(to: cpu) } catch {
@@ -40,6 +41,7 @@ struct PMDRunner {
         var configuration = VirtioUserDevice.Configuration(socketPath: socketPath)
         configuration.queueSize = options.queueSize
         configuration.burstSize = options.burst
+        configuration.queuePairs = options.queues
         configuration.macAddress = options.mac.flatMap(MACAddress.init)
         configuration.memory = options.hugepages ? .hugepages2M : .memfd
         configuration.connectTimeoutMilliseconds = options.connectTimeout
@@ -52,16 +54,15 @@ struct PMDRunner {
         try device.start()
         let backendName = options.socket.map { "vhost-user back-end \(options.server ? "connected to our" : "at") \($0)" }
             ?? "embedded Swift back-end (\(options.backendMode.rawValue))"
-        print("virtio-user-pmd: \(options.forwardMode.rawValue), frame \(options.pktSize) B, burst \(options.burst), queue \(options.queueSize)")
+        print("virtio-user-pmd: \(options.forwardMode.rawValue), frame \(options.pktSize) B, burst \(options.burst), queue \(options.queueSize), \(options.queues) queue pair(s)")
         print("  device \(device.macAddress), memory \(device.memoryBacking), \(device.sharedMemoryBytes >> 10) KiB in one region")
         print("  peer: \(backendName), features \(device.negotiatedFeatures), protocol features \(device.protocolFeatures)")
         if backend != nil && options.backendMode == .loopback && (options.forwardMode == .io || options.forwardMode == .macswap) && !options.txFirst {
             print("  note: \(options.forwardMode.rawValue) against a loopback back-end moves nothing without --tx-first")
         }
 
-        if let cpu = options.cpu { try DedicatedThread.pinCurrentThread(to: cpu) }
         let forwarder = Forwarder(device: device, options: options)
-        let result = forwarder.run()
+        let result = try forwarder.run()
         let linkAtEnd = device.linkState
         device.stop()
 

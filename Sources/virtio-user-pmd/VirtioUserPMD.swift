@@ -42,6 +42,9 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("queue-size"), help: "Virtqueue size: a power of two, 64…32768.")
     var queueSize: Int = 256
 
+    @Option(help: "Queue pairs, each forwarded by its own thread (1…64; more than 1 needs a back-end with MQ, e.g. DPDK net_vhost0,…,queues=N).")
+    var queues: Int = 1
+
     @Flag(help: "Back the shared memory with 2 MiB hugepages (falls back to normal pages, with a warning, when none are reserved).")
     var hugepages = false
 
@@ -69,8 +72,8 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("backend-mode"), help: "Embedded back-end's mode: loopback or sink.")
     var backendMode: BackendMode = .loopback
 
-    @Option(help: "Pin the forwarding loop to this CPU.")
-    var cpu: Int?
+    @Option(help: "Pin forwarding loops to CPUs: the first --cpu for queue pair 0, the second for pair 1, … (repeat the option).")
+    var cpu: [Int] = []
 
     @Option(name: .customLong("backend-cpu"), help: "Pin the embedded back-end's thread to this CPU.")
     var backendCPU: Int?
@@ -86,6 +89,10 @@ struct VirtioUserPMD: ParsableCommand {
         if socket != nil && backendMode != .loopback { throw ValidationError("--backend-mode applies only to the embedded back-end (without --socket).") }
         if server && socket == nil { throw ValidationError("--server needs --socket: the path to listen on.") }
         guard connectTimeout >= 0, reconnectTimeout >= 0 else { throw ValidationError("Timeouts must not be negative.") }
+        guard (1...VirtioUserDevice.maximumQueuePairs).contains(queues) else {
+            throw ValidationError("--queues must be 1…\(VirtioUserDevice.maximumQueuePairs).")
+        }
+        guard cpu.count <= queues else { throw ValidationError("\(cpu.count) --cpu values for \(queues) queue pair(s): give at most one per pair.") }
     }
 
     func run() throws {

@@ -53,6 +53,17 @@ final class SeparateProcessTests: XCTestCase {
         XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
     }
 
+    /// Two queue pairs, a forwarding thread each: both carry frames, and all come back.
+    func testCommandLineRunsTwoQueuePairs() throws {
+        let (pmd, output, errors) = try launch("virtio-user-pmd", ["--queues", "2", "--duration", "1", "--stats-period", "0"])
+        let printed = text(output)
+        pmd.waitUntilExit()
+        XCTAssertEqual(pmd.terminationStatus, 0, printed + text(errors))
+        XCTAssertTrue(printed.contains("2 queue pair(s)"), printed)
+        XCTAssertTrue(printed.contains("features 0x") && printed.contains("MQ|"), printed)
+        XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
+    }
+
     func testCommandLineReportsAMissingBackendInOneLine() throws {
         let path = try makeSocketPath(self)
         let (pmd, _, errors) = try launch("virtio-user-pmd", ["--socket", path, "--connect-timeout", "100"])
@@ -64,7 +75,7 @@ final class SeparateProcessTests: XCTestCase {
     }
 
     func testCommandLineRejectsBadArguments() throws {
-        for arguments in [["--queue-size", "100"], ["--pkt-size", "10"], ["--burst", "0"], ["--forward-mode", "fly"]] {
+        for arguments in [["--queue-size", "100"], ["--pkt-size", "10"], ["--burst", "0"], ["--forward-mode", "fly"], ["--queues", "0"], ["--queues", "1", "--cpu", "0", "--cpu", "1"]] {
             let (pmd, _, errors) = try launch("virtio-user-pmd", arguments + ["--duration", "1"])
             let message = text(errors)
             pmd.waitUntilExit()
