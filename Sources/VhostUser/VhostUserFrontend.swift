@@ -89,6 +89,24 @@ public final class VhostUserFrontend {
 
     public func setStatus(_ status: VirtioDeviceStatus) throws(VirtioError) { try perform(.setStatus(status.rawValue)) }
 
+    /// Tells the back-end our MTU (NET_SET_MTU; acknowledged with REPLY_ACK when in force).
+    public func netSetMTU(_ mtu: Int) throws(VirtioError) { try perform(.netSetMTU(UInt64(mtu))) }
+
+    /// Reads `size` bytes of the device configuration space from `offset` (GET_CONFIG). The
+    /// reply must echo the window and carry exactly its bytes.
+    public func getConfig(offset: UInt32, size: UInt32) throws(VirtioError) -> [UInt8] {
+        guard size <= VhostUserConfigSpace.maximumSize else {
+            throw VirtioError(.invalidArgument, "GET_CONFIG of \(size) bytes: at most \(VhostUserConfigSpace.maximumSize) may be asked for.")
+        }
+        try send(.getConfig(VhostUserConfigSpace(offset: offset, size: size)))
+        let frame = try awaitReply(to: .getConfig, size: VhostUserConfigSpace.headerByteCount + Int(size))
+        let space = try VhostUserConfigSpace(decoding: frame.payload, request: .getConfig)
+        guard space.offset == offset, space.size == size else {
+            throw VirtioError(.protocolViolation, "GET_CONFIG for \(size) bytes at \(offset) was answered for \(space.size) bytes at \(space.offset).")
+        }
+        return space.payload
+    }
+
     public func getStatus() throws(VirtioError) -> VirtioDeviceStatus {
         let value = try query(.getStatus)
         guard value <= 0xFF else {

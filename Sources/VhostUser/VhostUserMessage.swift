@@ -23,6 +23,10 @@ public enum VhostUserMessage: Equatable, Sendable {
     case setVringEnable(VringState)
     case setStatus(UInt8)
     case getStatus
+    /// Reads a window of the device configuration space (needs the CONFIG protocol feature).
+    case getConfig(VhostUserConfigSpace)
+    /// Tells the back-end the MTU the front-end uses (needs the NET_MTU protocol feature).
+    case netSetMTU(UInt64)
 
     /// The request code.
     public var request: VhostUserRequest {
@@ -45,13 +49,15 @@ public enum VhostUserMessage: Equatable, Sendable {
         case .setVringEnable: return .setVringEnable
         case .setStatus: return .setStatus
         case .getStatus: return .getStatus
+        case .getConfig: return .getConfig
+        case .netSetMTU: return .netSetMTU
         }
     }
 
     /// True when the protocol defines a reply of its own (so REPLY_ACK does not apply).
     public var hasReply: Bool {
         switch self {
-        case .getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getStatus: return true
+        case .getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getStatus, .getConfig: return true
         default: return false
         }
     }
@@ -75,6 +81,8 @@ public enum VhostUserMessage: Equatable, Sendable {
         case .setFeatures(let features): bytes.appendLittleEndian(features.rawValue)
         case .setProtocolFeatures(let features): bytes.appendLittleEndian(features.rawValue)
         case .setStatus(let status): bytes.appendLittleEndian(UInt64(status))
+        case .netSetMTU(let mtu): bytes.appendLittleEndian(mtu)
+        case .getConfig(let space): bytes = space.encoded
         case .setMemTable(let regions):
             bytes.appendLittleEndian(UInt32(regions.count))
             bytes.appendLittleEndian(UInt32(0))
@@ -132,6 +140,11 @@ public enum VhostUserMessage: Equatable, Sendable {
                 throw VirtioError(.protocolViolation, "SET_STATUS value 0x\(String(value, radix: 16)) does not fit the 8-bit status.")
             }
             message = .setStatus(UInt8(value))
+        case .netSetMTU:
+            try size(8)
+            message = .netSetMTU(reader.u64())
+        case .getConfig:
+            message = .getConfig(try VhostUserConfigSpace(decoding: payload, request: request))
         case .setVringNum, .setVringBase, .getVringBase, .setVringEnable:
             try size(VringState.byteCount)
             let state = VringState(index: reader.u32(), num: reader.u32())

@@ -55,6 +55,53 @@ public struct VringFile: Equatable, Sendable {
     }
 }
 
+/// The payload of GET_CONFIG / SET_CONFIG (`struct vhost_user_config`): a window of the device
+/// configuration space. A GET_CONFIG request carries `size` zero bytes; the reply carries the
+/// same header and the bytes.
+public struct VhostUserConfigSpace: Equatable, Sendable {
+    public var offset: UInt32
+    public var size: UInt32
+    /// Bit 0: VHOST_SET_CONFIG_TYPE_MIGRATION (SET_CONFIG only).
+    public var flags: UInt32
+    public var payload: [UInt8]
+    public init(offset: UInt32, size: UInt32, flags: UInt32 = 0, payload: [UInt8]? = nil) {
+        self.offset = offset
+        self.size = size
+        self.flags = flags
+        self.payload = payload ?? [UInt8](repeating: 0, count: Int(min(size, Self.maximumSize)))
+    }
+    static let headerByteCount = 12
+    /// VHOST_USER_MAX_CONFIG_SIZE.
+    public static let maximumSize: UInt32 = 256
+
+    /// The wire bytes: header, then the payload.
+    public var encoded: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.appendLittleEndian(offset)
+        bytes.appendLittleEndian(size)
+        bytes.appendLittleEndian(flags)
+        return bytes + payload
+    }
+
+    /// Decodes and checks: size at most 256, and exactly `size` payload bytes.
+    init(decoding bytes: [UInt8], request: VhostUserRequest) throws(VirtioError) {
+        guard bytes.count >= Self.headerByteCount else {
+            throw VirtioError(.protocolViolation, "\(request) payload of \(bytes.count) bytes is shorter than its 12-byte header.")
+        }
+        var reader = WireReader(bytes)
+        offset = reader.u32()
+        size = reader.u32()
+        flags = reader.u32()
+        guard size <= Self.maximumSize else {
+            throw VirtioError(.protocolViolation, "\(request) asks for \(size) bytes of config space; at most \(Self.maximumSize) are allowed.")
+        }
+        guard bytes.count == Self.headerByteCount + Int(size) else {
+            throw VirtioError(.protocolViolation, "\(request) for \(size) bytes needs \(Self.headerByteCount + Int(size)) payload bytes; got \(bytes.count).")
+        }
+        payload = Array(bytes[Self.headerByteCount...])
+    }
+}
+
 /// One entry of SET_MEM_TABLE (`struct vhost_memory_region`).
 public struct MemoryRegionDescriptor: Equatable, Sendable {
     /// Address the driver uses in descriptors ("guest physical").

@@ -71,7 +71,7 @@ public struct VhostUserProtocolFeatures: OptionSet, Hashable, Sendable, CustomSt
     public static let status = VhostUserProtocolFeatures(rawValue: 1 << 16)
 
     /// What this package implements, on either side.
-    public static let implemented: VhostUserProtocolFeatures = [.multiqueue, .replyAck, .status]
+    public static let implemented: VhostUserProtocolFeatures = [.multiqueue, .replyAck, .mtu, .config, .status]
 
     public var description: String { "0x" + String(rawValue, radix: 16) }
 }

@@ -19,6 +19,12 @@ final class BackendConnection {
     private(set) var features: VirtioFeatures = []
     private(set) var protocolFeatures: VhostUserProtocolFeatures = []
     private(set) var status: UInt8 = 0
+    /// What GET_CONFIG serves: MAC, link status, pairs and MTU (NET_SET_MTU changes the MTU).
+    private(set) var netConfig: VirtioNetConfig
+    /// The MTU the front-end announced with NET_SET_MTU, if it did.
+    private(set) var announcedMTU: Int?
+    /// Reads the back-end's administrative link state (``VhostUserBackend/setLinkUp(_:)``).
+    let linkUp: @Sendable () -> Bool
     /// Requests received, in order (for traces).
     private(set) var received: [VhostUserRequest] = []
     /// The process-wide truncation-fault count last checked (see ``GuestMemoryMap/checkTruncation()``).
@@ -26,9 +32,17 @@ final class BackendConnection {
     /// See ``VhostUserBackend/Configuration/frameObserver``.
     var frameObserver: (@Sendable (UInt64, Int) -> Void)?
 
-    init(socket: OwnedDescriptor, offeredFeatures: VirtioFeatures, offeredProtocolFeatures: VhostUserProtocolFeatures, queuePairs: Int = 1) {
+    init(
+        socket: OwnedDescriptor, offeredFeatures: VirtioFeatures, offeredProtocolFeatures: VhostUserProtocolFeatures,
+        queuePairs: Int = 1, macAddress: MACAddress? = nil, mtu: Int = VirtioNetMTU.ethernetDefault,
+        linkUp: @escaping @Sendable () -> Bool = { true }
+    ) {
         channel = VhostUserChannel(socket: socket)
         self.queuePairs = queuePairs
+        self.linkUp = linkUp
+        netConfig = VirtioNetConfig(
+            macAddress: macAddress ?? MACAddress(0, 0, 0, 0, 0, 0), status: 0,
+            maxQueuePairs: UInt16(queuePairs), mtu: UInt16(clamping: mtu))
         vrings = (0..<(2 * queuePairs)).map { BackendVring(index: $0) }
         self.offeredFeatures = offeredFeatures
         self.offeredProtocolFeatures = offeredProtocolFeatures
@@ -178,6 +192,30 @@ final class BackendConnection {
             status = value
         case .getStatus:
             try replyU64(.getStatus, UInt64(status))
+        case .getConfig(let window):
+            guard protocolFeatures.contains(.config) else {
+                throw VirtioError(.protocolViolation, "GET_CONFIG without the CONFIG protocol feature negotiated.")
+            }
+            guard UInt64(window.offset) + UInt64(window.size) <= UInt64(VhostUserConfigSpace.maximumSize) else {
+                throw VirtioError(.protocolViolation, "GET_CONFIG for \(window.size) bytes at offset \(window.offset) reaches beyond the \(VhostUserConfigSpace.maximumSize)-byte config space.")
+            }
+            netConfig.status = linkUp() ? VirtioNetConfig.linkUp : 0
+            // Fields beyond the ones we serve read as zero: what they mean without their feature.
+            var space = [UInt8](repeating: 0, count: Int(VhostUserConfigSpace.maximumSize))
+            space.replaceSubrange(0..<VirtioNetConfig.byteCount, with: netConfig.bytes)
+            let start = Int(window.offset)
+            let answer = VhostUserConfigSpace(
+                offset: window.offset, size: window.size, payload: Array(space[start..<(start + Int(window.size))]))
+            try channel.reply(to: .getConfig, payload: answer.encoded)
+        case .netSetMTU(let mtu):
+            guard protocolFeatures.contains(.mtu) else {
+                throw VirtioError(.protocolViolation, "NET_SET_MTU without the NET_MTU protocol feature negotiated.")
+            }
+            guard (UInt64(VirtioNetMTU.minimum)...UInt64(VirtioNetMTU.maximum)).contains(mtu) else {
+                throw VirtioError(.protocolViolation, "NET_SET_MTU \(mtu) is outside \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
+            }
+            announcedMTU = Int(mtu)
+            netConfig.mtu = UInt16(mtu)
         }
     }
 }

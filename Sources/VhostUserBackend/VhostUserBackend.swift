@@ -36,8 +36,14 @@ public final class VhostUserBackend: Sendable {
         /// Queue pairs served to each front-end (1…64): what GET_QUEUE_NUM answers. A front-end
         /// may use fewer; frames sent on pair n come back on pair n.
         public var queuePairs = 8
-        /// Features offered to front-ends.
-        public var offeredFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures, .netMultiqueue]
+        /// Features offered to front-ends. MAC is offered only when ``macAddress`` is set.
+        public var offeredFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus]
+        /// The MAC address served in the config space (VIRTIO_NET_F_MAC), which a front-end
+        /// without a MAC of its own adopts; nil offers none.
+        public var macAddress: MACAddress?
+        /// The MTU served in the config space (VIRTIO_NET_F_MTU) until a front-end announces
+        /// its own with NET_SET_MTU.
+        public var mtu = VirtioNetMTU.ethernetDefault
         /// Protocol features offered (when `offeredFeatures` has PROTOCOL_FEATURES).
         public var offeredProtocolFeatures: VhostUserProtocolFeatures = .implemented
         /// Called with a 64-bit FNV-1a digest and the length of every frame taken from a
@@ -67,6 +73,9 @@ public final class VhostUserBackend: Sendable {
         guard (1...64).contains(configuration.queuePairs) else {
             throw VirtioError(.invalidArgument, "Back-end queue pairs \(configuration.queuePairs) must be 1…64.")
         }
+        guard (VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(configuration.mtu) else {
+            throw VirtioError(.invalidArgument, "Back-end MTU \(configuration.mtu) must be \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
+        }
         let listener = configuration.connectionMode == .server ? try UnixListener(path: configuration.socketPath) : nil
         server = BackendServer(configuration: configuration, listener: listener)
     }
@@ -91,7 +100,19 @@ public final class VhostUserBackend: Sendable {
     public struct Negotiation: Sendable, Equatable {
         public var features: VirtioFeatures
         public var protocolFeatures: VhostUserProtocolFeatures
+        /// The MTU it announced with NET_SET_MTU, if it did.
+        public var mtu: Int? = nil
     }
+
+    /// Sets the link state served to front-ends in the config space (VIRTIO_NET_S_LINK_UP),
+    /// as an administrator takes a port down; front-ends that negotiated STATUS and CONFIG
+    /// see it at their next GET_CONFIG. Traffic is not stopped by it. Up at start.
+    public func setLinkUp(_ up: Bool) {
+        server.linkUp.store(up, ordering: .relaxed)
+    }
+
+    /// The link state served to front-ends.
+    public var isLinkUp: Bool { server.linkUp.load(ordering: .relaxed) }
 
     /// Starts serving on a dedicated thread.
     public func start() throws(VirtioError) {
@@ -132,6 +153,7 @@ final class BackendServer: Sendable {
     let listener: Locked<UnixListener?>
     let counters: BackendCounters
     let stopping = Atomic<Bool>(false)
+    let linkUp = Atomic<Bool>(true)
     let traces = Locked<[[String]]>([])
     let negotiations = Locked<[VhostUserBackend.Negotiation]>([])
 
@@ -151,11 +173,14 @@ final class BackendServer: Sendable {
         while !stopping.load(ordering: .relaxed) {
             guard let socket = nextConnection() else { continue }
             BackendCounters.add(counters.connections, 1)
+            var offered = configuration.offeredFeatures
+            if configuration.macAddress == nil { offered.remove(.netMAC) }
             let connection = BackendConnection(
-                socket: socket, offeredFeatures: configuration.offeredFeatures,
+                socket: socket, offeredFeatures: offered,
                 offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
                     ? configuration.offeredProtocolFeatures : [],
-                queuePairs: configuration.queuePairs)
+                queuePairs: configuration.queuePairs, macAddress: configuration.macAddress,
+                mtu: configuration.mtu, linkUp: { [self] in linkUp.load(ordering: .relaxed) })
             connection.frameObserver = configuration.frameObserver
             do {
                 try run(connection)
@@ -167,7 +192,9 @@ final class BackendServer: Sendable {
             }
             traces.withLock { $0.append(connection.received.map(\.description)) }
             negotiations.withLock {
-                $0.append(.init(features: connection.features, protocolFeatures: connection.protocolFeatures))
+                $0.append(.init(
+                    features: connection.features, protocolFeatures: connection.protocolFeatures,
+                    mtu: connection.announcedMTU))
             }
             // `connection` goes out of scope here: its mappings and fds are released.
         }

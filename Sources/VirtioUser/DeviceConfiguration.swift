@@ -14,8 +14,16 @@ extension VirtioUserDevice {
         /// back-end offering VIRTIO_NET_F_MQ and the MQ protocol feature with at least this
         /// many pairs (DPDK: `net_vhost0,…,queues=N`).
         public var queuePairs: Int = 1
-        /// Our MAC address; nil picks a random locally administered one.
+        /// Our MAC address. nil adopts the back-end's when it serves one (VIRTIO_NET_F_MAC with
+        /// the CONFIG protocol feature, as our back-end with a MAC does), and otherwise picks a
+        /// random locally administered one.
         public var macAddress: MACAddress?
+        /// Our MTU (68…65535). When set, VIRTIO_NET_F_MTU is negotiated if offered and the
+        /// back-end is told with NET_SET_MTU (NET_MTU protocol feature; DPDK's vhost accepts
+        /// it). nil takes the back-end's MTU from its config space when it serves one, else
+        /// 1500. The device reports it (``VirtioUserDevice/mtu``); frames up to
+        /// ``VirtioUserDevice/maximumFrameLength`` still pass, whatever the MTU.
+        public var mtu: Int?
         /// Where the shared memory comes from.
         public var memory: MemoryBacking = .memfd
         /// With `.hugepages`, fall back to normal pages when the hugepage pool is too small
@@ -62,6 +70,9 @@ extension VirtioUserDevice {
             }
             guard effectivePoolSize * queuePairs <= 1 << 22 else {
                 throw VirtioError(.invalidArgument, "\(queuePairs) pools of \(effectivePoolSize) buffers exceed 4194304 buffers in all; set a smaller poolSize.")
+            }
+            if let mtu, !(VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(mtu) {
+                throw VirtioError(.invalidArgument, "MTU \(mtu) must be \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
             }
             guard connectTimeoutMilliseconds >= 0, replyTimeoutMilliseconds > 0, reconnectTimeoutMilliseconds >= 0 else {
                 throw VirtioError(.invalidArgument, "Timeouts must be positive (connect and reconnect may be 0 for a single attempt).")

@@ -41,11 +41,42 @@ extension VirtioUserDevice {
     }
 
     /// The features we ask for out of what the back-end offers: what we support, except MQ
-    /// with a single pair.
-    func wantedFeatures() -> VirtioFeatures {
+    /// with a single pair, MAC when we have our own or cannot read the back-end's, MTU when we
+    /// neither announce one nor can read one, STATUS when we cannot read it.
+    func wantedFeatures(protocolFeatures: VhostUserProtocolFeatures) -> VirtioFeatures {
         var wanted = Self.supportedFeatures
+        let readsConfig = protocolFeatures.contains(.config)
         if pairs.count == 1 { wanted.remove(.netMultiqueue) }
+        if configuration.macAddress != nil || !readsConfig { wanted.remove(.netMAC) }
+        if configuration.mtu == nil && !readsConfig { wanted.remove(.netMTU) }
+        if !readsConfig { wanted.remove(.netStatus) }
         return wanted
+    }
+
+    /// After the features are agreed: announces our MTU, and reads the back-end's MAC, MTU and
+    /// link status from its config space where those were negotiated.
+    private func applyNetConfig(_ session: VhostUserFrontend, features: VirtioFeatures, protocolFeatures: VhostUserProtocolFeatures, _ state: inout ControlState) throws(VirtioError) {
+        if let mtu = configuration.mtu, features.contains(.netMTU), protocolFeatures.contains(.mtu) {
+            try session.netSetMTU(mtu)
+        }
+        state.linkStatusFromConfig = false
+        guard protocolFeatures.contains(.config), !features.intersection([.netMAC, .netMTU, .netStatus]).isEmpty else { return }
+        guard let config = VirtioNetConfig(bytes: try session.getConfig(offset: 0, size: UInt32(VirtioNetConfig.byteCount))) else {
+            throw VirtioError(.protocolViolation, "GET_CONFIG returned fewer than \(VirtioNetConfig.byteCount) bytes.")
+        }
+        if features.contains(.netMAC) {
+            guard !config.macAddress.isMulticast, config.macAddress != MACAddress(0, 0, 0, 0, 0, 0) else {
+                throw VirtioError(.protocolViolation, "The back-end's config space holds MAC \(config.macAddress), which is not a unicast address.")
+            }
+            state.macAddress = config.macAddress
+        }
+        if features.contains(.netMTU), configuration.mtu == nil {
+            guard Int(config.mtu) >= VirtioNetMTU.minimum else {
+                throw VirtioError(.protocolViolation, "The back-end's config space holds MTU \(config.mtu); at least \(VirtioNetMTU.minimum) is required.")
+            }
+            state.mtu = Int(config.mtu)
+        }
+        state.linkStatusFromConfig = features.contains(.netStatus)
     }
 
     private func negotiate(_ session: VhostUserFrontend, _ state: inout ControlState) throws(VirtioError) {
@@ -78,7 +109,7 @@ extension VirtioUserDevice {
             try session.setVringCall(index: pair.rxRingIndex, notifier: pair.rxCall)
             try session.setVringCall(index: pair.txRingIndex, notifier: pair.txCall)
         }
-        let features = offered.intersection(wantedFeatures())
+        let features = offered.intersection(wantedFeatures(protocolFeatures: protocolFeatures))
         try session.setFeatures(features)
         let usesStatus = protocolFeatures.contains(.status)
         let negotiatedStatus: VirtioDeviceStatus = [.acknowledge, .driver, .featuresOK]
@@ -89,6 +120,7 @@ extension VirtioUserDevice {
                 throw VirtioError(.unsupported, "The back-end did not accept features \(features) (FEATURES_OK cleared).")
             }
         }
+        try applyNetConfig(session, features: features, protocolFeatures: protocolFeatures, &state)
         try session.setMemTable(
             [MemoryRegionDescriptor(
                 guestPhysicalAddress: UInt64(UInt(bitPattern: memory.base)), size: UInt64(memory.size),

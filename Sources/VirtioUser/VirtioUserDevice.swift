@@ -29,8 +29,12 @@ import Synchronization
 public final class VirtioUserDevice: Sendable {
     /// The configuration the device was created with.
     public let configuration: Configuration
-    /// Our MAC address.
-    public let macAddress: MACAddress
+    /// Our MAC address: the configured one, else the back-end's (read from its config space
+    /// at start), else a random locally administered one chosen at creation.
+    public var macAddress: MACAddress { control.withLock { $0.macAddress } }
+    /// Our MTU: the configured one, else the back-end's (VIRTIO_NET_F_MTU, read at start),
+    /// else 1500.
+    public var mtu: Int { control.withLock { $0.mtu } }
     /// The largest frame one buffer carries (without the virtio-net header).
     public static let maximumFrameLength = PacketPool.dataRoom
 
@@ -38,7 +42,7 @@ public final class VirtioUserDevice: Sendable {
     @usableFromInline let pairs: [QueuePair]
     let memory: SharedMemoryRegion
     let layout: DeviceMemoryLayout
-    let control = Locked(ControlState())
+    let control: Locked<ControlState>
     /// Tells the link monitor to finish.
     let monitorStopping = Atomic<Bool>(false)
     /// Sessions established so far (the first start and every reconnection).
@@ -48,6 +52,10 @@ public final class VirtioUserDevice: Sendable {
         var started = false
         var session: VhostUserFrontend?
         var negotiated: VirtioFeatures = []
+        var macAddress: MACAddress
+        var mtu: Int
+        /// STATUS and CONFIG negotiated: ``linkState`` asks the back-end for the link bit.
+        var linkStatusFromConfig = false
         var protocolFeatures: VhostUserProtocolFeatures = []
         var downReason = "not started"
         /// Server mode: our listening socket, kept across reconnections until stop().
@@ -59,7 +67,9 @@ public final class VirtioUserDevice: Sendable {
     public init(configuration: Configuration) throws(VirtioError) {
         try configuration.validate()
         self.configuration = configuration
-        macAddress = configuration.macAddress ?? .randomLocal()
+        control = Locked(ControlState(
+            macAddress: configuration.macAddress ?? .randomLocal(),
+            mtu: configuration.mtu ?? VirtioNetMTU.ethernetDefault))
         let layout = DeviceMemoryLayout(
             queueSize: configuration.queueSize, poolSize: configuration.effectivePoolSize,
             queuePairs: configuration.queuePairs)
@@ -110,8 +120,11 @@ public final class VirtioUserDevice: Sendable {
     public var queuePairCount: Int { pairs.count }
 
     /// Features we can drive. Everything else a back-end offers is declined. MQ is asked for
-    /// only when more than one queue pair is configured.
-    public static let supportedFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures, .netMultiqueue]
+    /// only with more than one queue pair; MAC, MTU and STATUS only when they can be used
+    /// (see ``Configuration/macAddress`` and ``Configuration/mtu``).
+    public static let supportedFeatures: VirtioFeatures = [
+        .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
+    ]
 
     /// Connects to the back-end — in client mode by connecting (retrying while it is not
     /// there), in server mode by listening and waiting for it — then negotiates, shares the
@@ -170,6 +183,18 @@ public final class VirtioUserDevice: Sendable {
             for pair in pairs {
                 if let violation = pair.rx.ring.violation ?? pair.tx.ring.violation {
                     return .down(reason: violation)
+                }
+            }
+            if state.linkStatusFromConfig {
+                do throws(VirtioError) {
+                    guard let config = VirtioNetConfig(bytes: try session.getConfig(offset: 0, size: UInt32(VirtioNetConfig.byteCount))) else {
+                        return .down(reason: "the back-end's config space could not be read")
+                    }
+                    if config.status & VirtioNetConfig.linkUp == 0 {
+                        return .down(reason: "the back-end reports the link down (VIRTIO_NET_S_LINK_UP clear)")
+                    }
+                } catch {
+                    return .down(reason: "reading the link status failed: \(error.message)")
                 }
             }
             return .up

@@ -62,13 +62,18 @@ final class HostileFrontend {
 
     /// The usual opening: owner, features (protocol features too, unless told not to).
     func negotiate(protocolFeatures: Bool = true) throws {
+        try negotiate(protocolFeatures: protocolFeatures ? [] : nil)
+    }
+
+    /// The opening with these protocol features set (nil: without protocol features at all).
+    func negotiate(protocolFeatures: VhostUserProtocolFeatures?) throws {
         try send(.setOwner)
         let offered = VirtioFeatures(rawValue: try get(.getFeatures))
-        let wanted: VirtioFeatures = protocolFeatures ? [.version1, .vhostUserProtocolFeatures] : [.version1]
+        let wanted: VirtioFeatures = protocolFeatures != nil ? [.version1, .vhostUserProtocolFeatures] : [.version1]
         try send(.setFeatures(offered.intersection(wanted)))
-        if protocolFeatures {
+        if let protocolFeatures {
             _ = try get(.getProtocolFeatures)
-            try send(.setProtocolFeatures([]))
+            try send(.setProtocolFeatures(protocolFeatures))
         }
     }
 

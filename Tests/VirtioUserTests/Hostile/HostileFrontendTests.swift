@@ -144,6 +144,28 @@ final class HostileFrontendTests: XCTestCase {
             try $0.negotiate(protocolFeatures: false)
             try $0.send(.setVringEnable(VringState(index: 1, num: 1)))
         },
+        Case(name: "GET_CONFIG without the CONFIG protocol feature", expected: "without the CONFIG protocol feature") {
+            try $0.negotiate()
+            try $0.send(.getConfig(VhostUserConfigSpace(offset: 0, size: 12)))
+        },
+        Case(name: "GET_CONFIG for 300 bytes", expected: "at most 256 are allowed") {
+            try $0.sendRaw(request: 24, flags: 1, size: 12, payload: littleEndian(UInt32(0)) + littleEndian(UInt32(300)) + littleEndian(UInt32(0)))
+        },
+        Case(name: "GET_CONFIG shorter than its window", expected: "needs 24 payload bytes") {
+            try $0.sendRaw(request: 24, flags: 1, size: 12, payload: littleEndian(UInt32(0)) + littleEndian(UInt32(12)) + littleEndian(UInt32(0)))
+        },
+        Case(name: "GET_CONFIG beyond the config space", expected: "reaches beyond") {
+            try $0.negotiate(protocolFeatures: [.config])
+            try $0.send(.getConfig(VhostUserConfigSpace(offset: 250, size: 12)))
+        },
+        Case(name: "NET_SET_MTU without the NET_MTU protocol feature", expected: "without the NET_MTU protocol feature") {
+            try $0.negotiate()
+            try $0.send(.netSetMTU(1500))
+        },
+        Case(name: "NET_SET_MTU below 68", expected: "outside 68…65535") {
+            try $0.negotiate(protocolFeatures: [.mtu])
+            try $0.send(.netSetMTU(20))
+        },
     ]
 
     static let ringCases: [Case] = [
@@ -250,6 +272,6 @@ final class HostileFrontendTests: XCTestCase {
     }
 }
 
-private func littleEndian(_ value: UInt64) -> [UInt8] {
+private func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
     withUnsafeBytes(of: value.littleEndian) { Array($0) }
 }

@@ -39,6 +39,30 @@ final class DeviceAgainstTestPMDTests: XCTestCase {
         XCTAssertEqual(device.availableBuffers(), stats.poolSize)
     }
 
+    /// DPDK's vhost offers VIRTIO_NET_F_MTU and NET_MTU but no config space (no CONFIG, MAC or
+    /// STATUS): our MTU is announced with NET_SET_MTU and acknowledged (REPLY_ACK), nothing is
+    /// read with GET_CONFIG (DPDK would close the connection), and frames flow.
+    func testMTUIsAnnouncedToTestPMDVhostAndNoConfigIsRead() throws {
+        let path = try makeSocketPath(self)
+        let testpmd = try TestPMD(.vhost, socket: path, ["--forward-mode", "io"])
+        var configuration = VirtioUserDevice.Configuration(socketPath: path)
+        configuration.mtu = 9000
+        let device = try VirtioUserDevice(configuration: configuration)
+        try device.start()
+        XCTAssertTrue(device.negotiatedFeatures.contains(.netMTU), "\(device.negotiatedFeatures)")
+        XCTAssertTrue(device.negotiatedFeatures.isDisjoint(with: [.netMAC, .netStatus]))
+        XCTAssertTrue(device.protocolFeatures.contains(.mtu))
+        XCTAssertFalse(device.protocolFeatures.contains(.config))
+        XCTAssertTrue(device.sentRequests.contains("NET_SET_MTU"), "\(device.sentRequests)")
+        XCTAssertFalse(device.sentRequests.contains("GET_CONFIG"))
+        XCTAssertEqual(device.mtu, 9000)
+        let result = runLoopbackStream(device: device, stream: FrameStream(seed: 0x3707), total: 10_000, window: 128)
+        XCTAssertEqual(result.intact, 10_000)
+        XCTAssertEqual(device.linkState, .up)
+        device.stop()
+        _ = try testpmd.stop()
+    }
+
     /// (a) memfd memory, testpmd --no-huge, io forwarding.
     func testIoForwardingWithMemfdMemory() throws {
         try run(forwardMode: "io", memory: .memfd)

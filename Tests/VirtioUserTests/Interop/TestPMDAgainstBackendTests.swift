@@ -100,7 +100,7 @@ final class TestPMDAgainstBackendTests: XCTestCase {
         XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 11), total: 1000).intact, 1000)
         device.stop()
         XCTAssertTrue(waitUntil { backend.negotiations.count == 1 })
-        XCTAssertEqual(backend.negotiations.first?.protocolFeatures, [.multiqueue, .replyAck, .status])
-        XCTAssertEqual(backend.negotiations.first?.features, [.version1, .vhostUserProtocolFeatures])
+        XCTAssertEqual(backend.negotiations.first?.protocolFeatures, [.multiqueue, .replyAck, .mtu, .config, .status])
+        XCTAssertEqual(backend.negotiations.first?.features, [.version1, .vhostUserProtocolFeatures, .netMTU, .netStatus])
     }
 }
