@@ -39,12 +39,22 @@ struct VhostUserBackendCommand: ParsableCommand {
     @Option(help: "Pin the serving thread to this CPU.")
     var cpu: Int?
 
+    @Option(help: "MAC address served to front-ends in the config space (VIRTIO_NET_F_MAC); a front-end without its own adopts it. Default: none offered.")
+    var mac: String?
+
+    @Option(help: "MTU served in the config space (VIRTIO_NET_F_MTU) until a front-end announces its own (68…65535).")
+    var mtu: Int = 1500
+
     @Option(help: "Queue pairs offered to each front-end (1…64; what GET_QUEUE_NUM answers). One thread serves them all.")
     var queues: Int = 8
 
     func validate() throws {
         guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
         guard (1...64).contains(queues) else { throw ValidationError("--queues must be 1…64.") }
+        if let mac, MACAddress(mac) == nil { throw ValidationError("--mac '\(mac)' is not a MAC address (aa:bb:cc:dd:ee:ff).") }
+        guard (VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(mtu) else {
+            throw ValidationError("--mtu must be \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
+        }
     }
 
     func run() throws {
@@ -55,6 +65,8 @@ struct VhostUserBackendCommand: ParsableCommand {
             var configuration = VhostUserBackend.Configuration(socketPath: socket, mode: mode)
             configuration.connectionMode = client ? .client : .server
             configuration.queuePairs = queues
+            configuration.macAddress = mac.flatMap(MACAddress.init)
+            configuration.mtu = mtu
             if let cpu {
                 try DedicatedThread.pinCurrentThread(to: cpu)  // fails early on a bad CPU number
                 configuration.onServingThreadStart = { try? DedicatedThread.pinCurrentThread(to: cpu) }

@@ -43,6 +43,7 @@ struct PMDRunner {
         configuration.burstSize = options.burst
         configuration.queuePairs = options.queues
         configuration.macAddress = options.mac.flatMap(MACAddress.init)
+        configuration.mtu = options.mtu
         configuration.memory = options.hugepages ? .hugepages2M : .memfd
         configuration.connectTimeoutMilliseconds = options.connectTimeout
         configuration.connectionMode = options.server ? .server : .client
@@ -55,7 +56,7 @@ struct PMDRunner {
         let backendName = options.socket.map { "vhost-user back-end \(options.server ? "connected to our" : "at") \($0)" }
             ?? "embedded Swift back-end (\(options.backendMode.rawValue))"
         print("virtio-user-pmd: \(options.forwardMode.rawValue), frame \(options.pktSize) B, burst \(options.burst), queue \(options.queueSize), \(options.queues) queue pair(s)")
-        print("  device \(device.macAddress), memory \(device.memoryBacking), \(device.sharedMemoryBytes >> 10) KiB in one region")
+        print("  device \(device.macAddress), MTU \(device.mtu), memory \(device.memoryBacking), \(device.sharedMemoryBytes >> 10) KiB in one region")
         print("  peer: \(backendName), features \(device.negotiatedFeatures), protocol features \(device.protocolFeatures)")
         if backend != nil && options.backendMode == .loopback && (options.forwardMode == .io || options.forwardMode == .macswap) && !options.txFirst {
             print("  note: \(options.forwardMode.rawValue) against a loopback back-end moves nothing without --tx-first")

@@ -51,8 +51,11 @@ struct VirtioUserPMD: ParsableCommand {
     @Flag(name: .customLong("tx-first"), help: "In io/macswap mode, send one burst first to start traffic.")
     var txFirst = false
 
-    @Option(help: "Our MAC address (aa:bb:cc:dd:ee:ff). Default: random, locally administered.")
+    @Option(help: "Our MAC address (aa:bb:cc:dd:ee:ff). Default: the back-end's when it serves one in its config space, else random and locally administered.")
     var mac: String?
+
+    @Option(help: "Our MTU (68…65535), announced to the back-end with NET_SET_MTU when it supports VIRTIO_NET_F_MTU. Default: the back-end's, else 1500.")
+    var mtu: Int?
 
     @Option(name: .customLong("peer-mac"), help: "Destination MAC of txonly frames.")
     var peerMAC: String = "02:00:00:00:00:02"
@@ -86,6 +89,9 @@ struct VirtioUserPMD: ParsableCommand {
         guard statsPeriod >= 0 else { throw ValidationError("--stats-period must not be negative.") }
         if let mac, MACAddress(mac) == nil { throw ValidationError("--mac '\(mac)' is not a MAC address (aa:bb:cc:dd:ee:ff).") }
         if MACAddress(peerMAC) == nil { throw ValidationError("--peer-mac '\(peerMAC)' is not a MAC address.") }
+        if let mtu, !(VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(mtu) {
+            throw ValidationError("--mtu must be \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
+        }
         if socket != nil && backendMode != .loopback { throw ValidationError("--backend-mode applies only to the embedded back-end (without --socket).") }
         if server && socket == nil { throw ValidationError("--server needs --socket: the path to listen on.") }
         guard connectTimeout >= 0, reconnectTimeout >= 0 else { throw ValidationError("Timeouts must not be negative.") }
