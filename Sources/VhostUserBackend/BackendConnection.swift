@@ -17,6 +17,8 @@ final class BackendConnection {
     /// Queue pairs served (what GET_QUEUE_NUM answers).
     let queuePairs: Int
     private(set) var features: VirtioFeatures = []
+    /// VIRTIO_NET_F_MRG_RXBUF negotiated: a frame may fill several receive chains.
+    private(set) var mergeable = false
     private(set) var protocolFeatures: VhostUserProtocolFeatures = []
     private(set) var status: UInt8 = 0
     /// What GET_CONFIG serves: MAC, link status, pairs and MTU (NET_SET_MTU changes the MTU).
@@ -112,6 +114,7 @@ final class BackendConnection {
             for vring in vrings { vring.reset() }
             memory.clear()
             features = []
+            mergeable = false
             status = 0
         case .getFeatures:
             try replyU64(.getFeatures, offeredFeatures.rawValue)
@@ -120,6 +123,7 @@ final class BackendConnection {
                 throw VirtioError(.protocolViolation, "SET_FEATURES asks for \(requested), beyond what was offered (\(offeredFeatures)).")
             }
             features = requested
+            mergeable = requested.contains(.netMergeableRxBuffers)
             // Without protocol features a ring is enabled as soon as it starts (vhost-user.rst).
             if !requested.contains(.vhostUserProtocolFeatures) {
                 for vring in vrings { vring.enabled = true }

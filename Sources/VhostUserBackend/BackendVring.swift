@@ -18,12 +18,20 @@ final class BackendVring {
     private(set) var ring: SplitRingDevice?
     /// Scratch space for one chain (as long as the queue), allocated when the ring starts.
     private(set) var segments: UnsafeMutablePointer<ChainSegment>?
+    /// Scratch space for the receive chains one frame is merged into (mergeable buffers): their
+    /// heads and capacities, as many as the queue holds.
+    private(set) var mergeHeads: UnsafeMutablePointer<UInt16>?
+    private(set) var mergeCapacities: UnsafeMutablePointer<Int>?
 
     init(index: Int) {
         self.index = index
     }
 
-    deinit { segments?.deallocate() }
+    deinit {
+        segments?.deallocate()
+        mergeHeads?.deallocate()
+        mergeCapacities?.deallocate()
+    }
 
     /// True when frames may move on this ring.
     var isLive: Bool { ring != nil && enabled }
@@ -60,6 +68,10 @@ final class BackendVring {
         ring = device
         segments?.deallocate()
         segments = .allocate(capacity: size)
+        mergeHeads?.deallocate()
+        mergeHeads = .allocate(capacity: size)
+        mergeCapacities?.deallocate()
+        mergeCapacities = .allocate(capacity: size)
     }
 
     /// Stops the ring; returns where it stopped (the next available index to process).

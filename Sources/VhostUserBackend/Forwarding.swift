@@ -49,10 +49,12 @@ extension BackendConnection {
         case .sink:
             handled = try sink(tx: tx, txSegments: txSegments, burst: burst, counters: counters)
         case .loopback:
-            guard rxVring.enabled, let rx = rxVring.ring, let rxSegments = rxVring.segments else { return 0 }
+            guard rxVring.enabled, let rx = rxVring.ring, let rxSegments = rxVring.segments,
+                  let heads = rxVring.mergeHeads, let capacities = rxVring.mergeCapacities else { return 0 }
             handled = try loopback(
-                tx: tx, txSegments: txSegments, rx: rx, rxSegments: rxSegments, burst: burst,
-                counters: counters, pairCounters: pairCounters)
+                tx: tx, txSegments: txSegments,
+                rx: ReceiveTarget(ring: rx, segments: rxSegments, heads: heads, capacities: capacities, mergeable: mergeable),
+                burst: burst, counters: counters, pairCounters: pairCounters)
             if handled > 0, rx.publishUsed() { rxVring.call?.signal() }
         }
         if handled > 0, tx.publishUsed() { txVring.call?.signal() }
@@ -80,31 +82,47 @@ extension BackendConnection {
         return done
     }
 
+    /// Where looped-back frames go: the receive ring and its scratch space.
+    struct ReceiveTarget {
+        let ring: SplitRingDevice
+        let segments: UnsafeMutablePointer<ChainSegment>
+        let heads: UnsafeMutablePointer<UInt16>
+        let capacities: UnsafeMutablePointer<Int>
+        /// VIRTIO_NET_F_MRG_RXBUF: a frame may fill several receive chains.
+        let mergeable: Bool
+    }
+
     private func loopback(
-        tx: SplitRingDevice, txSegments: UnsafeMutablePointer<ChainSegment>,
-        rx: SplitRingDevice, rxSegments: UnsafeMutablePointer<ChainSegment>,
+        tx: SplitRingDevice, txSegments: UnsafeMutablePointer<ChainSegment>, rx: ReceiveTarget,
         burst: Int, counters: BackendCounters, pairCounters: BackendCounters.Pair
     ) throws(VirtioError) -> Int {
-        // Only take as many frames as there are receive buffers: the front-end sees back-pressure
-        // (a full transmit ring) rather than loss.
-        let count = min(tx.availableCount(), rx.availableCount(), burst)
+        // Only take a frame once there are receive buffers for it: the front-end sees
+        // back-pressure (a full transmit ring) rather than loss.
+        let count = min(tx.availableCount(), burst)
+        var rxAvailable = rx.ring.availableCount()
         var bytes = 0
         var sent = 0
         var dropped = 0
         var done = 0
-        while done < count {
-            guard let head = tx.takeAvailable(),
-                  let txCount = tx.readChain(head: head, into: txSegments, capacity: tx.size),
-                  let rxHead = rx.peekAvailable(),
-                  let rxCount = rx.readChain(head: rxHead, into: rxSegments, capacity: rx.size) else { break }
+        while done < count, rxAvailable > 0 {
+            guard let head = tx.peekAvailable(),
+                  let txCount = tx.readChain(head: head, into: txSegments, capacity: tx.size) else { break }
             let length = try frameLength(txSegments, txCount)
+            let total = VirtioNetHeader.size + length
+            guard let (chains, capacity) = try gatherReceiveChains(rx, available: rxAvailable, needed: total) else { break }
+            if capacity < total && rx.mergeable {
+                // Not enough receive buffers yet for this frame: leave it for the next burst.
+                break
+            }
+            tx.skipAvailable()
             if let frameObserver { frameObserver(try digest(txSegments, txCount), length) }
-            if let written = try copyFrame(from: txSegments, txCount, to: rxSegments, rxCount, frameLength: length) {
-                rx.skipAvailable()
-                rx.putUsed(head: rxHead, length: UInt32(written))
+            if capacity >= total {
+                try copyFrame(from: txSegments, txCount, to: rx, chains: chains, frameLength: length)
+                rxAvailable &-= chains
                 sent &+= 1
             } else {
-                // The receive buffer is too small for the frame: drop the frame, keep the buffer.
+                // One receive buffer, too small for the frame (no mergeable buffers): drop the
+                // frame, keep the buffer.
                 dropped &+= 1
             }
             tx.putUsed(head: head, length: 0)
@@ -134,25 +152,44 @@ extension BackendConnection {
         return Int(total) - VirtioNetHeader.size
     }
 
-    /// Copies header + frame from a transmit chain into a receive chain. Returns the bytes
-    /// written (header included), or nil when the receive chain is too small.
+    /// Reads the next receive chains (not taking them) into the target's scratch space until
+    /// they hold `needed` bytes — at most one chain without mergeable buffers, at most
+    /// `available` with. Returns how many chains and their capacity; nil when a chain could not
+    /// be read (the ring's violation says why).
+    private func gatherReceiveChains(_ rx: ReceiveTarget, available: Int, needed: Int) throws(VirtioError) -> (chains: Int, capacity: Int)? {
+        var chains = 0
+        var segmentCount = 0
+        var capacity = 0
+        while capacity < needed, chains < available {
+            guard let head = rx.ring.peekAvailable(ahead: chains),
+                  let n = rx.ring.readChain(head: head, into: rx.segments + segmentCount, capacity: rx.ring.size &- segmentCount) else { return nil }
+            var chainCapacity = 0
+            for i in segmentCount..<(segmentCount &+ n) {
+                guard rx.segments[i].deviceWritable else {
+                    throw VirtioError(.protocolViolation, "A receive chain contains a read-only descriptor.")
+                }
+                chainCapacity &+= Int(rx.segments[i].length)
+            }
+            rx.heads[chains] = head
+            rx.capacities[chains] = chainCapacity
+            capacity &+= chainCapacity
+            segmentCount &+= n
+            chains &+= 1
+            if !rx.mergeable { break }
+        }
+        return (chains, capacity)
+    }
+
+    /// Copies header + frame from a transmit chain into the first `chains` receive chains
+    /// gathered (whose capacity the caller checked), takes them, and marks each used with the
+    /// bytes it got.
     private func copyFrame(
         from src: UnsafeMutablePointer<ChainSegment>, _ srcCount: Int,
-        to dst: UnsafeMutablePointer<ChainSegment>, _ dstCount: Int, frameLength: Int
-    ) throws(VirtioError) -> Int? {
-        var capacity = 0
-        for i in 0..<dstCount {
-            guard dst[i].deviceWritable else {
-                throw VirtioError(.protocolViolation, "A receive chain contains a read-only descriptor.")
-            }
-            capacity &+= Int(dst[i].length)
-        }
-        let total = VirtioNetHeader.size + frameLength
-        guard capacity >= total else { return nil }
-
-        var writer = ChainWriter(segments: dst)
-        // Receive header: no offloads, num_buffers = 1 (VIRTIO 1.1 §5.1.6.4).
-        var header = (UInt64(0), UInt16(0), UInt16(1))
+        to rx: ReceiveTarget, chains: Int, frameLength: Int
+    ) throws(VirtioError) {
+        var writer = ChainWriter(segments: rx.segments)
+        // Receive header: no offloads, num_buffers = the chains used (VIRTIO 1.1 §5.1.6.4).
+        var header = (UInt64(0), UInt16(0), UInt16(truncatingIfNeeded: chains))
         try withUnsafeBytes(of: &header) { (raw) throws(VirtioError) in
             try writer.write(raw.baseAddress!, VirtioNetHeader.size, memory: memory)
         }
@@ -168,7 +205,13 @@ extension BackendConnection {
             try writer.write(pointer + skip, length - skip, memory: memory)
             skip = 0
         }
-        return total
+        var remaining = VirtioNetHeader.size + frameLength
+        for c in 0..<chains {
+            let written = min(remaining, rx.capacities[c])
+            rx.ring.putUsed(head: rx.heads[c], length: UInt32(written))
+            remaining &-= written
+        }
+        rx.ring.skipAvailable(chains)
     }
 
     /// FNV-1a over the frame bytes of a transmit chain (the virtio-net header skipped).

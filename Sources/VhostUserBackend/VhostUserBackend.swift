@@ -37,7 +37,10 @@ public final class VhostUserBackend: Sendable {
         /// may use fewer; frames sent on pair n come back on pair n.
         public var queuePairs = 8
         /// Features offered to front-ends. MAC is offered only when ``macAddress`` is set.
-        public var offeredFeatures: VirtioFeatures = [.version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus]
+        public var offeredFeatures: VirtioFeatures = [
+            .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
+            .netMergeableRxBuffers,
+        ]
         /// The MAC address served in the config space (VIRTIO_NET_F_MAC), which a front-end
         /// without a MAC of its own adopts; nil offers none.
         public var macAddress: MACAddress?

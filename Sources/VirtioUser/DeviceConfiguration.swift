@@ -14,6 +14,11 @@ extension VirtioUserDevice {
         /// back-end offering VIRTIO_NET_F_MQ and the MQ protocol feature with at least this
         /// many pairs (DPDK: `net_vhost0,…,queues=N`).
         public var queuePairs: Int = 1
+        /// Negotiate mergeable receive buffers (VIRTIO_NET_F_MRG_RXBUF, DPDK's `mrg_rxbuf`,
+        /// on by default there too): frames longer than one buffer then arrive over several
+        /// (see ``PacketBuffer/segments``). Without it, a back-end drops frames that do not
+        /// fit one buffer.
+        public var mergeableReceiveBuffers = true
         /// Our MAC address. nil adopts the back-end's when it serves one (VIRTIO_NET_F_MAC with
         /// the CONFIG protocol feature, as our back-end with a MAC does), and otherwise picks a
         /// random locally administered one.

@@ -47,6 +47,7 @@ extension VirtioUserDevice {
         var wanted = Self.supportedFeatures
         let readsConfig = protocolFeatures.contains(.config)
         if pairs.count == 1 { wanted.remove(.netMultiqueue) }
+        if !configuration.mergeableReceiveBuffers { wanted.remove(.netMergeableRxBuffers) }
         if configuration.macAddress != nil || !readsConfig { wanted.remove(.netMAC) }
         if configuration.mtu == nil && !readsConfig { wanted.remove(.netMTU) }
         if !readsConfig { wanted.remove(.netStatus) }
@@ -111,6 +112,7 @@ extension VirtioUserDevice {
         }
         let features = offered.intersection(wantedFeatures(protocolFeatures: protocolFeatures))
         try session.setFeatures(features)
+        for pair in pairs { pair.rx.mergeable = features.contains(.netMergeableRxBuffers) }
         let usesStatus = protocolFeatures.contains(.status)
         let negotiatedStatus: VirtioDeviceStatus = [.acknowledge, .driver, .featuresOK]
         if usesStatus {

@@ -4,26 +4,38 @@ import VirtioCore
 ///
 /// A `PacketBuffer` is a plain value (a slot number, a pointer and a length): passing it around
 /// costs no allocation or reference counting. It is valid from the moment the device hands it
-/// out (``VirtioUserDevice/allocate(into:count:)`` or ``VirtioUserDevice/receive(into:)``) until
-/// it goes back (``VirtioUserDevice/transmit(_:)`` or ``VirtioUserDevice/release(_:)``); using it
-/// after that is a bug, like using freed memory.
+/// out (``VirtioUserDevice/allocate(into:count:queue:)`` or ``VirtioUserDevice/receive(into:queue:)``)
+/// until it goes back (``VirtioUserDevice/transmit(_:queue:)`` or ``VirtioUserDevice/release(_:queue:)``);
+/// using it after that is a bug, like using freed memory.
+///
+/// A frame longer than one buffer (up to ``VirtioUserDevice/maximumChainedFrameLength``) is a
+/// run of consecutive burst entries: the first has ``segments`` = n > 1, the next n − 1 have
+/// ``segments`` = 0 (continuations). Received frames come that way when the back-end splits a
+/// frame over several buffers (mergeable receive buffers); build transmitted ones the same way
+/// and they go out as one descriptor chain.
 public struct PacketBuffer {
     /// The slot in the pool.
     public let slot: UInt32
-    /// The first byte of the frame (the Ethernet destination address).
+    /// Buffers in the frame this buffer starts: 1 for a frame in one buffer, n > 1 when the
+    /// next n − 1 entries of the burst continue it, 0 for a continuation.
+    public var segments: UInt16
+    /// The first byte of this buffer's part of the frame (for the first segment, the Ethernet
+    /// destination address).
     public let data: UnsafeMutableRawPointer
-    /// Frame length in bytes (without the virtio-net header). Set it before transmitting; at
-    /// most ``VirtioUserDevice/maximumFrameLength``.
+    /// Bytes of the frame in this buffer (without the virtio-net header). Set it before
+    /// transmitting: at most ``VirtioUserDevice/maximumFrameLength`` in a first segment, and
+    /// up to the end of the buffer in a continuation.
     public var length: Int
 
     @inlinable
-    init(slot: UInt32, data: UnsafeMutableRawPointer, length: Int) {
+    init(slot: UInt32, data: UnsafeMutableRawPointer, length: Int, segments: UInt16 = 1) {
         self.slot = slot
+        self.segments = segments
         self.data = data
         self.length = length
     }
 
-    /// The frame's bytes (`length` of them).
+    /// This buffer's bytes (`length` of them).
     @inlinable
     public var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: data, count: length) }
 }

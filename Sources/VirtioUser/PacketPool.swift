@@ -65,6 +65,12 @@ final class PacketPool {
         return PacketBuffer(slot: slot, data: dataPointer(slot: slot), length: 0)
     }
 
+    /// Bytes from `data` to the end of `slot`'s buffer: how long a segment starting there may be.
+    @inlinable
+    func room(after data: UnsafeMutableRawPointer, slot: UInt32) -> Int {
+        data.distance(to: base + (Int(slot) &+ 1) &* Self.slotSize)
+    }
+
     /// Whether `slot` belongs to this pool (wrapping arithmetic: one compare).
     @inlinable
     func owns(slot: UInt32) -> Bool { Int(slot &- firstSlot) < count }

@@ -3,6 +3,7 @@ import VirtioCore
 
 /// The driver side of a transmit virtqueue: frames go out in bursts, completions are reclaimed
 /// lazily (only when descriptors run short), and the device is kicked only when it asked.
+/// A frame of several buffers goes out as one descriptor chain.
 @usableFromInline
 final class TransmitQueue {
     @usableFromInline let ring: SplitRingDriver
@@ -16,37 +17,53 @@ final class TransmitQueue {
         self.kick = kick
     }
 
-    /// Returns completed buffers to the pool.
+    /// Returns completed buffers (every buffer of a chained frame) to the pool.
     @inlinable
     func reclaim() {
         let done = ring.usedCount()
+        let pool = self.pool
         var i = 0
         while i < done {
-            guard let (slot, _) = ring.takeUsed() else { break }
+            guard let (slot, _) = ring.takeUsed({ pool.put(slot: $0) }) else { break }
             pool.put(slot: slot)
             i &+= 1
         }
         QueueCounters.add(counters.completed, i)
     }
 
-    /// Sends the first frames of `burst`; returns how many went. Sent buffers leave the burst;
-    /// the rest stay at its front, still owned by the caller.
+    /// Sends the first frames of `burst`; returns how many buffers went. Sent buffers leave
+    /// the burst; the rest stay at its front, still owned by the caller (a chained frame goes
+    /// whole or not at all).
     @inlinable
     func transmit(_ burst: PacketBurst) -> Int {
         let wanted = burst.count
         if ring.freeDescriptors < wanted { reclaim() }
-        let room = min(wanted, ring.freeDescriptors)
         var sent = 0
         var bytes = 0
         var dropped = 0
         var i = 0
-        while i < room {
+        while i < wanted {
             let packet = burst.storage[i]
+            if packet.segments > 1 {
+                let count = Int(packet.segments)
+                guard i &+ count <= wanted, ring.freeDescriptors >= count else { break }
+                let length = addChain(burst, from: i, count: count)
+                if length >= 0 {
+                    sent &+= 1
+                    bytes &+= length
+                } else {
+                    dropped &+= 1
+                }
+                i &+= count
+                continue
+            }
+            guard ring.freeDescriptors > 0 else { break }
             i &+= 1
-            guard packet.length >= 0, packet.length <= PacketPool.dataRoom, pool.owns(slot: packet.slot) else {
-                // A frame that cannot fit its own buffer, or a buffer of another queue pair's
-                // pool, is the caller's bug: drop it and count it (`put` refuses a foreign slot
-                // and counts it as an invalid release rather than adopt it).
+            guard packet.segments == 1, packet.length >= 0, packet.length <= PacketPool.dataRoom, pool.owns(slot: packet.slot) else {
+                // A frame that cannot fit its own buffer, a continuation without its first
+                // segment, or a buffer of another queue pair's pool is the caller's bug: drop
+                // it and count it (`put` refuses a foreign slot and counts it as an invalid
+                // release rather than adopt it).
                 pool.put(slot: packet.slot)
                 dropped &+= 1
                 continue
@@ -62,17 +79,52 @@ final class TransmitQueue {
             sent &+= 1
             bytes &+= packet.length
         }
-        if wanted > room { QueueCounters.add(counters.ringFull, wanted &- room) }
-        if room > 0 {
+        if wanted > i { QueueCounters.add(counters.ringFull, wanted &- i) }
+        if i > 0 {
             if ring.publish() {
                 kick.signal()
                 QueueCounters.add(counters.kicks, 1)
             }
-            burst.removeFirst(room)
+            burst.removeFirst(i)
             QueueCounters.add(counters.packets, sent)
             QueueCounters.add(counters.bytes, bytes)
             if dropped > 0 { QueueCounters.add(counters.drops, dropped) }
         }
-        return room
+        return i
+    }
+
+    /// Puts the `count`-buffer frame at `burst[first]` on the ring as one chain: the header
+    /// and first segment, then each continuation. Returns the frame's length, or -1 after
+    /// dropping it (every buffer back to its pool) when a segment is malformed.
+    @inlinable
+    func addChain(_ burst: PacketBurst, from first: Int, count: Int) -> Int {
+        var total = 0
+        var valid = true
+        var k = 0
+        while k < count {
+            let segment = burst.storage[first &+ k]
+            let maximum = k == 0 ? PacketPool.dataRoom : pool.room(after: segment.data, slot: segment.slot)
+            if !pool.owns(slot: segment.slot) || segment.length < 0 || segment.length > maximum || (k > 0 && segment.segments != 0) {
+                valid = false
+            }
+            total &+= segment.length
+            k &+= 1
+        }
+        guard valid, total <= VirtioUserDevice.maximumChainedFrameLength else {
+            for k in 0..<count { pool.put(slot: burst.storage[first &+ k].slot) }
+            return -1
+        }
+        let header = burst.storage[first].data - VirtioNetHeader.size
+        header.storeBytes(of: 0, as: UInt64.self)
+        (header + 8).storeBytes(of: 0, as: UInt32.self)
+        let storage = burst.storage
+        ring.addChain(count: count, deviceWritable: false) { k in
+            let segment = storage[first &+ k]
+            if k == 0 {
+                return (UInt64(UInt(bitPattern: header)), UInt32(truncatingIfNeeded: segment.length &+ VirtioNetHeader.size), segment.slot)
+            }
+            return (UInt64(UInt(bitPattern: segment.data)), UInt32(truncatingIfNeeded: segment.length), segment.slot)
+        }
+        return total
     }
 }

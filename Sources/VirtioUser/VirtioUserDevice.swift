@@ -37,6 +37,9 @@ public final class VirtioUserDevice: Sendable {
     public var mtu: Int { control.withLock { $0.mtu } }
     /// The largest frame one buffer carries (without the virtio-net header).
     public static let maximumFrameLength = PacketPool.dataRoom
+    /// The largest frame a chain of buffers carries on transmit (see ``PacketBuffer/segments``):
+    /// jumbo frames of 9,216 bytes take five buffers.
+    public static let maximumChainedFrameLength = 65_535
 
     /// The queue pairs, in order (pair `n`: receive ring `2n`, transmit ring `2n + 1`).
     @usableFromInline let pairs: [QueuePair]
@@ -124,6 +127,7 @@ public final class VirtioUserDevice: Sendable {
     /// (see ``Configuration/macAddress`` and ``Configuration/mtu``).
     public static let supportedFeatures: VirtioFeatures = [
         .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
+        .netMergeableRxBuffers,
     ]
 
     /// Connects to the back-end — in client mode by connecting (retrying while it is not

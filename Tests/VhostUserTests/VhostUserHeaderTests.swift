@@ -80,7 +80,8 @@ final class VhostUserHeaderTests: XCTestCase {
     func testProtocolFeatureBits() {
         XCTAssertEqual(VhostUserProtocolFeatures.replyAck.rawValue, 8)
         XCTAssertEqual(VhostUserProtocolFeatures.status.rawValue, 1 << 16)
-        XCTAssertEqual(VhostUserProtocolFeatures.implemented, [.multiqueue, .replyAck, .status])
+        XCTAssertEqual(VhostUserProtocolFeatures.implemented, [.multiqueue, .replyAck, .mtu, .config, .status])
+        XCTAssertEqual(VhostUserProtocolFeatures.implemented.rawValue, 0x10219)
         XCTAssertEqual(VhostUserProtocolFeatures([.multiqueue, .replyAck]).description, "0x9")
     }
 }

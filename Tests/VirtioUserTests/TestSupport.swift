@@ -71,39 +71,60 @@ var productsDirectory: URL {
 /// received frame byte for byte, in order. With `window`, at most that many frames are in
 /// flight (so a peer that drops when our receive ring is full, like testpmd, never has to);
 /// with `macSwapped`, the peer is expected to have swapped the two MAC addresses. Runs on
-/// queue pair `queue`.
+/// queue pair `queue`. Frames longer than one buffer go out as chains of buffers and are
+/// reassembled from their segments on receipt.
 func runLoopbackStream(
     device: VirtioUserDevice, stream: FrameStream, total: UInt64, burstSize: Int = 32,
     window: Int? = nil, macSwapped: Bool = false, queue: Int = 0
 ) -> (sent: UInt64, intact: UInt64, mismatched: UInt64) {
-    let tx = PacketBurst(capacity: burstSize)
-    let rx = PacketBurst(capacity: burstSize)
-    let scratch = UnsafeMutableRawPointer.allocate(byteCount: 2048, alignment: 8)
-    defer { scratch.deallocate() }
+    let segmentRoom = VirtioUserDevice.maximumFrameLength
+    let tx = PacketBurst(capacity: max(burstSize, stream.maximumLength / segmentRoom + 1))
+    let rx = PacketBurst(capacity: max(burstSize, stream.maximumLength / segmentRoom + 1))
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: 65_536, alignment: 8)
+    let frame = UnsafeMutableRawPointer.allocate(byteCount: 65_536, alignment: 8)
+    defer {
+        scratch.deallocate()
+        frame.deallocate()
+    }
     var nextToSend: UInt64 = 0
     var nextExpected: UInt64 = 0
     var mismatched: UInt64 = 0
     var idleSpins = 0
     while nextExpected < total && idleSpins < 50_000_000 {
-        // Fill the transmit burst with the next frames.
-        let first = tx.count
-        var room = UInt64(tx.space)
-        if let window { room = min(room, UInt64(max(0, window - Int(nextToSend - nextExpected) - tx.count))) }
-        let wanted = Int(min(room, total - nextToSend))
-        let added = device.allocate(into: tx, count: wanted, queue: queue)
-        for i in first..<(first + added) {
-            var packet = tx[i]
-            packet.length = stream.write(nextToSend, to: packet.data)
-            tx[i] = packet
+        // Fill the transmit burst with the next frames, each in as many buffers as it needs.
+        while nextToSend < total {
+            if let window, Int(nextToSend - nextExpected) >= window { break }
+            let length = stream.length(of: nextToSend)
+            let count = max(1, (length + segmentRoom - 1) / segmentRoom)
+            guard tx.space >= count, device.availableBuffers(queue: queue) >= count else { break }
+            let first = tx.count
+            device.allocate(into: tx, count: count, queue: queue)
+            _ = stream.write(nextToSend, to: frame)
+            for k in 0..<count {
+                var packet = tx[first + k]
+                let part = min(segmentRoom, length - k * segmentRoom)
+                packet.data.copyMemory(from: frame + k * segmentRoom, byteCount: part)
+                packet.length = part
+                packet.segments = k == 0 ? UInt16(count) : 0
+                tx[first + k] = packet
+            }
             nextToSend += 1
         }
         let sent = device.transmit(tx, queue: queue)
         let received = device.receive(into: rx, queue: queue)
-        for i in 0..<rx.count {
-            let frame = rx[i]
-            if macSwapped { swapMACs(frame.data) }
-            if !stream.matches(nextExpected, UnsafeRawBufferPointer(frame.bytes), scratch: scratch) { mismatched += 1 }
+        var i = 0
+        while i < rx.count {
+            let segments = max(1, Int(rx[i].segments))
+            var length = 0
+            for k in 0..<segments where i + k < rx.count {
+                let part = rx[i + k]
+                (frame + length).copyMemory(from: part.data, byteCount: part.length)
+                length += part.length
+            }
+            if macSwapped { swapMACs(frame) }
+            if !stream.matches(nextExpected, UnsafeRawBufferPointer(start: frame, count: length), scratch: scratch) { mismatched += 1 }
             nextExpected += 1
+            i += segments
         }
         device.release(rx, queue: queue)
         idleSpins = (sent == 0 && received == 0) ? idleSpins + 1 : 0

@@ -72,11 +72,12 @@ public final class SplitRingDevice {
         return count
     }
 
-    /// The next available head without taking it (call only when ``availableCount()`` > 0).
-    /// Nil, with ``violation`` set, when the driver wrote a head outside the table.
+    /// The available head `ahead` entries past the next one, without taking it (`ahead` less
+    /// than ``availableCount()``). Nil, with ``violation`` set, when the driver wrote a head
+    /// outside the table.
     @inlinable
-    public func peekAvailable() -> UInt16? {
-        let head = cvs_avail_ring(memory.avail)[Int(lastAvail) & mask]
+    public func peekAvailable(ahead: Int = 0) -> UInt16? {
+        let head = cvs_avail_ring(memory.avail)[(Int(lastAvail) &+ ahead) & mask]
         guard Int(head) <= mask else {
             markViolation("available ring names descriptor \(head) on a queue of \(mask + 1)")
             return nil
@@ -84,10 +85,10 @@ public final class SplitRingDevice {
         return head
     }
 
-    /// Consumes the head ``peekAvailable()`` returned.
+    /// Consumes the next `count` heads ``peekAvailable(ahead:)`` returned.
     @inlinable
-    public func skipAvailable() {
-        lastAvail &+= 1
+    public func skipAvailable(_ count: Int = 1) {
+        lastAvail &+= UInt16(truncatingIfNeeded: count)
     }
 
     /// Takes the next available head (call at most ``availableCount()`` times).

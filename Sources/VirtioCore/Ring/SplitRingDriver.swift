@@ -25,6 +25,12 @@ public final class SplitRingDriver {
     @exclusivity(unchecked) @usableFromInline var freeCount: Int
     /// For each descriptor id: the caller's cookie, or `UInt32.max` when not in flight.
     @usableFromInline let cookies: UnsafeMutablePointer<UInt32>
+    /// For each descriptor id: the length of the chain it heads while in flight, else 0 (also
+    /// for the other descriptors of a chain: the device may only name heads).
+    @usableFromInline let chainLength: UnsafeMutablePointer<UInt16>
+    /// For each descriptor id in a chain: the next descriptor (private: never read back from
+    /// the shared table, which the device could have changed).
+    @usableFromInline let nextInChain: UnsafeMutablePointer<UInt16>
     /// Set when the device broke the protocol; the ring is unusable from then on. Safe to read
     /// from any thread: the text is written once, before the flag that publishes it.
     @inlinable public var violation: String? {
@@ -46,8 +52,12 @@ public final class SplitRingDriver {
         lastUsed = startIndex
         freeStack = .allocate(capacity: memory.size)
         cookies = .allocate(capacity: memory.size)
+        chainLength = .allocate(capacity: memory.size)
+        nextInChain = .allocate(capacity: memory.size)
         freeCount = 0
         cookies.initialize(repeating: Self.idle, count: memory.size)
+        chainLength.initialize(repeating: 0, count: memory.size)
+        nextInChain.initialize(repeating: 0, count: memory.size)
         reset(startIndex: startIndex)
     }
 
@@ -62,6 +72,7 @@ public final class SplitRingDriver {
         for i in 0..<memory.size {
             freeStack[i] = UInt16(truncatingIfNeeded: memory.size - 1 - i)
             cookies[i] = Self.idle
+            chainLength[i] = 0
         }
         violationFlag.store(false, ordering: .relaxed)
         violationText = nil
@@ -75,6 +86,8 @@ public final class SplitRingDriver {
     deinit {
         freeStack.deallocate()
         cookies.deallocate()
+        chainLength.deallocate()
+        nextInChain.deallocate()
     }
 
     /// The queue size.
@@ -107,10 +120,50 @@ public final class SplitRingDriver {
         freeCount &-= 1
         let id = Int(freeStack[freeCount])
         cookies[id] = cookie
+        chainLength[id] = 1
         memory.descriptors[id] = cvs_vring_desc(
             addr: address, len: length,
             flags: deviceWritable ? UInt16(CVS_VRING_DESC_F_WRITE) : 0, next: 0)
         cvs_avail_ring(memory.avail)[Int(availShadow) & mask] = UInt16(truncatingIfNeeded: id)
+        availShadow &+= 1
+        return true
+    }
+
+    /// Puts one buffer made of `count` descriptors chained with VRING_DESC_F_NEXT on the
+    /// available ring (unpublished until ``publish()``); `segment(i)` gives the i-th
+    /// descriptor's address, length and cookie. Returns false, adding nothing, when fewer than
+    /// `count` descriptors are free (or `count` is 0 or more than 65535).
+    @inlinable
+    @discardableResult
+    public func addChain(
+        count: Int, deviceWritable: Bool,
+        _ segment: (Int) -> (address: UInt64, length: UInt32, cookie: UInt32)
+    ) -> Bool {
+        guard count >= 1, count <= Int(UInt16.max), freeCount >= count else { return false }
+        let flags = deviceWritable ? UInt16(CVS_VRING_DESC_F_WRITE) : 0
+        var head = 0
+        var previous = 0
+        var i = 0
+        while i < count {
+            freeCount &-= 1
+            let id = Int(freeStack[freeCount])
+            let part = segment(i)
+            cookies[id] = part.cookie
+            chainLength[id] = 0
+            memory.descriptors[id] = cvs_vring_desc(addr: part.address, len: part.length, flags: flags, next: 0)
+            if i == 0 {
+                head = id
+            } else {
+                // Link the previous descriptor to this one (nothing is published yet).
+                memory.descriptors[previous].flags = flags | UInt16(CVS_VRING_DESC_F_NEXT)
+                memory.descriptors[previous].next = UInt16(truncatingIfNeeded: id)
+                nextInChain[previous] = UInt16(truncatingIfNeeded: id)
+            }
+            previous = id
+            i &+= 1
+        }
+        chainLength[head] = UInt16(truncatingIfNeeded: count)
+        cvs_avail_ring(memory.avail)[Int(availShadow) & mask] = UInt16(truncatingIfNeeded: head)
         availShadow &+= 1
         return true
     }
@@ -146,21 +199,47 @@ public final class SplitRingDriver {
         return count
     }
 
-    /// Takes the next used entry (call at most ``usedCount()`` times): the buffer's cookie and
-    /// the bytes the device wrote. Nil when the entry names a descriptor that is not in flight.
+    /// The used entry `ahead` entries past the next one, without taking it (`ahead` less than
+    /// ``usedCount()``): the cookie of the buffer's first descriptor and the bytes the device
+    /// wrote. Nil, with ``violation`` set, when the entry names a descriptor that does not head
+    /// a buffer in flight.
     @inlinable
-    public func takeUsed() -> (cookie: UInt32, length: UInt32)? {
-        let element = cvs_used_ring(memory.used)[Int(lastUsed) & mask]
+    public func peekUsed(ahead: Int = 0) -> (cookie: UInt32, length: UInt32)? {
+        let element = cvs_used_ring(memory.used)[(Int(lastUsed) &+ ahead) & mask]
         let id = Int(element.id)
-        guard id <= mask, cookies[id] != Self.idle else {
-            markViolation("used entry names descriptor \(element.id), which is not in flight")
+        guard id <= mask, chainLength[id] != 0 else {
+            markViolation("used entry names descriptor \(element.id), which does not head a buffer in flight")
+            return nil
+        }
+        return (cookies[id], element.len)
+    }
+
+    /// Takes the next used entry (call at most ``usedCount()`` times): the cookie of the
+    /// buffer's first descriptor and the bytes the device wrote; `eachTail` gets the cookies of
+    /// the buffer's other descriptors (a chain). All its descriptors become free. Nil, with
+    /// ``violation`` set, when the entry names a descriptor that does not head a buffer in
+    /// flight.
+    @inlinable
+    public func takeUsed(_ eachTail: (UInt32) -> Void = { _ in }) -> (cookie: UInt32, length: UInt32)? {
+        let element = cvs_used_ring(memory.used)[Int(lastUsed) & mask]
+        var id = Int(element.id)
+        guard id <= mask, chainLength[id] != 0 else {
+            markViolation("used entry names descriptor \(element.id), which does not head a buffer in flight")
             return nil
         }
         lastUsed &+= 1
         let cookie = cookies[id]
-        cookies[id] = Self.idle
-        freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
-        freeCount &+= 1
+        var remaining = Int(chainLength[id])
+        chainLength[id] = 0
+        while true {
+            cookies[id] = Self.idle
+            freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
+            freeCount &+= 1
+            remaining &-= 1
+            guard remaining > 0 else { break }
+            id = Int(nextInChain[id])
+            eachTail(cookies[id])
+        }
         return (cookie, element.len)
     }
 
@@ -170,9 +249,16 @@ public final class SplitRingDriver {
         for id in 0...mask where cookies[id] != Self.idle {
             body(cookies[id])
             cookies[id] = Self.idle
+            chainLength[id] = 0
             freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
             freeCount += 1
         }
+    }
+
+    /// Stops the ring for a violation its user detected (such as a bad `num_buffers`): the
+    /// first one is kept in ``violation``.
+    public func reportViolation(_ text: String) {
+        markViolation(text)
     }
 
     @usableFromInline

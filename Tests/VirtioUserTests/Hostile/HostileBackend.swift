@@ -48,6 +48,13 @@ final class HostileBackend: @unchecked Sendable {
             cvs_store_release_u16(cvs_used_idx(ring.used), usedIndex)
         }
 
+        /// Writes `num_buffers` into the virtio-net header of receive buffer `head` (ring 0).
+        func writeNumBuffers(head: UInt16, _ value: UInt16) {
+            let descriptor = ring(0).descriptors[Int(head)]
+            (memory + Int(descriptor.addr - region.guestPhysicalAddress + region.mmapOffset) + 10)
+                .storeBytes(of: value.littleEndian, as: UInt16.self)
+        }
+
         /// Waits until the driver made `count` buffers available on ring `index`; their heads.
         func waitForAvailable(ring index: UInt32, count: Int) -> [UInt16] {
             let ring = ring(index)
@@ -76,14 +83,15 @@ final class HostileBackend: @unchecked Sendable {
     /// True once a `.rings` script has returned.
     var ringScriptFinished: Bool { finished.raised.load(ordering: .acquiring) }
 
-    init(path: String, takeover: Takeover) throws {
+    /// Serves on `path`, offering `features` (VERSION_1 alone by default).
+    init(path: String, features: VirtioFeatures = .version1, takeover: Takeover) throws {
         self.path = path
         listener = try UnixListener(path: path)
         let listener = self.listener
         let finished = self.finished
         thread = try DedicatedThread(name: "hostile-backend") {
             guard let socket = try? listener.accept(milliseconds: 10_000) else { return }
-            try? Self.serve(VhostUserChannel(socket: socket), takeover: takeover, finished: finished)
+            try? Self.serve(VhostUserChannel(socket: socket), features: features, takeover: takeover, finished: finished)
         }
     }
 
@@ -93,7 +101,7 @@ final class HostileBackend: @unchecked Sendable {
         thread = nil
     }
 
-    private static func serve(_ channel: VhostUserChannel, takeover: Takeover, finished: Flag) throws {
+    private static func serve(_ channel: VhostUserChannel, features: VirtioFeatures, takeover: Takeover, finished: Flag) throws {
         var session: Session?
         var started = Set<UInt32>()
         var sizes: [UInt32: Int] = [:]
@@ -109,7 +117,7 @@ final class HostileBackend: @unchecked Sendable {
             let message = try VhostUserMessage.decode(header: frame.header, payload: frame.payload, descriptorCount: frame.descriptors.count)
             switch message {
             case .getFeatures:
-                try channel.reply(to: .getFeatures, payload: bytes(VirtioFeatures.version1.rawValue))
+                try channel.reply(to: .getFeatures, payload: bytes(features.rawValue))
             case .getVringBase(let state):
                 try channel.reply(to: .getVringBase, payload: bytes(UInt64(state.index)))
             case .setMemTable(let regions):

@@ -84,15 +84,15 @@ final class HostileBackendTests: XCTestCase {
                 _ = session.waitForAvailable(ring: 1, count: 2)
                 session.complete(ring: 1, slot: 0, id: 0, length: 0, usedIndex: 300)
             }),
-            ("used entry naming a descriptor not in flight", "descriptor 5, which is not in flight", { session in
+            ("used entry naming a descriptor not in flight", "descriptor 5, which does not head a buffer in flight", { session in
                 _ = session.waitForAvailable(ring: 1, count: 2)
                 session.complete(ring: 1, slot: 0, id: 5, length: 0, usedIndex: 1)
             }),
-            ("used entry naming a descriptor outside the table", "descriptor 5000, which is not in flight", { session in
+            ("used entry naming a descriptor outside the table", "descriptor 5000, which does not head a buffer in flight", { session in
                 _ = session.waitForAvailable(ring: 1, count: 2)
                 session.complete(ring: 1, slot: 0, id: 5000, length: 0, usedIndex: 1)
             }),
-            ("the same descriptor completed twice", "descriptor 0, which is not in flight", { session in
+            ("the same descriptor completed twice", "descriptor 0, which does not head a buffer in flight", { session in
                 let heads = session.waitForAvailable(ring: 1, count: 2)
                 session.complete(ring: 1, slot: 0, id: UInt32(heads[0]), length: 0, usedIndex: 0)
                 session.complete(ring: 1, slot: 1, id: UInt32(heads[0]), length: 0, usedIndex: 2)
@@ -155,6 +155,56 @@ final class HostileBackendTests: XCTestCase {
             peer.join()
             XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "\(name): buffers lost")
         }
+    }
+
+    /// Mergeable receive buffers: a `num_buffers` of 0, or more than the buffers posted, stops
+    /// the ring; a frame with one bad length among its buffers is dropped whole, and the next
+    /// frame still arrives.
+    func testBadNumBuffersStopTheRingAndABadSegmentDropsItsFrame() throws {
+        for (name, value) in [("num_buffers 0", UInt16(0)), ("num_buffers 500", UInt16(500))] {
+            let path = try makeSocketPath(self)
+            let peer = try HostileBackend(path: path, features: [.version1, .netMergeableRxBuffers], takeover: .rings { session in
+                let heads = session.waitForAvailable(ring: 0, count: 1)
+                session.writeNumBuffers(head: heads[0], value)
+                session.complete(ring: 0, slot: 0, id: UInt32(heads[0]), length: 12 + 60, usedIndex: 1)
+            })
+            let device = try VirtioUserDevice(configuration: configuration(path))
+            try device.start()
+            XCTAssertTrue(device.negotiatedFeatures.contains(.netMergeableRxBuffers))
+            let received = PacketBurst(capacity: 32)
+            XCTAssertTrue(waitUntil { device.receive(into: received); return device.linkState != .up }, name)
+            XCTAssertTrue(received.isEmpty, name)
+            if case .down(let reason) = device.linkState {
+                XCTAssertTrue(reason.contains(name), "\(name): \"\(reason)\"")
+            }
+            device.stop()
+            peer.join()
+            XCTAssertEqual(device.statistics.rx.errors, 1, name)
+            XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "\(name): buffers lost")
+        }
+
+        let path = try makeSocketPath(self)
+        let peer = try HostileBackend(path: path, features: [.version1, .netMergeableRxBuffers], takeover: .rings { session in
+            let heads = session.waitForAvailable(ring: 0, count: 3)
+            session.writeNumBuffers(head: heads[0], 2)
+            session.complete(ring: 0, slot: 0, id: UInt32(heads[0]), length: 12 + 2048, usedIndex: 1)
+            // One byte more than the second buffer holds.
+            session.complete(ring: 0, slot: 1, id: UInt32(heads[1]), length: 12 + 2048 + 1, usedIndex: 2)
+            session.writeNumBuffers(head: heads[2], 1)
+            session.complete(ring: 0, slot: 2, id: UInt32(heads[2]), length: 12 + 60, usedIndex: 3)
+        })
+        let device = try VirtioUserDevice(configuration: configuration(path))
+        try device.start()
+        let received = PacketBurst(capacity: 32)
+        XCTAssertTrue(waitUntil { device.receive(into: received); return received.count == 1 })
+        XCTAssertEqual(received.isEmpty ? -1 : received[0].length, 60)
+        XCTAssertEqual(received.isEmpty ? 0 : received[0].segments, 1)
+        device.release(received)
+        XCTAssertEqual(device.statistics.rx.drops, 1, "the two-buffer frame is dropped whole")
+        XCTAssertEqual(device.linkState, .up)
+        device.stop()
+        peer.join()
+        XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "buffers lost")
     }
 
     private func assertWellBehavedBackendWorks() throws {

@@ -1,0 +1,88 @@
+import VhostUserBackend
+import VirtioUser
+import XCTest
+
+/// Frames longer than one buffer: chained on transmit, spread over mergeable receive buffers
+/// on the way back (VIRTIO_NET_F_MRG_RXBUF), up to 9,216-byte jumbo frames.
+final class JumboFrameTests: XCTestCase {
+    /// 20,000 frames of random sizes 60…9,216 go out as chains and come back merged, byte for
+    /// byte, with balanced counters and every buffer back in the pool.
+    func testJumboFramesGoOutChainedAndComeBackMergedIntact() throws {
+        let backend = try startBackend(self, mode: .loopback)
+        let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
+        try device.start()
+        XCTAssertTrue(device.negotiatedFeatures.contains(.netMergeableRxBuffers), "\(device.negotiatedFeatures)")
+        let total: UInt64 = 20_000
+        let stream = FrameStream(seed: 0x9216, minimumLength: 60, maximumLength: 9216)
+        let result = runLoopbackStream(device: device, stream: stream, total: total)
+        XCTAssertEqual(result.sent, total)
+        XCTAssertEqual(result.intact, total, "every frame back intact")
+        device.stop()
+        let stats = device.statistics
+        XCTAssertEqual(stats.tx.packets, total)
+        XCTAssertEqual(stats.rx.packets, total)
+        XCTAssertEqual(stats.tx.bytes, stats.rx.bytes)
+        XCTAssertEqual(stats.tx.packets, stats.tx.completed + stats.tx.drops)
+        XCTAssertEqual(stats.tx.drops + stats.rx.drops + stats.tx.errors + stats.rx.errors, 0)
+        XCTAssertEqual(device.availableBuffers(), stats.poolSize, "every buffer of every chain is back")
+        XCTAssertEqual(device.invalidReleases(), 0)
+        XCTAssertEqual(backend.statistics.drops, 0)
+        XCTAssertEqual(backend.statistics.framesSent, total)
+    }
+
+    /// Without mergeable buffers (DPDK's mrg_rxbuf=0), a frame longer than one receive buffer
+    /// cannot come back: the back-end drops it and counts it; shorter ones still flow.
+    func testWithoutMergeableBuffersLongFramesAreDroppedByTheBackend() throws {
+        let backend = try startBackend(self, mode: .loopback)
+        var configuration = VirtioUserDevice.Configuration(socketPath: backend.configuration.socketPath)
+        configuration.mergeableReceiveBuffers = false
+        let device = try VirtioUserDevice(configuration: configuration)
+        try device.start()
+        XCTAssertFalse(device.negotiatedFeatures.contains(.netMergeableRxBuffers))
+        let burst = PacketBurst(capacity: 8)
+        device.allocate(into: burst, count: 3)
+        for k in 0..<3 {
+            var packet = burst[k]
+            packet.length = 2000
+            packet.segments = k == 0 ? 3 : 0
+            burst[k] = packet
+        }
+        XCTAssertEqual(device.transmit(burst), 3, "the chain goes out")
+        XCTAssertTrue(waitUntil { backend.statistics.drops == 1 })
+        XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 5), total: 1000).intact, 1000)
+    }
+
+    /// Malformed chains from the caller are dropped whole and counted; every buffer returns.
+    func testMalformedChainsAreDroppedWhole() throws {
+        let backend = try startBackend(self, mode: .loopback)
+        let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
+        try device.start()
+        let burst = PacketBurst(capacity: 8)
+        // A chain whose second segment claims to be a first segment.
+        device.allocate(into: burst, count: 2)
+        var first = burst[0]
+        first.segments = 2
+        first.length = 100
+        burst[0] = first
+        XCTAssertEqual(device.transmit(burst), 2)
+        // A continuation with no first segment.
+        device.allocate(into: burst, count: 1)
+        var stray = burst[0]
+        stray.segments = 0
+        burst[0] = stray
+        XCTAssertEqual(device.transmit(burst), 1)
+        // A chain cut off at the end of the burst stays with the caller.
+        device.allocate(into: burst, count: 2)
+        var cut = burst[1]
+        cut.segments = 3
+        burst[1] = cut
+        XCTAssertEqual(device.transmit(burst), 1, "only the frame before the incomplete chain")
+        XCTAssertEqual(burst.count, 1)
+        device.release(burst)
+        device.stop()
+        let stats = device.statistics
+        XCTAssertEqual(stats.tx.drops, 2)
+        XCTAssertEqual(device.availableBuffers(), stats.poolSize)
+        XCTAssertEqual(device.invalidReleases(), 0)
+    }
+}
