@@ -74,6 +74,38 @@ final class QueuePair: @unchecked Sendable {
         controlHoldsPool.store(false, ordering: .releasing)
     }
 
+    /// What arming the receive notification found.
+    enum ArmResult {
+        /// The back-end will signal `rxCall` when it uses receive buffers.
+        case armed
+        /// Frames arrived meanwhile: receive them instead of sleeping.
+        case framesWaiting
+        /// The pair is stopped (link down): nothing will be signalled.
+        case notRunning
+    }
+
+    /// Asks the back-end to signal `rxCall` when it uses receive buffers (clears
+    /// VRING_AVAIL_F_NO_INTERRUPT), then looks once more: a frame used between the last
+    /// receive and the request would otherwise sleep unnoticed (VIRTIO 1.1 §2.7.7.2).
+    func armReceiveNotification() -> ArmResult {
+        guard enter() else { return .notRunning }
+        defer { leave() }
+        rx.ring.setInterruptsEnabled(true)
+        if rx.ring.usedCount() > 0 {
+            rx.ring.setInterruptsEnabled(false)
+            return .framesWaiting
+        }
+        return .armed
+    }
+
+    /// After the wait: polling again, so no more notifications (and the count is cleared).
+    func disarmReceiveNotification() {
+        rxCall.drain()
+        guard enter() else { return }
+        defer { leave() }
+        rx.ring.setInterruptsEnabled(false)
+    }
+
     /// Stops new bursts and waits for one in progress to finish.
     func quiesce() {
         running.store(false, ordering: .sequentiallyConsistent)

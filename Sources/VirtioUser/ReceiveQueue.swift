@@ -44,19 +44,37 @@ final class ReceiveQueue {
         }
     }
 
+    /// Bytes the back-end may write into one receive buffer (header included).
+    @usableFromInline static let bufferLength = VirtioNetHeader.size + PacketPool.dataRoom
+
     /// Moves received frames into `burst` (up to its free space); returns how many buffers
     /// were appended (frames, unless some span several buffers).
     @inlinable
     func receive(into burst: PacketBurst) -> Int {
-        if mergeable { return receiveMergeable(into: burst) }
-        let ready = min(ring.usedCount(), burst.space)
-        var received = 0
+        let available = ring.usedCount()
+        var taken = 0
+        var appended = 0
+        var frames = 0
         var bytes = 0
         var dropped = 0
-        var i = 0
-        while i < ready {
-            i &+= 1
-            guard let (slot, written) = ring.takeUsed() else { break }
+        while taken < available, burst.held < burst.capacity {
+            guard let (slot, written) = ring.peekUsed() else { break }
+            // With mergeable buffers, every buffer of a frame but the last is used to its full
+            // length (VIRTIO 1.1 §5.1.6.4.2): only a full first buffer can start a frame of
+            // several, so only then is num_buffers read (another cache line).
+            if mergeable, written == UInt32(Self.bufferLength) {
+                let count = Int((pool.dataPointer(slot: slot) - 2).load(as: UInt16.self).littleEndian)
+                if count != 1 {
+                    guard let (used, kept) = receiveSpanning(
+                        count: count, available: available &- taken, into: burst,
+                        frames: &frames, bytes: &bytes, dropped: &dropped) else { break }
+                    taken &+= used
+                    appended &+= kept
+                    continue
+                }
+            }
+            ring.skipPeekedUsed()
+            taken &+= 1
             let length = Int(written) &- VirtioNetHeader.size
             guard length >= 0, length <= PacketPool.dataRoom else {
                 // The device claims to have written more than the buffer holds (or less than a
@@ -66,64 +84,55 @@ final class ReceiveQueue {
                 continue
             }
             burst.append(PacketBuffer(slot: slot, data: pool.dataPointer(slot: slot), length: length))
-            received &+= 1
-            bytes &+= length
-        }
-        finish(frames: received, bytes: bytes, dropped: dropped)
-        return received
-    }
-
-    /// Receive with `num_buffers`: a frame is taken only once all its buffers are used and the
-    /// burst has room for them all.
-    @inlinable
-    func receiveMergeable(into burst: PacketBurst) -> Int {
-        let ready = ring.usedCount()
-        var taken = 0
-        var appended = 0
-        var frames = 0
-        var bytes = 0
-        var dropped = 0
-        while taken < ready, burst.space > 0 {
-            guard let (firstSlot, _) = ring.peekUsed() else { break }
-            // num_buffers: the last field of the header, just before the frame. Read once.
-            let count = Int((pool.dataPointer(slot: firstSlot) - 2).load(as: UInt16.self).littleEndian)
-            guard count >= 1, count <= ring.inFlight else {
-                ring.reportViolation("num_buffers \(count) in a receive header, with \(ring.inFlight) buffers posted")
-                break
-            }
-            guard count <= ready &- taken, count <= burst.space else { break }
-            let start = burst.count
-            var frameBytes = 0
-            var valid = true
-            var k = 0
-            while k < count {
-                guard let (slot, written) = ring.takeUsed() else { valid = false; break }
-                taken &+= 1
-                // The first buffer holds the header, then frame bytes; the others frame bytes
-                // from their very start (where the header would be).
-                let data = pool.dataPointer(slot: slot) - (k == 0 ? 0 : VirtioNetHeader.size)
-                let length = Int(written) &- (k == 0 ? VirtioNetHeader.size : 0)
-                burst.append(PacketBuffer(slot: slot, data: data, length: length, segments: k == 0 ? UInt16(truncatingIfNeeded: count) : 0))
-                if length < 0 || length > pool.room(after: data, slot: slot) { valid = false }
-                frameBytes &+= length
-                k &+= 1
-            }
-            if !valid {
-                // A length the buffer cannot hold: drop the whole frame, keep the buffers.
-                while burst.count > start {
-                    burst.held &-= 1
-                    pool.put(slot: burst.storage[burst.count].slot)
-                }
-                dropped &+= 1
-                if ring.violation != nil { break }
-                continue
-            }
-            appended &+= count
+            appended &+= 1
             frames &+= 1
-            bytes &+= frameBytes
+            bytes &+= length
         }
         finish(frames: frames, bytes: bytes, dropped: dropped)
         return appended
+    }
+
+    /// A frame over `count` buffers (num_buffers of the next used entry, not 1): taken once all
+    /// are used and the burst has room for them. Returns the used entries taken and the
+    /// buffers appended (none when the frame was dropped), or nil to stop for now (not all
+    /// there yet, or a violation).
+    @inlinable
+    func receiveSpanning(
+        count: Int, available: Int, into burst: PacketBurst,
+        frames: inout Int, bytes: inout Int, dropped: inout Int
+    ) -> (taken: Int, appended: Int)? {
+        guard count >= 1, count <= ring.inFlight else {
+            ring.reportViolation("num_buffers \(count) in a receive header, with \(ring.inFlight) buffers posted")
+            return nil
+        }
+        guard count <= available, count <= burst.capacity &- burst.held else { return nil }
+        let start = burst.count
+        var frameBytes = 0
+        var valid = true
+        var k = 0
+        while k < count {
+            guard let (slot, written) = ring.takeUsed() else { valid = false; break }
+            // The first buffer holds the header, then frame bytes; the others frame bytes
+            // from their very start (where the header would be).
+            let data = pool.dataPointer(slot: slot) - (k == 0 ? 0 : VirtioNetHeader.size)
+            let length = Int(written) &- (k == 0 ? VirtioNetHeader.size : 0)
+            burst.append(PacketBuffer(slot: slot, data: data, length: length, segments: k == 0 ? UInt16(truncatingIfNeeded: count) : 0))
+            if length < 0 || length > pool.room(after: data, slot: slot) { valid = false }
+            frameBytes &+= length
+            k &+= 1
+        }
+        if !valid {
+            // A length the buffer cannot hold: drop the whole frame, keep the buffers.
+            while burst.count > start {
+                burst.held &-= 1
+                pool.put(slot: burst.storage[burst.count].slot)
+            }
+            dropped &+= 1
+            return ring.violation == nil ? (k, 0) : nil
+        }
+        frames &+= 1
+        bytes &+= frameBytes
+        return (count, count)
     }
 
     @inlinable

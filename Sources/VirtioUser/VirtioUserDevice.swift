@@ -43,6 +43,10 @@ public final class VirtioUserDevice: Sendable {
 
     /// The queue pairs, in order (pair `n`: receive ring `2n`, transmit ring `2n + 1`).
     @usableFromInline let pairs: [QueuePair]
+    /// The same pairs, unretained, for the data path: a class reference loaded from an array
+    /// is retained and released around each use, which a burst should not pay. `pairs` keeps
+    /// them alive; written once in `init`.
+    @usableFromInline nonisolated(unsafe) let pairTable: UnsafeMutablePointer<Unmanaged<QueuePair>>
     let memory: SharedMemoryRegion
     let layout: DeviceMemoryLayout
     let control: Locked<ControlState>
@@ -94,10 +98,13 @@ public final class VirtioUserDevice: Sendable {
                 pool: pool, rxCall: try EventNotifier(), txCall: try EventNotifier()))
         }
         self.pairs = pairs
+        pairTable = .allocate(capacity: pairs.count)
+        pairTable.initialize(from: pairs.map { Unmanaged.passUnretained($0) }, count: pairs.count)
     }
 
     deinit {
         stop()
+        pairTable.deallocate()
     }
 
     // MARK: - Memory facts
@@ -226,25 +233,34 @@ public final class VirtioUserDevice: Sendable {
         queue >= 0 && queue < pairs.count ? pairs[queue] : nil
     }
 
+    /// Runs `body` with queue pair `queue` without retaining it; `otherwise` when there is no
+    /// such pair.
+    @inlinable
+    func withPair<Result>(_ queue: Int, otherwise: Result, _ body: (QueuePair) -> Result) -> Result {
+        guard UInt(bitPattern: queue) < UInt(bitPattern: pairs.count) else { return otherwise }
+        return pairTable[queue]._withUnsafeGuaranteedRef(body)
+    }
+
     /// Takes up to `count` empty buffers from queue pair `queue`'s pool into `burst` (bounded
     /// by its free space); returns how many. Their `length` is 0: write the frame at `data` and
     /// set it.
     @inlinable
     @discardableResult
     public func allocate(into burst: PacketBurst, count: Int, queue: Int = 0) -> Int {
-        guard let queuePair = pair(queue) else { return 0 }
-        // The control path returns in-flight buffers to the pool when the link drops, from the
-        // link monitor's thread: pool calls wait while it does.
-        queuePair.enterPool()
-        defer { queuePair.leave() }
-        let pool = queuePair.pool
-        let wanted = min(count, burst.space)
-        var taken = 0
-        while taken < wanted, let buffer = pool.take() {
-            burst.append(buffer)
-            taken &+= 1
+        withPair(queue, otherwise: 0) { queuePair in
+            // The control path returns in-flight buffers to the pool when the link drops, from
+            // the link monitor's thread: pool calls wait while it does.
+            queuePair.enterPool()
+            defer { queuePair.leave() }
+            let pool = queuePair.pool
+            let wanted = min(count, burst.space)
+            var taken = 0
+            while taken < wanted, let buffer = pool.take() {
+                burst.append(buffer)
+                taken &+= 1
+            }
+            return taken
         }
-        return taken
     }
 
     /// Transmits the frames of `burst` from the front on queue pair `queue`; returns how many
@@ -253,9 +269,11 @@ public final class VirtioUserDevice: Sendable {
     @inlinable
     @discardableResult
     public func transmit(_ burst: PacketBurst, queue: Int = 0) -> Int {
-        guard let queuePair = pair(queue), queuePair.enter() else { return 0 }
-        defer { queuePair.leave() }
-        return queuePair.tx.transmit(burst)
+        withPair(queue, otherwise: 0) { queuePair in
+            guard queuePair.enter() else { return 0 }
+            defer { queuePair.leave() }
+            return queuePair.tx.transmit(burst)
+        }
     }
 
     /// Appends frames received on queue pair `queue` to `burst` (up to its free space);
@@ -264,9 +282,11 @@ public final class VirtioUserDevice: Sendable {
     @inlinable
     @discardableResult
     public func receive(into burst: PacketBurst, queue: Int = 0) -> Int {
-        guard let queuePair = pair(queue), queuePair.enter() else { return 0 }
-        defer { queuePair.leave() }
-        return queuePair.rx.receive(into: burst)
+        withPair(queue, otherwise: 0) { queuePair in
+            guard queuePair.enter() else { return 0 }
+            defer { queuePair.leave() }
+            return queuePair.rx.receive(into: burst)
+        }
     }
 
     /// Buffers free in queue pair `queue`'s pool now. A data-path call: from the pair's
@@ -282,15 +302,16 @@ public final class VirtioUserDevice: Sendable {
     /// Returns every buffer in `burst` to queue pair `queue`'s pool and empties it.
     @inlinable
     public func release(_ burst: PacketBurst, queue: Int = 0) {
-        guard let queuePair = pair(queue) else { return }
-        queuePair.enterPool()
-        defer { queuePair.leave() }
-        let pool = queuePair.pool
-        var i = 0
-        while i < burst.count {
-            pool.put(slot: burst.storage[i].slot)
-            i &+= 1
+        withPair(queue, otherwise: ()) { queuePair in
+            queuePair.enterPool()
+            defer { queuePair.leave() }
+            let pool = queuePair.pool
+            var i = 0
+            while i < burst.count {
+                pool.put(slot: burst.storage[i].slot)
+                i &+= 1
+            }
+            burst.removeAll()
         }
-        burst.removeAll()
     }
 }

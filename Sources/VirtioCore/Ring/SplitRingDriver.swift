@@ -203,15 +203,25 @@ public final class SplitRingDriver {
     /// ``usedCount()``): the cookie of the buffer's first descriptor and the bytes the device
     /// wrote. Nil, with ``violation`` set, when the entry names a descriptor that does not head
     /// a buffer in flight.
-    @inlinable
+    @inlinable @inline(__always)
     public func peekUsed(ahead: Int = 0) -> (cookie: UInt32, length: UInt32)? {
         let element = cvs_used_ring(memory.used)[(Int(lastUsed) &+ ahead) & mask]
         let id = Int(element.id)
         guard id <= mask, chainLength[id] != 0 else {
-            markViolation("used entry names descriptor \(element.id), which does not head a buffer in flight")
+            markBadUsedEntry(element.id)
             return nil
         }
         return (cookies[id], element.len)
+    }
+
+    /// Takes the next used entry that ``peekUsed(ahead:)`` (with `ahead` 0) just returned,
+    /// without checking it again: its descriptors become free. For single-descriptor buffers
+    /// (receive), whose cookie the peek already gave.
+    @inlinable @inline(__always)
+    public func skipPeekedUsed() {
+        let id = Int(cvs_used_ring(memory.used)[Int(lastUsed) & mask].id)
+        lastUsed &+= 1
+        releaseChain(head: id) { _ in }
     }
 
     /// Takes the next used entry (call at most ``usedCount()`` times): the cookie of the
@@ -222,25 +232,42 @@ public final class SplitRingDriver {
     @inlinable
     public func takeUsed(_ eachTail: (UInt32) -> Void = { _ in }) -> (cookie: UInt32, length: UInt32)? {
         let element = cvs_used_ring(memory.used)[Int(lastUsed) & mask]
-        var id = Int(element.id)
+        let id = Int(element.id)
         guard id <= mask, chainLength[id] != 0 else {
-            markViolation("used entry names descriptor \(element.id), which does not head a buffer in flight")
+            markBadUsedEntry(element.id)
             return nil
         }
         lastUsed &+= 1
         let cookie = cookies[id]
+        releaseChain(head: id, eachTail)
+        return (cookie, element.len)
+    }
+
+    /// Frees the descriptors of the chain headed by `head` (in flight), passing the cookies of
+    /// all but the head to `eachTail`.
+    @inlinable @inline(__always)
+    func releaseChain(head: Int, _ eachTail: (UInt32) -> Void) {
+        var id = head
         var remaining = Int(chainLength[id])
         chainLength[id] = 0
-        while true {
+        cookies[id] = Self.idle
+        freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
+        freeCount &+= 1
+        // The rest of a chain, if any (rare: one descriptor per buffer is the common case).
+        while remaining > 1 {
+            remaining &-= 1
+            id = Int(nextInChain[id])
+            eachTail(cookies[id])
             cookies[id] = Self.idle
             freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
             freeCount &+= 1
-            remaining &-= 1
-            guard remaining > 0 else { break }
-            id = Int(nextInChain[id])
-            eachTail(cookies[id])
         }
-        return (cookie, element.len)
+    }
+
+    /// Kept out of line, so the functions that check used entries stay small enough to inline.
+    @usableFromInline @inline(never)
+    func markBadUsedEntry(_ id: UInt32) {
+        markViolation("used entry names descriptor \(id), which does not head a buffer in flight")
     }
 
     /// Calls `body` with the cookie of every buffer still in flight and marks them free: used

@@ -166,7 +166,8 @@ final class HostileBackendTests: XCTestCase {
             let peer = try HostileBackend(path: path, features: [.version1, .netMergeableRxBuffers], takeover: .rings { session in
                 let heads = session.waitForAvailable(ring: 0, count: 1)
                 session.writeNumBuffers(head: heads[0], value)
-                session.complete(ring: 0, slot: 0, id: UInt32(heads[0]), length: 12 + 60, usedIndex: 1)
+                // A full first buffer: only that can start a frame of several (§5.1.6.4.2).
+                session.complete(ring: 0, slot: 0, id: UInt32(heads[0]), length: 12 + 2048, usedIndex: 1)
             })
             let device = try VirtioUserDevice(configuration: configuration(path))
             try device.start()
