@@ -47,10 +47,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Benchmark helpers (core-to-core latency) for Scripts/bench-vs-dpdk.sh.
+        // Benchmark helpers: core-to-core latency for Scripts/bench-vs-dpdk.sh, interrupt mode.
         .executableTarget(
             name: "virtio-bench",
-            dependencies: ["VirtioCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "VirtioCore", "VirtioUser", "VhostUserBackend",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strict
         ),
         // Counts heap allocations per thread so tests can prove the hot path allocates nothing.

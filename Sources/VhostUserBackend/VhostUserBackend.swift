@@ -261,23 +261,41 @@ final class BackendServer: Sendable {
             }
             idlePolls &+= 1
             if idlePolls >= configuration.idlePollsBeforeSleep {
-                try sleepUntilKicked(connection)
-                idlePolls = 0
+                // Woken by a kick or a message: poll again. Woken by the clock only (it checks
+                // `stopping`): straight back to sleep, so an idle back-end stays asleep.
+                if try sleepUntilKicked(connection) { idlePolls = 0 }
             }
         }
     }
 
     /// Asks the front-end for kicks, re-checks the rings (a frame may have arrived between the
-    /// last poll and the request), then sleeps on the kick fds and the socket.
-    private func sleepUntilKicked(_ connection: BackendConnection) throws(VirtioError) {
+    /// last poll and the request), then sleeps on the kick fds and the socket. Work is a frame
+    /// to take from a transmit ring — with somewhere to put it, in loopback mode: receive
+    /// buffers waiting on their own are not work, and a refill kick wakes us when they were
+    /// what was missing.
+    /// Returns false when it slept its 100 ms without anything happening.
+    private func sleepUntilKicked(_ connection: BackendConnection) throws(VirtioError) -> Bool {
         let rings = connection.vrings.compactMap(\.ring)
         for ring in rings { ring.setNotificationsEnabled(true) }
         defer { for ring in rings { ring.setNotificationsEnabled(false) } }
-        if rings.contains(where: { $0.availableCount() > 0 }) { return }
+        if hasWork(connection) { return true }
         var fds = [connection.channel.socket.raw]
         fds += connection.vrings.compactMap { $0.kick?.descriptor.raw }
-        _ = try Poll.waitAny(fds, milliseconds: 100)
+        let ready = try Poll.waitAny(fds, milliseconds: 100)
         for vring in connection.vrings { vring.kick?.drain() }
+        return !ready.isEmpty
+    }
+
+    private func hasWork(_ connection: BackendConnection) -> Bool {
+        var pair = 0
+        while pair &* 2 &+ 1 < connection.vrings.count {
+            if let tx = connection.vrings[pair &* 2 &+ 1].ring, tx.availableCount() > 0 {
+                if configuration.mode == .sink { return true }
+                if let rx = connection.vrings[pair &* 2].ring, rx.availableCount() > 0 { return true }
+            }
+            pair &+= 1
+        }
+        return false
     }
 }
 

@@ -39,8 +39,9 @@ extension VirtioUserDevice {
     ///
     /// Each element is the same `PacketBurst` (of `capacity` buffers), refilled: use its
     /// frames before asking for the next burst, and transmit or release the ones you keep
-    /// (through pair `queue`); whatever is still in it then goes back to the pool. The
-    /// sequence ends when the device is stopped or the task is cancelled. One iteration at a
+    /// (through pair `queue`); whatever is still in it then goes back to the pool, as it does
+    /// when the iterator is dropped (a loop left early). The sequence ends when the device is
+    /// stopped or the task is cancelled. One iteration at a
     /// time per pair, and not while another thread polls the pair.
     ///
     /// ```swift
@@ -67,14 +68,31 @@ public struct ReceivedBursts: AsyncSequence {
     let capacity: Int
 
     public func makeAsyncIterator() -> Iterator {
-        Iterator(device: device, queue: queue, burst: PacketBurst(capacity: capacity))
+        Iterator(holder: BurstHolder(device: device, queue: queue, burst: PacketBurst(capacity: capacity)))
+    }
+
+    /// Owns the iterator's burst: what is left in it goes back to the pool when the iterator
+    /// is dropped.
+    final class BurstHolder {
+        let device: VirtioUserDevice
+        let queue: Int
+        let burst: PacketBurst
+
+        init(device: VirtioUserDevice, queue: Int, burst: PacketBurst) {
+            self.device = device
+            self.queue = queue
+            self.burst = burst
+        }
+
+        deinit { device.release(burst, queue: queue) }
     }
 
     /// Waits for and returns the next burst.
     public struct Iterator: AsyncIteratorProtocol {
-        let device: VirtioUserDevice
-        let queue: Int
-        let burst: PacketBurst
+        let holder: BurstHolder
+        var device: VirtioUserDevice { holder.device }
+        var queue: Int { holder.queue }
+        var burst: PacketBurst { holder.burst }
 
         public mutating func next(isolation actor: isolated (any Actor)?) async -> PacketBurst? {
             await nextBurst(isolation: actor)

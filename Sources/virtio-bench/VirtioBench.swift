@@ -5,5 +5,5 @@ struct VirtioBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtio-bench",
         abstract: "Helpers for Scripts/bench-vs-dpdk.sh (benchmarks, not tests).",
-        subcommands: [CoreLatency.self])
+        subcommands: [CoreLatency.self, InterruptLatency.self])
 }
