@@ -124,6 +124,7 @@ final class BackendConnection {
             }
             features = requested
             mergeable = requested.contains(.netMergeableRxBuffers)
+            for vring in vrings { vring.usesEventIndex = requested.contains(.ringEventIndex) }
             // Without protocol features a ring is enabled as soon as it starts (vhost-user.rst).
             if !requested.contains(.vhostUserProtocolFeatures) {
                 for vring in vrings { vring.enabled = true }

@@ -14,6 +14,13 @@ final class BackendVring {
     var kick: EventNotifier?
     var call: EventNotifier?
     var enabled = false
+    /// VIRTIO_RING_F_EVENT_IDX negotiated: the ring's notifications use the event indices.
+    var usesEventIndex = false {
+        didSet {
+            ring?.usesEventIndex = usesEventIndex
+            ring?.setNotificationsEnabled(false)
+        }
+    }
     /// The device half, present while the ring is started.
     private(set) var ring: SplitRingDevice?
     /// Scratch space for one chain (as long as the queue), allocated when the ring starts.
@@ -63,6 +70,7 @@ final class BackendVring {
         let device = SplitRingDevice(
             memory: SplitRingMemory(size: size, descriptors: pointers[0], avail: pointers[1], used: pointers[2]),
             baseIndex: base)
+        device.usesEventIndex = usesEventIndex
         // We poll while traffic flows: tell the driver not to kick until we go idle.
         device.setNotificationsEnabled(false)
         ring = device
@@ -90,5 +98,6 @@ final class BackendVring {
         address = nil
         call = nil
         enabled = false
+        usesEventIndex = false
     }
 }

@@ -19,6 +19,10 @@ extension VirtioUserDevice {
         /// (see ``PacketBuffer/segments``). Without it, a back-end drops frames that do not
         /// fit one buffer.
         public var mergeableReceiveBuffers = true
+        /// Negotiate VIRTIO_RING_F_EVENT_IDX (DPDK's virtio-user never does; its vhost
+        /// offers it): notifications are asked for with event indices rather than flags, so in
+        /// interrupt mode the back-end signals once per wait instead of once per burst.
+        public var eventIndex = true
         /// Our MAC address. nil adopts the back-end's when it serves one (VIRTIO_NET_F_MAC with
         /// the CONFIG protocol feature, as our back-end with a MAC does), and otherwise picks a
         /// random locally administered one.

@@ -48,6 +48,7 @@ extension VirtioUserDevice {
         let readsConfig = protocolFeatures.contains(.config)
         if pairs.count == 1 { wanted.remove(.netMultiqueue) }
         if !configuration.mergeableReceiveBuffers { wanted.remove(.netMergeableRxBuffers) }
+        if !configuration.eventIndex { wanted.remove(.ringEventIndex) }
         if configuration.macAddress != nil || !readsConfig { wanted.remove(.netMAC) }
         if configuration.mtu == nil && !readsConfig { wanted.remove(.netMTU) }
         if !readsConfig { wanted.remove(.netStatus) }
@@ -112,7 +113,13 @@ extension VirtioUserDevice {
         }
         let features = offered.intersection(wantedFeatures(protocolFeatures: protocolFeatures))
         try session.setFeatures(features)
-        for pair in pairs { pair.rx.mergeable = features.contains(.netMergeableRxBuffers) }
+        for pair in pairs {
+            pair.rx.mergeable = features.contains(.netMergeableRxBuffers)
+            for ring in [pair.rx.ring, pair.tx.ring] {
+                ring.usesEventIndex = features.contains(.ringEventIndex)
+                ring.setInterruptsEnabled(false)
+            }
+        }
         let usesStatus = protocolFeatures.contains(.status)
         let negotiatedStatus: VirtioDeviceStatus = [.acknowledge, .driver, .featuresOK]
         if usesStatus {

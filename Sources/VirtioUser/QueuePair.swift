@@ -98,9 +98,10 @@ final class QueuePair: @unchecked Sendable {
         return .armed
     }
 
-    /// After the wait: polling again, so no more notifications (and the count is cleared).
+    /// After the wait: polling again, so no more notifications (and the count is cleared,
+    /// counting a wait the notification ended).
     func disarmReceiveNotification() {
-        rxCall.drain()
+        if rxCall.drain() > 0 { QueueCounters.add(rx.counters.wakeups, 1) }
         guard enter() else { return }
         defer { leave() }
         rx.ring.setInterruptsEnabled(false)

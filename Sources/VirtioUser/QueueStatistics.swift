@@ -27,9 +27,13 @@ public struct QueueStatistics: Sendable, Equatable {
     /// Transmit: frames the back-end returned through the used ring (reclaimed lazily, so this
     /// trails `packets` while frames are in flight).
     public var completed: UInt64 = 0
+    /// Receive, interrupt mode: waits that the back-end's call notification ended (the rest
+    /// found frames first or ran out of time).
+    public var wakeups: UInt64 = 0
 
     public init(packets: UInt64 = 0, bytes: UInt64 = 0, drops: UInt64 = 0, errors: UInt64 = 0,
-                kicks: UInt64 = 0, ringFull: UInt64 = 0, noBuffers: UInt64 = 0, completed: UInt64 = 0) {
+                kicks: UInt64 = 0, ringFull: UInt64 = 0, noBuffers: UInt64 = 0, completed: UInt64 = 0,
+                wakeups: UInt64 = 0) {
         self.packets = packets
         self.bytes = bytes
         self.drops = drops
@@ -38,6 +42,7 @@ public struct QueueStatistics: Sendable, Equatable {
         self.ringFull = ringFull
         self.noBuffers = noBuffers
         self.completed = completed
+        self.wakeups = wakeups
     }
 }
 
@@ -47,7 +52,8 @@ extension QueueStatistics {
         QueueStatistics(
             packets: a.packets &+ b.packets, bytes: a.bytes &+ b.bytes, drops: a.drops &+ b.drops,
             errors: a.errors &+ b.errors, kicks: a.kicks &+ b.kicks, ringFull: a.ringFull &+ b.ringFull,
-            noBuffers: a.noBuffers &+ b.noBuffers, completed: a.completed &+ b.completed)
+            noBuffers: a.noBuffers &+ b.noBuffers, completed: a.completed &+ b.completed,
+            wakeups: a.wakeups &+ b.wakeups)
     }
 }
 
@@ -64,6 +70,7 @@ final class QueueCounters: Sendable {
     @usableFromInline let ringFull = Atomic<UInt64>(0)
     @usableFromInline let noBuffers = Atomic<UInt64>(0)
     @usableFromInline let completed = Atomic<UInt64>(0)
+    @usableFromInline let wakeups = Atomic<UInt64>(0)
 
     init() {}
 
@@ -78,6 +85,7 @@ final class QueueCounters: Sendable {
             packets: packets.load(ordering: .relaxed), bytes: bytes.load(ordering: .relaxed),
             drops: drops.load(ordering: .relaxed), errors: errors.load(ordering: .relaxed),
             kicks: kicks.load(ordering: .relaxed), ringFull: ringFull.load(ordering: .relaxed),
-            noBuffers: noBuffers.load(ordering: .relaxed), completed: completed.load(ordering: .relaxed))
+            noBuffers: noBuffers.load(ordering: .relaxed), completed: completed.load(ordering: .relaxed),
+            wakeups: wakeups.load(ordering: .relaxed))
     }
 }

@@ -134,7 +134,7 @@ public final class VirtioUserDevice: Sendable {
     /// (see ``Configuration/macAddress`` and ``Configuration/mtu``).
     public static let supportedFeatures: VirtioFeatures = [
         .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
-        .netMergeableRxBuffers,
+        .netMergeableRxBuffers, .ringEventIndex,
     ]
 
     /// Connects to the back-end — in client mode by connecting (retrying while it is not

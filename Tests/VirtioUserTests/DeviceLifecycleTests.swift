@@ -12,7 +12,7 @@ final class DeviceLifecycleTests: XCTestCase {
         try device.start()
         // MTU and STATUS: our back-end serves both in its config space (CONFIG); MAC it offers
         // only when it has one, MQ we ask for only with more than one pair.
-        XCTAssertEqual(device.negotiatedFeatures, [.version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers])
+        XCTAssertEqual(device.negotiatedFeatures, defaultFeaturesWithOurBackend)
         XCTAssertEqual(device.protocolFeatures, [.multiqueue, .replyAck, .mtu, .config, .status])
         XCTAssertEqual(device.mtu, 1500)
         XCTAssertTrue(device.macAddress.isLocallyAdministered)

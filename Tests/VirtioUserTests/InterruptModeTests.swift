@@ -31,9 +31,21 @@ final class InterruptModeTests: XCTestCase {
     /// wakes it, its call wakes us, and every frame comes back intact. Waiting with nothing in
     /// flight returns 0 at the timeout, asleep rather than spinning.
     func testBlockingReceiveSleepsUntilFramesArriveAndTimesOutWhenIdle() throws {
+        try blockingReceive(eventIndex: true)
+    }
+
+    /// The same with notifications by flags (VIRTIO_RING_F_EVENT_IDX not negotiated).
+    func testBlockingReceiveWithoutEventIndex() throws {
+        try blockingReceive(eventIndex: false)
+    }
+
+    private func blockingReceive(eventIndex: Bool) throws {
         let backend = try startBackend(self) { $0.idlePollsBeforeSleep = 100 }
-        let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
+        var configuration = VirtioUserDevice.Configuration(socketPath: backend.configuration.socketPath)
+        configuration.eventIndex = eventIndex
+        let device = try VirtioUserDevice(configuration: configuration)
         try device.start()
+        XCTAssertEqual(device.negotiatedFeatures.contains(.ringEventIndex), eventIndex)
         let stream = FrameStream(seed: 0x1D1E)
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: 2048, alignment: 8)
         defer { scratch.deallocate() }
@@ -56,6 +68,7 @@ final class InterruptModeTests: XCTestCase {
             }
         }
         XCTAssertEqual(device.statistics.rx.packets, 640)
+        XCTAssertGreaterThan(device.statistics.rx.wakeups, 0, "the back-end's call notification ended waits")
 
         // Idle: nothing in flight. The wait ends at its timeout with nothing, having slept.
         let cpuBefore = threadCPUNanoseconds()

@@ -207,3 +207,9 @@ func mappingCount() -> Int {
     guard let text = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return -1 }
     return text.split(separator: "\n").count
 }
+
+/// What our device negotiates with our back-end by default: MQ only with more than one pair,
+/// MAC only when the back-end has one.
+let defaultFeaturesWithOurBackend: VirtioFeatures = [
+    .version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers, .ringEventIndex,
+]

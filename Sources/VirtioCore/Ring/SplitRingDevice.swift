@@ -36,6 +36,9 @@ public final class SplitRingDevice {
     @exclusivity(unchecked) @usableFromInline var usedShadow: UInt16
     /// Set when the driver broke the protocol; the ring is unusable from then on.
     @exclusivity(unchecked) public private(set) var violation: String?
+    /// VIRTIO_RING_F_EVENT_IDX: notifications follow `avail_event` / `used_event` instead of
+    /// the flags. Set before the ring runs.
+    @exclusivity(unchecked) public var usesEventIndex = false
 
     /// Starts a device view at `baseIndex` (the value of SET_VRING_BASE).
     public init(memory: SplitRingMemory, baseIndex: UInt16 = 0) {
@@ -55,6 +58,11 @@ public final class SplitRingDevice {
     /// the available index, so a kick cannot be missed between the two (§2.7.10).
     public func setNotificationsEnabled(_ enabled: Bool) {
         cvs_store_relaxed_u16(cvs_used_flags(memory.used), enabled ? 0 : UInt16(CVS_VRING_USED_F_NO_NOTIFY))
+        if usesEventIndex {
+            // Kick me when the next entry arrives, or (polling) only about once per 32,768.
+            let event = enabled ? lastAvail : lastAvail &+ 0x7FFF
+            cvs_store_relaxed_u16(cvs_used_avail_event(memory.used, UInt32(memory.size)), event)
+        }
         cvs_fence_seq_cst()
     }
 
@@ -144,10 +152,15 @@ public final class SplitRingDevice {
     @inlinable
     public func publishUsed() -> Bool {
         let usedIdx = cvs_used_idx(memory.used)
-        if cvs_load_relaxed_u16(usedIdx) == usedShadow { return false }
+        let old = cvs_load_relaxed_u16(usedIdx)
+        if old == usedShadow { return false }
         // Release: the entries become visible before the index that covers them (§2.7.14).
         cvs_store_release_u16(usedIdx, usedShadow)
         cvs_fence_seq_cst()
+        if usesEventIndex {
+            let event = cvs_load_relaxed_u16(cvs_avail_used_event(memory.avail, UInt32(mask &+ 1)))
+            return RingEvent.needed(event: event, new: usedShadow, old: old)
+        }
         return cvs_load_relaxed_u16(cvs_avail_flags(memory.avail)) & UInt16(CVS_VRING_AVAIL_F_NO_INTERRUPT) == 0
     }
 

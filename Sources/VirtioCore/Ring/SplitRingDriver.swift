@@ -40,6 +40,12 @@ public final class SplitRingDriver {
     @exclusivity(unchecked) @usableFromInline var violationText: String?
     /// The index both sides started from at the last reset (what SET_VRING_BASE announces).
     public private(set) var startIndex: UInt16 = 0
+    /// VIRTIO_RING_F_EVENT_IDX: notifications follow `used_event` / `avail_event` instead of
+    /// the flags. Set by the control path before the ring runs.
+    @exclusivity(unchecked) public var usesEventIndex = false
+    /// How far ahead `used_event` is set when we poll: the device then signals about once
+    /// per 32,768 buffers instead of never, which costs nothing measurable.
+    @usableFromInline static let quietDistance: UInt16 = 0x7FFF
 
     @usableFromInline static let idle = UInt32.max
 
@@ -65,6 +71,7 @@ public final class SplitRingDriver {
     /// the shared ring and starts both indices at `startIndex`. For a fresh session.
     public func reset(startIndex: UInt16 = 0) {
         self.startIndex = startIndex
+        usesEventIndex = false
         publishedAvail = startIndex
         availShadow = startIndex
         lastUsed = startIndex
@@ -99,9 +106,16 @@ public final class SplitRingDriver {
     /// The available index as published (the value to report as the ring's base).
     public var availIndex: UInt16 { availShadow }
 
-    /// Tells the device whether we want interrupts (call notifications) for used buffers.
+    /// Tells the device whether we want interrupts (call notifications) for used buffers:
+    /// with EVENT_IDX by moving `used_event` to the next entry (or far ahead), otherwise with
+    /// VRING_AVAIL_F_NO_INTERRUPT. The fence orders this before the caller's next look at the
+    /// used index (§2.7.7.2).
     public func setInterruptsEnabled(_ enabled: Bool) {
         cvs_store_relaxed_u16(cvs_avail_flags(memory.avail), enabled ? 0 : UInt16(CVS_VRING_AVAIL_F_NO_INTERRUPT))
+        if usesEventIndex {
+            let event = enabled ? lastUsed : lastUsed &+ Self.quietDistance
+            cvs_store_relaxed_u16(cvs_avail_used_event(memory.avail, UInt32(memory.size)), event)
+        }
         cvs_fence_seq_cst()
     }
 
@@ -174,11 +188,16 @@ public final class SplitRingDriver {
     public func publish() -> Bool {
         let availIdx = cvs_avail_idx(memory.avail)
         if cvs_load_relaxed_u16(availIdx) == availShadow { return false }
+        let old = publishedAvail
         // Release: descriptors and ring entries become visible before the new index (§2.7.13).
         cvs_store_release_u16(availIdx, availShadow)
         publishedAvail = availShadow
-        // The flag read must not move before the index store (§2.7.7): a full fence.
+        // The flag or event read must not move before the index store (§2.7.7): a full fence.
         cvs_fence_seq_cst()
+        if usesEventIndex {
+            let event = cvs_load_relaxed_u16(cvs_used_avail_event(memory.used, UInt32(mask &+ 1)))
+            return RingEvent.needed(event: event, new: availShadow, old: old)
+        }
         return cvs_load_relaxed_u16(cvs_used_flags(memory.used)) & UInt16(CVS_VRING_USED_F_NO_NOTIFY) == 0
     }
 

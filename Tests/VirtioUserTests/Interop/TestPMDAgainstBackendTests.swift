@@ -101,6 +101,6 @@ final class TestPMDAgainstBackendTests: XCTestCase {
         device.stop()
         XCTAssertTrue(waitUntil { backend.negotiations.count == 1 })
         XCTAssertEqual(backend.negotiations.first?.protocolFeatures, [.multiqueue, .replyAck, .mtu, .config, .status])
-        XCTAssertEqual(backend.negotiations.first?.features, [.version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers])
+        XCTAssertEqual(backend.negotiations.first?.features, defaultFeaturesWithOurBackend)
     }
 }
