@@ -19,6 +19,10 @@ final class BackendConnection {
     private(set) var features: VirtioFeatures = []
     /// VIRTIO_NET_F_MRG_RXBUF negotiated: a frame may fill several receive chains.
     private(set) var mergeable = false
+    /// VIRTIO_RING_F_INDIRECT_DESC negotiated: a chain may be an indirect table.
+    private(set) var acceptsIndirect = false
+    /// Indirect tables read in the current burst (added to the counters once per burst).
+    var indirectTablesRead = 0
     private(set) var protocolFeatures: VhostUserProtocolFeatures = []
     private(set) var status: UInt8 = 0
     /// What GET_CONFIG serves: MAC, link status, pairs and MTU (NET_SET_MTU changes the MTU).
@@ -106,6 +110,14 @@ final class BackendConnection {
         return vrings[Int(index)]
     }
 
+    /// Puts agreed features into force: the data path's modes and the rings' notifications.
+    func apply(_ requested: VirtioFeatures) {
+        features = requested
+        mergeable = requested.contains(.netMergeableRxBuffers)
+        acceptsIndirect = requested.contains(.ringIndirectDescriptors)
+        for vring in vrings { vring.usesEventIndex = requested.contains(.ringEventIndex) }
+    }
+
     private func handle(_ message: VhostUserMessage, descriptors: [OwnedDescriptor]) throws(VirtioError) {
         switch message {
         case .setOwner:
@@ -115,6 +127,7 @@ final class BackendConnection {
             memory.clear()
             features = []
             mergeable = false
+            acceptsIndirect = false
             status = 0
         case .getFeatures:
             try replyU64(.getFeatures, offeredFeatures.rawValue)
@@ -122,9 +135,7 @@ final class BackendConnection {
             guard offeredFeatures.isSuperset(of: requested) else {
                 throw VirtioError(.protocolViolation, "SET_FEATURES asks for \(requested), beyond what was offered (\(offeredFeatures)).")
             }
-            features = requested
-            mergeable = requested.contains(.netMergeableRxBuffers)
-            for vring in vrings { vring.usesEventIndex = requested.contains(.ringEventIndex) }
+            apply(requested)
             // Without protocol features a ring is enabled as soon as it starts (vhost-user.rst).
             if !requested.contains(.vhostUserProtocolFeatures) {
                 for vring in vrings { vring.enabled = true }

@@ -16,6 +16,8 @@ public struct BackendStatistics: Sendable, Equatable {
     public var protocolErrors: UInt64 = 0
     /// The reason the last connection ended with an error, if any.
     public var lastError: String?
+    /// Indirect descriptor tables followed (VIRTIO_RING_F_INDIRECT_DESC).
+    public var indirectTables: UInt64 = 0
     /// Frames taken from each queue pair's transmit ring, by pair number (as many entries as
     /// the back-end serves pairs).
     public var framesReceivedByQueuePair: [UInt64] = []
@@ -37,6 +39,7 @@ final class BackendCounters: Sendable {
     let drops = Atomic<UInt64>(0)
     let connections = Atomic<UInt64>(0)
     let protocolErrors = Atomic<UInt64>(0)
+    let indirectTables = Atomic<UInt64>(0)
     let lastError = Locked<String?>(nil)
 
     init(queuePairs: Int) {
@@ -58,6 +61,7 @@ final class BackendCounters: Sendable {
             connections: connections.load(ordering: .relaxed),
             protocolErrors: protocolErrors.load(ordering: .relaxed),
             lastError: lastError.withLock { $0 },
+            indirectTables: indirectTables.load(ordering: .relaxed),
             framesReceivedByQueuePair: pairs.map { $0.framesReceived.load(ordering: .relaxed) },
             framesSentByQueuePair: pairs.map { $0.framesSent.load(ordering: .relaxed) })
     }

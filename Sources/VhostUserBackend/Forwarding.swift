@@ -28,6 +28,10 @@ extension BackendConnection {
             }
             pair &+= 1
         }
+        if indirectTablesRead != 0 {
+            BackendCounters.add(counters.indirectTables, indirectTablesRead)
+            indirectTablesRead = 0
+        }
         // One load per burst: did any guarded mapping in the process fault since we looked?
         let faults = cvs_guard_total_faults()
         if faults != guardFaultsSeen {
@@ -70,7 +74,7 @@ extension BackendConnection {
         var done = 0
         while done < count {
             guard let head = tx.takeAvailable(),
-                  let n = tx.readChain(head: head, into: txSegments, capacity: tx.size) else { break }
+                  let n = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
             let length = try frameLength(txSegments, n)
             if let frameObserver { frameObserver(try digest(txSegments, n), length) }
             bytes &+= length
@@ -106,7 +110,7 @@ extension BackendConnection {
         var done = 0
         while done < count, rxAvailable > 0 {
             guard let head = tx.peekAvailable(),
-                  let txCount = tx.readChain(head: head, into: txSegments, capacity: tx.size) else { break }
+                  let txCount = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
             let length = try frameLength(txSegments, txCount)
             let total = VirtioNetHeader.size + length
             guard let (chains, capacity) = try gatherReceiveChains(rx, available: rxAvailable, needed: total) else { break }
@@ -137,6 +141,18 @@ extension BackendConnection {
         return done
     }
 
+    /// Reads a chain, following an indirect table when VIRTIO_RING_F_INDIRECT_DESC was
+    /// negotiated (the table must lie inside the shared memory).
+    @inline(__always)
+    private func readChain(_ ring: SplitRingDevice, head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+        guard acceptsIndirect else { return ring.readChain(head: head, into: segments, capacity: capacity) }
+        let memory = self.memory
+        return ring.readChain(head: head, into: segments, capacity: capacity) { address, length in
+            self.indirectTablesRead &+= 1
+            return memory.translate(guestPhysical: address, length: UInt64(length))
+        }
+    }
+
     /// Frame bytes in a transmit chain: all readable bytes minus the virtio-net header.
     private func frameLength(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> Int {
         var total: UInt64 = 0
@@ -162,7 +178,7 @@ extension BackendConnection {
         var capacity = 0
         while capacity < needed, chains < available {
             guard let head = rx.ring.peekAvailable(ahead: chains),
-                  let n = rx.ring.readChain(head: head, into: rx.segments + segmentCount, capacity: rx.ring.size &- segmentCount) else { return nil }
+                  let n = readChain(rx.ring, head: head, into: rx.segments + segmentCount, capacity: rx.ring.size &- segmentCount) else { return nil }
             var chainCapacity = 0
             for i in segmentCount..<(segmentCount &+ n) {
                 guard rx.segments[i].deviceWritable else {

@@ -13,7 +13,8 @@ import VirtioCore
 /// front-end. Both rings (size 8) are packed into its first 512 bytes — receive ring at 0,
 /// transmit ring at 256: descriptors, then available ring at +128, used ring at +160 — and
 /// "guest physical" addresses start at 0, so short inputs with small numbers reach the chain
-/// walk and the copies.
+/// walk and the copies. Byte 512 chooses the negotiated features: bit 0 indirect
+/// descriptors, bit 1 mergeable receive buffers, bit 2 event indices.
 @_spi(Fuzzing)
 public final class ForwardingFuzzHarness {
     /// Bytes of front-end memory; inputs longer than this are cut.
@@ -60,6 +61,12 @@ public final class ForwardingFuzzHarness {
         let length = min(input.count, Self.memorySize)
         mapping.initializeMemory(as: UInt8.self, repeating: 0, count: Self.memorySize)
         if length > 0, let source = input.baseAddress { mapping.copyMemory(from: source, byteCount: length) }
+        let choice = length > 512 ? mapping.load(fromByteOffset: 512, as: UInt8.self) : 0
+        var features: VirtioFeatures = .version1
+        if choice & 1 != 0 { features.insert(.ringIndirectDescriptors) }
+        if choice & 2 != 0 { features.insert(.netMergeableRxBuffers) }
+        if choice & 4 != 0 { features.insert(.ringEventIndex) }
+        connection.apply(features)
         var handled = 0
         do throws(VirtioError) {
             for vring in connection.vrings {

@@ -39,7 +39,7 @@ public final class VhostUserBackend: Sendable {
         /// Features offered to front-ends. MAC is offered only when ``macAddress`` is set.
         public var offeredFeatures: VirtioFeatures = [
             .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
-            .netMergeableRxBuffers, .ringEventIndex,
+            .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors,
         ]
         /// The MAC address served in the config space (VIRTIO_NET_F_MAC), which a front-end
         /// without a MAC of its own adopts; nil offers none.

@@ -109,9 +109,18 @@ public final class SplitRingDevice {
 
     /// Reads the chain starting at `head` into `segments` (at most `capacity`). Returns the
     /// number of segments, or nil with ``violation`` set when a link leaves the table, the chain
-    /// is longer than the queue or `capacity`, or a descriptor is indirect (not negotiated).
+    /// is longer than the queue or `capacity`, or a descriptor is indirect while `indirect` is
+    /// nil (not negotiated).
+    ///
+    /// With VIRTIO_RING_F_INDIRECT_DESC, `indirect` maps a table's driver address and byte
+    /// length to local memory (nil when it is not all inside shared memory). A head that is
+    /// indirect (VRING_DESC_F_INDIRECT, alone) names a table of up to the queue size
+    /// descriptors, read with the same checks; a table may not nest another.
     @inlinable
-    public func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+    public func readChain(
+        head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
+        indirect: ((_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?)? = nil
+    ) -> Int? {
         var index = Int(head)
         var count = 0
         while true {
@@ -119,8 +128,16 @@ public final class SplitRingDevice {
             // check and use below refers to this snapshot, never to shared memory again.
             let descriptor = memory.descriptors[index]
             if descriptor.flags & UInt16(CVS_VRING_DESC_F_INDIRECT) != 0 {
-                markViolation("descriptor \(index) is indirect, which was not negotiated")
-                return nil
+                guard let indirect else {
+                    markViolation("descriptor \(index) is indirect, which was not negotiated")
+                    return nil
+                }
+                // Only a chain's only descriptor may be indirect (§2.7.5.3.1).
+                guard count == 0, descriptor.flags & UInt16(CVS_VRING_DESC_F_NEXT) == 0 else {
+                    markViolation("descriptor \(index) is indirect inside a chain")
+                    return nil
+                }
+                return readIndirect(descriptor, head: head, into: segments, capacity: capacity, indirect)
             }
             guard count < capacity, count <= mask else {
                 markViolation("chain from head \(head) is longer than \(min(capacity, mask + 1)) descriptors (a loop?)")
@@ -134,6 +151,48 @@ public final class SplitRingDevice {
             index = Int(descriptor.next)
             guard index <= mask else {
                 markViolation("descriptor links to \(descriptor.next) on a queue of \(mask + 1)")
+                return nil
+            }
+        }
+    }
+
+    /// Reads an indirect table (see ``readChain(head:into:capacity:indirect:)``).
+    @usableFromInline
+    func readIndirect(
+        _ table: cvs_vring_desc, head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
+        _ indirect: (UInt64, Int) -> UnsafeMutableRawPointer?
+    ) -> Int? {
+        let entrySize = MemoryLayout<cvs_vring_desc>.stride
+        let entries = Int(table.len) / entrySize
+        guard Int(table.len) % entrySize == 0, entries >= 1, entries <= mask &+ 1 else {
+            markViolation("indirect table of \(table.len) bytes at head \(head): a multiple of 16 bytes, 1…\(mask + 1) entries, is required")
+            return nil
+        }
+        guard let base = indirect(table.addr, Int(table.len)) else {
+            markViolation("indirect table at 0x\(String(table.addr, radix: 16)) (\(table.len) bytes) is not inside the shared memory")
+            return nil
+        }
+        var index = 0
+        var count = 0
+        while true {
+            // A snapshot, as for the ring's own table; the table need not be aligned.
+            let descriptor = base.loadUnaligned(fromByteOffset: index &* entrySize, as: cvs_vring_desc.self)
+            guard descriptor.flags & UInt16(CVS_VRING_DESC_F_INDIRECT) == 0 else {
+                markViolation("indirect table at head \(head) nests another indirect table")
+                return nil
+            }
+            guard count < capacity, count < entries else {
+                markViolation("indirect chain at head \(head) is longer than \(min(capacity, entries)) descriptors (a loop?)")
+                return nil
+            }
+            segments[count] = ChainSegment(
+                address: descriptor.addr, length: descriptor.len,
+                deviceWritable: descriptor.flags & UInt16(CVS_VRING_DESC_F_WRITE) != 0)
+            count &+= 1
+            guard descriptor.flags & UInt16(CVS_VRING_DESC_F_NEXT) != 0 else { return count }
+            index = Int(descriptor.next)
+            guard index < entries else {
+                markViolation("indirect descriptor links to \(descriptor.next) in a table of \(entries)")
                 return nil
             }
         }

@@ -28,6 +28,39 @@ final class ForwardingFuzzHarnessTests: XCTestCase {
         XCTAssertEqual(input().withUnsafeBytes { harness.run($0) }, 1)
     }
 
+    /// The transmit frame as an indirect table of two descriptors (header, then frame): read
+    /// when indirect descriptors are negotiated (byte 512, bit 0), a violation when not.
+    func testIndirectTableIsFollowedOnlyWhenNegotiated() throws {
+        let harness = try ForwardingFuzzHarness()
+        var bytes = input()
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(offset..<offset + $0.count, with: $0) }
+        }
+        // Transmit descriptor 0: an indirect table of 32 bytes at 6144.
+        put(UInt64(6144), at: 256); put(UInt32(32), at: 256 + 8); put(UInt16(4), at: 256 + 12)
+        // Table: 12-byte header at 4096, next 1; 60 frame bytes at 4108.
+        put(UInt64(4096), at: 6144); put(UInt32(12), at: 6144 + 8); put(UInt16(1), at: 6144 + 12); put(UInt16(1), at: 6144 + 14)
+        put(UInt64(4108), at: 6160); put(UInt32(60), at: 6160 + 8)
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 0, "not negotiated: a violation")
+        bytes[512] = 1
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 1, "negotiated: the frame is forwarded")
+        // A table that nests another indirect table.
+        put(UInt16(4 | 1), at: 6144 + 12)
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 0)
+        // A table whose length is not a multiple of 16.
+        put(UInt16(1), at: 6144 + 12)
+        put(UInt32(24), at: 256 + 8)
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 0)
+        // A table outside the memory.
+        put(UInt32(32), at: 256 + 8)
+        put(UInt64(1 << 40), at: 256)
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 0)
+        // Mergeable buffers (bit 1): still one frame into one buffer.
+        var plain = input()
+        plain[512] = 2 | 4
+        XCTAssertEqual(plain.withUnsafeBytes { harness.run($0) }, 1)
+    }
+
     func testMalformedInputsEndQuietly() throws {
         let harness = try ForwardingFuzzHarness()
         XCTAssertEqual(input(txLength: 4).withUnsafeBytes { harness.run($0) }, 0)       // shorter than the header
