@@ -23,6 +23,9 @@ extension VirtioUserDevice {
         /// offers it): notifications are asked for with event indices rather than flags, so in
         /// interrupt mode the back-end signals once per wait instead of once per burst.
         public var eventIndex = true
+        /// Negotiate VIRTIO_RING_F_INDIRECT_DESC: a transmitted frame of 2…8 buffers takes
+        /// one ring descriptor pointing at a table in shared memory instead of a chain.
+        public var indirectDescriptors = true
         /// Our MAC address. nil adopts the back-end's when it serves one (VIRTIO_NET_F_MAC with
         /// the CONFIG protocol feature, as our back-end with a MAC does), and otherwise picks a
         /// random locally administered one.
@@ -131,18 +134,26 @@ extension VirtioUserDevice {
 }
 
 /// Where rings and buffers sit in the one shared region: every ring first (receive and
-/// transmit of pair 0, then pair 1, …), each on its own page, then the pools back to back.
+/// transmit of pair 0, then pair 1, …), each on its own page, then each transmit ring's
+/// indirect tables, then the pools back to back.
 struct DeviceMemoryLayout {
     let ringBytes: Int
+    let indirectBytes: Int
+    let indirectOffset: Int
     let poolOffset: Int
     let totalBytes: Int
 
     init(queueSize: Int, poolSize: Int, queuePairs: Int) {
         ringBytes = SharedMemoryRegion.roundUp(SplitRingMemory.bytesNeeded(size: queueSize), to: 4096)
-        poolOffset = 2 * queuePairs * ringBytes
+        indirectBytes = SharedMemoryRegion.roundUp(SplitRingDriver.indirectBytesNeeded(size: queueSize), to: 4096)
+        indirectOffset = 2 * queuePairs * ringBytes
+        poolOffset = indirectOffset + queuePairs * indirectBytes
         totalBytes = poolOffset + PacketPool.bytesNeeded(count: poolSize * queuePairs)
     }
 
     /// Where virtio ring `index` (2 × pair, + 1 for transmit) starts.
     func ringOffset(_ index: Int) -> Int { index * ringBytes }
+
+    /// Where pair `pair`'s transmit ring keeps its indirect tables.
+    func indirectTablesOffset(pair: Int) -> Int { indirectOffset + pair * indirectBytes }
 }

@@ -49,6 +49,7 @@ extension VirtioUserDevice {
         if pairs.count == 1 { wanted.remove(.netMultiqueue) }
         if !configuration.mergeableReceiveBuffers { wanted.remove(.netMergeableRxBuffers) }
         if !configuration.eventIndex { wanted.remove(.ringEventIndex) }
+        if !configuration.indirectDescriptors { wanted.remove(.ringIndirectDescriptors) }
         if configuration.macAddress != nil || !readsConfig { wanted.remove(.netMAC) }
         if configuration.mtu == nil && !readsConfig { wanted.remove(.netMTU) }
         if !readsConfig { wanted.remove(.netStatus) }
@@ -115,6 +116,7 @@ extension VirtioUserDevice {
         try session.setFeatures(features)
         for pair in pairs {
             pair.rx.mergeable = features.contains(.netMergeableRxBuffers)
+            pair.tx.ring.usesIndirect = features.contains(.ringIndirectDescriptors)
             for ring in [pair.rx.ring, pair.tx.ring] {
                 ring.usesEventIndex = features.contains(.ringEventIndex)
                 ring.setInterruptsEnabled(false)

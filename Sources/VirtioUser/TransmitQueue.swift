@@ -2,7 +2,8 @@ import CVirtioShim
 import VirtioCore
 
 /// The driver side of a transmit virtqueue: frames go out in bursts, completions are reclaimed
-/// lazily (only when descriptors run short), and the device is kicked only when it asked.
+/// lazily (only when descriptors or pool buffers run short), and the device is kicked only
+/// when it asked.
 /// A frame of several buffers goes out as one descriptor chain.
 @usableFromInline
 final class TransmitQueue {
@@ -37,7 +38,10 @@ final class TransmitQueue {
     @inlinable
     func transmit(_ burst: PacketBurst) -> Int {
         let wanted = burst.count
-        if ring.freeDescriptors < wanted { reclaim() }
+        // Reclaim when descriptors run short, or buffers: with indirect tables a frame of five
+        // buffers takes one descriptor, so the pool (which receive refills from) can run dry
+        // long before the ring does.
+        if ring.freeDescriptors < wanted || pool.available < pool.count >> 2 { reclaim() }
         var sent = 0
         var bytes = 0
         var dropped = 0

@@ -91,6 +91,8 @@ public final class VirtioUserDevice: Sendable {
                 base: memory.base + layout.poolOffset, firstSlot: UInt32(index * poolSize), count: poolSize)
             let rxRing = SplitRingDriver(memory: .place(at: memory.base + layout.ringOffset(2 * index), size: configuration.queueSize))
             let txRing = SplitRingDriver(memory: .place(at: memory.base + layout.ringOffset(2 * index + 1), size: configuration.queueSize))
+            let tables = memory.base + layout.indirectTablesOffset(pair: index)
+            txRing.attachIndirectTables(at: tables, address: UInt64(UInt(bitPattern: tables)))
             pairs.append(QueuePair(
                 index: index,
                 rx: ReceiveQueue(ring: rxRing, pool: pool, kick: try EventNotifier(), refillThreshold: configuration.burstSize),
@@ -134,7 +136,7 @@ public final class VirtioUserDevice: Sendable {
     /// (see ``Configuration/macAddress`` and ``Configuration/mtu``).
     public static let supportedFeatures: VirtioFeatures = [
         .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
-        .netMergeableRxBuffers, .ringEventIndex,
+        .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors,
     ]
 
     /// Connects to the back-end — in client mode by connecting (retrying while it is not

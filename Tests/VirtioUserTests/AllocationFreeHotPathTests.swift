@@ -8,6 +8,16 @@ final class AllocationFreeHotPathTests: XCTestCase {
     /// Device transmit and receive (on this thread) and the back-end's forwarding loop (on its
     /// serving thread) allocate nothing per burst once traffic is flowing.
     func testDeviceBurstsAndBackendForwardingAllocateNothing() throws {
+        try countAllocations(segments: 1)
+    }
+
+    /// The same with 6,000-byte frames in three buffers each: indirect tables on transmit,
+    /// mergeable buffers on receive, their reassembly counted.
+    func testChainedFramesAllocateNothingEither() throws {
+        try countAllocations(segments: 3)
+    }
+
+    private func countAllocations(segments: Int) throws {
         try skipUnderSanitizers()
         let backend = try startBackend(self) { configuration in
             configuration.onServingThreadStart = { allocation_counter_watch_this_thread() }
@@ -18,11 +28,13 @@ final class AllocationFreeHotPathTests: XCTestCase {
         let rx = PacketBurst(capacity: 32)
 
         func cycle() -> Int {
-            let added = device.allocate(into: tx, count: tx.space)
+            // Whole frames only: `segments` buffers each.
+            let added = device.allocate(into: tx, count: (tx.space / segments) * segments)
             var i = tx.count - added
             while i < tx.count {
                 var packet = tx[i]
-                packet.length = 64
+                packet.length = segments == 1 ? 64 : 2000
+                packet.segments = segments == 1 ? 1 : ((i - (tx.count - added)) % segments == 0 ? UInt16(segments) : 0)
                 tx[i] = packet
                 i += 1
             }

@@ -7,10 +7,22 @@ import XCTest
 final class JumboFrameTests: XCTestCase {
     /// 20,000 frames of random sizes 60…9,216 go out as chains and come back merged, byte for
     /// byte, with balanced counters and every buffer back in the pool.
+    func testJumboFramesGoOutInIndirectTablesAndComeBackMergedIntact() throws {
+        try jumboFrames(indirect: true)
+    }
+
+    /// The same with plain descriptor chains (indirect descriptors not negotiated).
     func testJumboFramesGoOutChainedAndComeBackMergedIntact() throws {
+        try jumboFrames(indirect: false)
+    }
+
+    private func jumboFrames(indirect: Bool) throws {
         let backend = try startBackend(self, mode: .loopback)
-        let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
+        var configuration = VirtioUserDevice.Configuration(socketPath: backend.configuration.socketPath)
+        configuration.indirectDescriptors = indirect
+        let device = try VirtioUserDevice(configuration: configuration)
         try device.start()
+        XCTAssertEqual(device.negotiatedFeatures.contains(.ringIndirectDescriptors), indirect)
         XCTAssertTrue(device.negotiatedFeatures.contains(.netMergeableRxBuffers), "\(device.negotiatedFeatures)")
         let total: UInt64 = 20_000
         let stream = FrameStream(seed: 0x9216, minimumLength: 60, maximumLength: 9216)
@@ -28,6 +40,11 @@ final class JumboFrameTests: XCTestCase {
         XCTAssertEqual(device.invalidReleases(), 0)
         XCTAssertEqual(backend.statistics.drops, 0)
         XCTAssertEqual(backend.statistics.framesSent, total)
+        if indirect {
+            XCTAssertGreaterThan(backend.statistics.indirectTables, 0, "frames of 2…8 buffers went as indirect tables")
+        } else {
+            XCTAssertEqual(backend.statistics.indirectTables, 0)
+        }
     }
 
     /// Without mergeable buffers (DPDK's mrg_rxbuf=0), a frame longer than one receive buffer

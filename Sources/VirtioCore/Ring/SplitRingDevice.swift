@@ -117,9 +117,24 @@ public final class SplitRingDevice {
     /// indirect (VRING_DESC_F_INDIRECT, alone) names a table of up to the queue size
     /// descriptors, read with the same checks; a table may not nest another.
     @inlinable
+    public func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+        readChain(head: head, into: segments, capacity: capacity, allowsIndirect: false) { _, _ in nil }
+    }
+
+    /// ``readChain(head:into:capacity:)`` with indirect tables allowed, `indirect` mapping a
+    /// table. (Not an optional closure: that would escape, and allocate per call.)
+    @inlinable
     public func readChain(
         head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
-        indirect: ((_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?)? = nil
+        indirect: (_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?
+    ) -> Int? {
+        readChain(head: head, into: segments, capacity: capacity, allowsIndirect: true, indirect)
+    }
+
+    @inlinable
+    func readChain(
+        head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
+        allowsIndirect: Bool, _ indirect: (UInt64, Int) -> UnsafeMutableRawPointer?
     ) -> Int? {
         var index = Int(head)
         var count = 0
@@ -128,7 +143,7 @@ public final class SplitRingDevice {
             // check and use below refers to this snapshot, never to shared memory again.
             let descriptor = memory.descriptors[index]
             if descriptor.flags & UInt16(CVS_VRING_DESC_F_INDIRECT) != 0 {
-                guard let indirect else {
+                guard allowsIndirect else {
                     markViolation("descriptor \(index) is indirect, which was not negotiated")
                     return nil
                 }

@@ -43,6 +43,31 @@ public final class SplitRingDriver {
     /// VIRTIO_RING_F_EVENT_IDX: notifications follow `used_event` / `avail_event` instead of
     /// the flags. Set by the control path before the ring runs.
     @exclusivity(unchecked) public var usesEventIndex = false
+    /// Indirect tables (VIRTIO_RING_F_INDIRECT_DESC): one table of ``indirectEntries``
+    /// descriptors per ring descriptor, in memory the device can read; nil without them.
+    @usableFromInline var indirectTables: UnsafeMutablePointer<cvs_vring_desc>?
+    /// The device's address of the first table.
+    @usableFromInline var indirectTablesAddress: UInt64 = 0
+    /// Descriptors per indirect table.
+    public static let indirectEntries = 8
+    /// For each descriptor id heading an indirect table in flight: its entries' cookies, and
+    /// how many there are (0 otherwise).
+    @usableFromInline let indirectCookies: UnsafeMutablePointer<UInt32>
+    @usableFromInline let indirectCount: UnsafeMutablePointer<UInt8>
+    /// Indirect descriptors negotiated: ``addChain(count:deviceWritable:_:)`` uses a table
+    /// when the buffer fits one. Set by the control path before the ring runs.
+    @exclusivity(unchecked) public var usesIndirect = false
+
+    /// Bytes of indirect tables a ring of `size` needs.
+    public static func indirectBytesNeeded(size: Int) -> Int { size * indirectEntries * MemoryLayout<cvs_vring_desc>.stride }
+
+    /// Gives the ring memory for its indirect tables (``indirectBytesNeeded(size:)`` bytes at
+    /// `pointer`, which the device sees at `address`).
+    public func attachIndirectTables(at pointer: UnsafeMutableRawPointer, address: UInt64) {
+        indirectTables = pointer.bindMemory(to: cvs_vring_desc.self, capacity: memory.size * Self.indirectEntries)
+        indirectTablesAddress = address
+    }
+
     /// How far ahead `used_event` is set when we poll: the device then signals about once
     /// per 32,768 buffers instead of never, which costs nothing measurable.
     @usableFromInline static let quietDistance: UInt16 = 0x7FFF
@@ -60,6 +85,9 @@ public final class SplitRingDriver {
         cookies = .allocate(capacity: memory.size)
         chainLength = .allocate(capacity: memory.size)
         nextInChain = .allocate(capacity: memory.size)
+        indirectCookies = .allocate(capacity: memory.size * Self.indirectEntries)
+        indirectCount = .allocate(capacity: memory.size)
+        indirectCount.initialize(repeating: 0, count: memory.size)
         freeCount = 0
         cookies.initialize(repeating: Self.idle, count: memory.size)
         chainLength.initialize(repeating: 0, count: memory.size)
@@ -80,7 +108,9 @@ public final class SplitRingDriver {
             freeStack[i] = UInt16(truncatingIfNeeded: memory.size - 1 - i)
             cookies[i] = Self.idle
             chainLength[i] = 0
+            indirectCount[i] = 0
         }
+        usesIndirect = false
         violationFlag.store(false, ordering: .relaxed)
         violationText = nil
         memory.descriptors.initialize(repeating: cvs_vring_desc(), count: memory.size)
@@ -95,6 +125,8 @@ public final class SplitRingDriver {
         cookies.deallocate()
         chainLength.deallocate()
         nextInChain.deallocate()
+        indirectCookies.deallocate()
+        indirectCount.deallocate()
     }
 
     /// The queue size.
@@ -153,6 +185,9 @@ public final class SplitRingDriver {
         count: Int, deviceWritable: Bool,
         _ segment: (Int) -> (address: UInt64, length: UInt32, cookie: UInt32)
     ) -> Bool {
+        if usesIndirect, count > 1, count <= Self.indirectEntries, let tables = indirectTables {
+            return addIndirect(count: count, flags: deviceWritable ? UInt16(CVS_VRING_DESC_F_WRITE) : 0, tables: tables, segment)
+        }
         guard count >= 1, count <= Int(UInt16.max), freeCount >= count else { return false }
         let flags = deviceWritable ? UInt16(CVS_VRING_DESC_F_WRITE) : 0
         var head = 0
@@ -178,6 +213,39 @@ public final class SplitRingDriver {
         }
         chainLength[head] = UInt16(truncatingIfNeeded: count)
         cvs_avail_ring(memory.avail)[Int(availShadow) & mask] = UInt16(truncatingIfNeeded: head)
+        availShadow &+= 1
+        return true
+    }
+
+    /// One ring descriptor pointing at this descriptor's own indirect table, filled with the
+    /// buffer's `count` parts.
+    @inlinable
+    func addIndirect(
+        count: Int, flags: UInt16, tables: UnsafeMutablePointer<cvs_vring_desc>,
+        _ segment: (Int) -> (address: UInt64, length: UInt32, cookie: UInt32)
+    ) -> Bool {
+        guard freeCount > 0 else { return false }
+        freeCount &-= 1
+        let id = Int(freeStack[freeCount])
+        let table = tables + id &* Self.indirectEntries
+        var i = 0
+        while i < count {
+            let part = segment(i)
+            let last = i &+ 1 == count
+            table[i] = cvs_vring_desc(
+                addr: part.address, len: part.length,
+                flags: last ? flags : flags | UInt16(CVS_VRING_DESC_F_NEXT),
+                next: UInt16(truncatingIfNeeded: i &+ 1))
+            if i == 0 { cookies[id] = part.cookie } else { indirectCookies[id &* Self.indirectEntries &+ i] = part.cookie }
+            i &+= 1
+        }
+        indirectCount[id] = UInt8(truncatingIfNeeded: count)
+        chainLength[id] = 1
+        let address = indirectTablesAddress &+ UInt64(id &* Self.indirectEntries &* MemoryLayout<cvs_vring_desc>.stride)
+        memory.descriptors[id] = cvs_vring_desc(
+            addr: address, len: UInt32(count &* MemoryLayout<cvs_vring_desc>.stride),
+            flags: UInt16(CVS_VRING_DESC_F_INDIRECT), next: 0)
+        cvs_avail_ring(memory.avail)[Int(availShadow) & mask] = UInt16(truncatingIfNeeded: id)
         availShadow &+= 1
         return true
     }
@@ -272,6 +340,11 @@ public final class SplitRingDriver {
         cookies[id] = Self.idle
         freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
         freeCount &+= 1
+        let indirect = Int(indirectCount[id])
+        if indirect > 0 {
+            for k in 1..<indirect { eachTail(indirectCookies[id &* Self.indirectEntries &+ k]) }
+            indirectCount[id] = 0
+        }
         // The rest of a chain, if any (rare: one descriptor per buffer is the common case).
         while remaining > 1 {
             remaining &-= 1
@@ -294,6 +367,11 @@ public final class SplitRingDriver {
     public func reclaimAll(_ body: (UInt32) -> Void) {
         for id in 0...mask where cookies[id] != Self.idle {
             body(cookies[id])
+            let indirect = Int(indirectCount[id])
+            if indirect > 1 {
+                for k in 1..<indirect { body(indirectCookies[id &* Self.indirectEntries &+ k]) }
+            }
+            indirectCount[id] = 0
             cookies[id] = Self.idle
             chainLength[id] = 0
             freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
