@@ -37,9 +37,11 @@ public final class VhostUserBackend: Sendable {
         /// may use fewer; frames sent on pair n come back on pair n.
         public var queuePairs = 8
         /// Features offered to front-ends. MAC is offered only when ``macAddress`` is set.
+        /// IN_ORDER is honoured by construction: each ring's buffers are used in the order
+        /// they were made available (one used entry each, never batched).
         public var offeredFeatures: VirtioFeatures = [
             .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
-            .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors,
+            .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors, .inOrder,
         ]
         /// The MAC address served in the config space (VIRTIO_NET_F_MAC), which a front-end
         /// without a MAC of its own adopts; nil offers none.
