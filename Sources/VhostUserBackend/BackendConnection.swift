@@ -21,6 +21,8 @@ final class BackendConnection {
     private(set) var mergeable = false
     /// VIRTIO_RING_F_INDIRECT_DESC negotiated: a chain may be an indirect table.
     private(set) var acceptsIndirect = false
+    /// CSUM or HOST_TSO negotiated: transmit headers may carry offload requests.
+    private(set) var sendsOffloads = false
     /// Indirect tables read in the current burst (added to the counters once per burst).
     var indirectTablesRead = 0
     private(set) var protocolFeatures: VhostUserProtocolFeatures = []
@@ -115,6 +117,7 @@ final class BackendConnection {
         features = requested
         mergeable = requested.contains(.netMergeableRxBuffers)
         acceptsIndirect = requested.contains(.ringIndirectDescriptors)
+        sendsOffloads = !requested.isDisjoint(with: [.netCsum, .netHostTSO4, .netHostTSO6])
         for vring in vrings { vring.usesEventIndex = requested.contains(.ringEventIndex) }
     }
 

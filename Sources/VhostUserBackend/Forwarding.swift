@@ -113,15 +113,25 @@ extension BackendConnection {
                   let txCount = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
             let length = try frameLength(txSegments, txCount)
             let total = VirtioNetHeader.size + length
-            guard let (chains, capacity) = try gatherReceiveChains(rx, available: rxAvailable, needed: total) else { break }
+            guard let (chains, segmentCount, capacity) = try gatherReceiveChains(rx, available: rxAvailable, needed: total) else { break }
             if capacity < total && rx.mergeable {
                 // Not enough receive buffers yet for this frame: leave it for the next burst.
                 break
             }
             tx.skipAvailable()
             if let frameObserver { frameObserver(try digest(txSegments, txCount), length) }
-            if capacity >= total {
-                try copyFrame(from: txSegments, txCount, to: rx, chains: chains, frameLength: length)
+            // Offload requests are read only when the front-end may make them.
+            let action = sendsOffloads ? try offloadAction(txSegments, txCount, frameLength: length) : .deliver(VirtioNetOffload())
+            if case .drop = action {
+                dropped &+= 1
+            } else if capacity >= total {
+                var delivered = VirtioNetOffload()
+                if case .deliver(let offload) = action { delivered = offload }
+                try copyFrame(from: txSegments, txCount, to: rx, chains: chains, frameLength: length, offload: delivered) { () throws(VirtioError) in
+                    if case .computeChecksum(let start, let offset) = action {
+                        try fillChecksum(rx.segments, segmentCount, start: start, offset: offset, frameLength: length)
+                    }
+                }
                 rxAvailable &-= chains
                 sent &+= 1
             } else {
@@ -172,7 +182,7 @@ extension BackendConnection {
     /// they hold `needed` bytes — at most one chain without mergeable buffers, at most
     /// `available` with. Returns how many chains and their capacity; nil when a chain could not
     /// be read (the ring's violation says why).
-    private func gatherReceiveChains(_ rx: ReceiveTarget, available: Int, needed: Int) throws(VirtioError) -> (chains: Int, capacity: Int)? {
+    private func gatherReceiveChains(_ rx: ReceiveTarget, available: Int, needed: Int) throws(VirtioError) -> (chains: Int, segments: Int, capacity: Int)? {
         var chains = 0
         var segmentCount = 0
         var capacity = 0
@@ -193,19 +203,21 @@ extension BackendConnection {
             chains &+= 1
             if !rx.mergeable { break }
         }
-        return (chains, capacity)
+        return (chains, segmentCount, capacity)
     }
 
     /// Copies header + frame from a transmit chain into the first `chains` receive chains
-    /// gathered (whose capacity the caller checked), takes them, and marks each used with the
-    /// bytes it got.
+    /// gathered (whose capacity the caller checked), runs `finish` on the copy, takes the
+    /// chains, and marks each used with the bytes it got.
     private func copyFrame(
         from src: UnsafeMutablePointer<ChainSegment>, _ srcCount: Int,
-        to rx: ReceiveTarget, chains: Int, frameLength: Int
+        to rx: ReceiveTarget, chains: Int, frameLength: Int, offload: VirtioNetOffload,
+        finish: () throws(VirtioError) -> Void
     ) throws(VirtioError) {
         var writer = ChainWriter(segments: rx.segments)
-        // Receive header: no offloads, num_buffers = the chains used (VIRTIO 1.1 §5.1.6.4).
+        // Receive header: the offload fields, num_buffers = the chains used (§5.1.6.4).
         var header = (UInt64(0), UInt16(0), UInt16(truncatingIfNeeded: chains))
+        if !offload.isEmpty { withUnsafeMutableBytes(of: &header) { offload.write(to: $0.baseAddress!) } }
         try withUnsafeBytes(of: &header) { (raw) throws(VirtioError) in
             try writer.write(raw.baseAddress!, VirtioNetHeader.size, memory: memory)
         }
@@ -221,6 +233,7 @@ extension BackendConnection {
             try writer.write(pointer + skip, length - skip, memory: memory)
             skip = 0
         }
+        try finish()
         var remaining = VirtioNetHeader.size + frameLength
         for c in 0..<chains {
             let written = min(remaining, rx.capacities[c])

@@ -14,7 +14,8 @@ import VirtioCore
 /// transmit ring at 256: descriptors, then available ring at +128, used ring at +160 — and
 /// "guest physical" addresses start at 0, so short inputs with small numbers reach the chain
 /// walk and the copies. Byte 512 chooses the negotiated features: bit 0 indirect
-/// descriptors, bit 1 mergeable receive buffers, bit 2 event indices.
+/// descriptors, bit 1 mergeable receive buffers, bit 2 event indices, bit 3 checksum offload
+/// (CSUM), bit 4 receive checksum and TCP segmentation (GUEST_CSUM, HOST_TSO4).
 @_spi(Fuzzing)
 public final class ForwardingFuzzHarness {
     /// Bytes of front-end memory; inputs longer than this are cut.
@@ -66,6 +67,8 @@ public final class ForwardingFuzzHarness {
         if choice & 1 != 0 { features.insert(.ringIndirectDescriptors) }
         if choice & 2 != 0 { features.insert(.netMergeableRxBuffers) }
         if choice & 4 != 0 { features.insert(.ringEventIndex) }
+        if choice & 8 != 0 { features.insert(.netCsum) }
+        if choice & 16 != 0 { features.formUnion([.netGuestCsum, .netHostTSO4]) }
         connection.apply(features)
         var handled = 0
         do throws(VirtioError) {

@@ -42,6 +42,7 @@ public final class VhostUserBackend: Sendable {
         public var offeredFeatures: VirtioFeatures = [
             .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
             .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors, .inOrder,
+            .netCsum, .netGuestCsum, .netHostTSO4, .netHostTSO6, .netGuestTSO4, .netGuestTSO6,
         ]
         /// The MAC address served in the config space (VIRTIO_NET_F_MAC), which a front-end
         /// without a MAC of its own adopts; nil offers none.

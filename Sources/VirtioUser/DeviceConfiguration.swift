@@ -26,6 +26,10 @@ extension VirtioUserDevice {
         /// Negotiate VIRTIO_RING_F_INDIRECT_DESC: a transmitted frame of 2…8 buffers takes
         /// one ring descriptor pointing at a table in shared memory instead of a chain.
         public var indirectDescriptors = true
+        /// Offloads to negotiate (none by default, as DPDK asks for them only when the
+        /// application does): checksum and TCP segmentation on transmit, their reports on
+        /// receive. What the back-end also offers is in ``VirtioUserDevice/negotiatedFeatures``.
+        public var offloads: Offloads = []
         /// Our MAC address. nil adopts the back-end's when it serves one (VIRTIO_NET_F_MAC with
         /// the CONFIG protocol feature, as our back-end with a MAC does), and otherwise picks a
         /// random locally administered one.
@@ -89,6 +93,35 @@ extension VirtioUserDevice {
             guard connectTimeoutMilliseconds >= 0, replyTimeoutMilliseconds > 0, reconnectTimeoutMilliseconds >= 0 else {
                 throw VirtioError(.invalidArgument, "Timeouts must be positive (connect and reconnect may be 0 for a single attempt).")
             }
+        }
+    }
+
+    /// Offloads a device can ask for, each a virtio-net feature bit.
+    public struct Offloads: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// VIRTIO_NET_F_CSUM: frames may go out with their checksum left to the back-end.
+        public static let transmitChecksum = Offloads(rawValue: 1 << 0)
+        /// VIRTIO_NET_F_GUEST_CSUM: frames may arrive with their checksum still to fill in, or
+        /// marked as verified.
+        public static let receiveChecksum = Offloads(rawValue: 1 << 1)
+        /// VIRTIO_NET_F_HOST_TSO4 / _TSO6: large TCP frames go out for the back-end to segment.
+        public static let transmitSegmentation4 = Offloads(rawValue: 1 << 2)
+        public static let transmitSegmentation6 = Offloads(rawValue: 1 << 3)
+        /// VIRTIO_NET_F_GUEST_TSO4 / _TSO6: large TCP frames may arrive unsegmented.
+        public static let receiveSegmentation4 = Offloads(rawValue: 1 << 4)
+        public static let receiveSegmentation6 = Offloads(rawValue: 1 << 5)
+
+        /// The feature bits these stand for.
+        public var features: VirtioFeatures {
+            var features: VirtioFeatures = []
+            if contains(.transmitChecksum) { features.insert(.netCsum) }
+            if contains(.receiveChecksum) { features.insert(.netGuestCsum) }
+            if contains(.transmitSegmentation4) { features.insert(.netHostTSO4) }
+            if contains(.transmitSegmentation6) { features.insert(.netHostTSO6) }
+            if contains(.receiveSegmentation4) { features.insert(.netGuestTSO4) }
+            if contains(.receiveSegmentation6) { features.insert(.netGuestTSO6) }
+            return features
         }
     }
 

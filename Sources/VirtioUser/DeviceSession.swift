@@ -50,6 +50,7 @@ extension VirtioUserDevice {
         if !configuration.mergeableReceiveBuffers { wanted.remove(.netMergeableRxBuffers) }
         if !configuration.eventIndex { wanted.remove(.ringEventIndex) }
         if !configuration.indirectDescriptors { wanted.remove(.ringIndirectDescriptors) }
+        wanted.formUnion(configuration.offloads.features)
         if configuration.macAddress != nil || !readsConfig { wanted.remove(.netMAC) }
         if configuration.mtu == nil && !readsConfig { wanted.remove(.netMTU) }
         if !readsConfig { wanted.remove(.netStatus) }
@@ -117,6 +118,7 @@ extension VirtioUserDevice {
         for pair in pairs {
             pair.rx.mergeable = features.contains(.netMergeableRxBuffers)
             pair.tx.ring.usesIndirect = features.contains(.ringIndirectDescriptors)
+            pair.tx.offloads = features.intersection([.netCsum, .netHostTSO4, .netHostTSO6])
             for ring in [pair.rx.ring, pair.tx.ring] {
                 ring.usesEventIndex = features.contains(.ringEventIndex)
                 ring.setInterruptsEnabled(false)

@@ -19,6 +19,8 @@ public struct PacketBuffer {
     /// Buffers in the frame this buffer starts: 1 for a frame in one buffer, n > 1 when the
     /// next n − 1 entries of the burst continue it, 0 for a continuation.
     public var segments: UInt16
+    /// ``setOffload(_:)`` was called: transmit keeps the header instead of clearing it.
+    @usableFromInline var hasOffload: Bool
     /// The first byte of this buffer's part of the frame (for the first segment, the Ethernet
     /// destination address).
     public let data: UnsafeMutableRawPointer
@@ -31,8 +33,26 @@ public struct PacketBuffer {
     init(slot: UInt32, data: UnsafeMutableRawPointer, length: Int, segments: UInt16 = 1) {
         self.slot = slot
         self.segments = segments
+        hasOffload = false
         self.data = data
         self.length = length
+    }
+
+    /// The offload fields of this frame's virtio-net header: on a received frame's first
+    /// segment, what the back-end reported (with GUEST_CSUM / GUEST_TSO negotiated: a checksum
+    /// still to fill in, or a large TCP frame to be segmented); after ``setOffload(_:)``, what
+    /// was set. Meaningless on a continuation segment.
+    @inlinable
+    public var offload: VirtioNetOffload { VirtioNetOffload(header: data - VirtioNetHeader.size) }
+
+    /// Asks for checksum or segmentation offload on transmit (first segment only). The features
+    /// it needs (CSUM, HOST_TSO4/6: see ``VirtioNetOffload/featuresNeededToSend``) must have
+    /// been negotiated (``VirtioUserDevice/Configuration/offloads``), or transmit drops the
+    /// frame and counts it.
+    @inlinable
+    public mutating func setOffload(_ offload: VirtioNetOffload) {
+        offload.write(to: data - VirtioNetHeader.size)
+        hasOffload = true
     }
 
     /// This buffer's bytes (`length` of them).

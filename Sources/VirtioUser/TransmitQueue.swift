@@ -11,6 +11,8 @@ final class TransmitQueue {
     @usableFromInline let pool: PacketPool
     @usableFromInline let kick: EventNotifier
     @usableFromInline let counters = QueueCounters()
+    /// The offload features in force (CSUM, HOST_TSO4/6), set by the control path.
+    @exclusivity(unchecked) @usableFromInline var offloads: VirtioFeatures = []
 
     init(ring: SplitRingDriver, pool: PacketPool, kick: EventNotifier) {
         self.ring = ring
@@ -63,7 +65,8 @@ final class TransmitQueue {
             }
             guard ring.freeDescriptors > 0 else { break }
             i &+= 1
-            guard packet.segments == 1, packet.length >= 0, packet.length <= PacketPool.dataRoom, pool.owns(slot: packet.slot) else {
+            guard packet.segments == 1, packet.length >= 0, packet.length <= PacketPool.dataRoom, pool.owns(slot: packet.slot),
+                  !packet.hasOffload || offloadAllowed(packet) else {
                 // A frame that cannot fit its own buffer, a continuation without its first
                 // segment, or a buffer of another queue pair's pool is the caller's bug: drop
                 // it and count it (`put` refuses a foreign slot and counts it as an invalid
@@ -73,9 +76,7 @@ final class TransmitQueue {
                 continue
             }
             let header = packet.data - VirtioNetHeader.size
-            // A zero header: no offloads, num_buffers unused on transmit.
-            header.storeBytes(of: 0, as: UInt64.self)
-            (header + 8).storeBytes(of: 0, as: UInt32.self)
+            prepareHeader(header, keepingOffload: packet.hasOffload)
             ring.add(
                 address: UInt64(UInt(bitPattern: header)),
                 length: UInt32(truncatingIfNeeded: packet.length &+ VirtioNetHeader.size),
@@ -97,6 +98,25 @@ final class TransmitQueue {
         return i
     }
 
+    /// A zero header (no offloads; num_buffers is unused on transmit), or the caller's offload
+    /// fields with num_buffers cleared.
+    @inlinable
+    func prepareHeader(_ header: UnsafeMutableRawPointer, keepingOffload: Bool) {
+        if keepingOffload {
+            (header + 10).storeBytes(of: 0, as: UInt16.self)
+        } else {
+            header.storeBytes(of: 0, as: UInt64.self)
+            (header + 8).storeBytes(of: 0, as: UInt32.self)
+        }
+    }
+
+    /// Whether the offload `packet` asks for was negotiated.
+    @inlinable
+    func offloadAllowed(_ packet: PacketBuffer) -> Bool {
+        guard let needed = packet.offload.featuresNeededToSend else { return false }
+        return offloads.isSuperset(of: needed)
+    }
+
     /// Puts the `count`-buffer frame at `burst[first]` on the ring as one chain: the header
     /// and first segment, then each continuation. Returns the frame's length, or -1 after
     /// dropping it (every buffer back to its pool) when a segment is malformed.
@@ -111,6 +131,7 @@ final class TransmitQueue {
             if !pool.owns(slot: segment.slot) || segment.length < 0 || segment.length > maximum || (k > 0 && segment.segments != 0) {
                 valid = false
             }
+            if k == 0 && segment.hasOffload && !offloadAllowed(segment) { valid = false }
             total &+= segment.length
             k &+= 1
         }
@@ -119,8 +140,7 @@ final class TransmitQueue {
             return -1
         }
         let header = burst.storage[first].data - VirtioNetHeader.size
-        header.storeBytes(of: 0, as: UInt64.self)
-        (header + 8).storeBytes(of: 0, as: UInt32.self)
+        prepareHeader(header, keepingOffload: burst.storage[first].hasOffload)
         let storage = burst.storage
         ring.addChain(count: count, deviceWritable: false) { k in
             let segment = storage[first &+ k]

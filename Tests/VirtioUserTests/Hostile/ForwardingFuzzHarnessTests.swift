@@ -61,6 +61,27 @@ final class ForwardingFuzzHarnessTests: XCTestCase {
         XCTAssertEqual(plain.withUnsafeBytes { harness.run($0) }, 1)
     }
 
+    /// Offload requests in the transmit header (byte 512 bit 3: CSUM): a checksum filled in, a
+    /// checksum position outside the frame a violation, an unnegotiated GSO a violation.
+    func testOffloadRequestsAreCheckedAndServed() throws {
+        let harness = try ForwardingFuzzHarness()
+        var bytes = input()
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(offset..<offset + $0.count, with: $0) }
+        }
+        bytes[512] = 8
+        // Header at 4096: NEEDS_CSUM, start 20, offset 6 (inside the 60-byte frame).
+        bytes[4096] = 1; put(UInt16(20), at: 4096 + 6); put(UInt16(6), at: 4096 + 8)
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 1, "the checksum is filled in")
+        put(UInt16(59), at: 4096 + 6)
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 0, "a checksum beyond the frame: violation")
+        put(UInt16(20), at: 4096 + 6)
+        bytes[4097] = 1  // GSO TCPv4 without HOST_TSO4
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 0, "unnegotiated segmentation: violation")
+        bytes[512] = 8 | 16
+        XCTAssertEqual(bytes.withUnsafeBytes { harness.run($0) }, 1, "negotiated: taken (and dropped, as the receiver lacks GUEST_TSO4)")
+    }
+
     func testMalformedInputsEndQuietly() throws {
         let harness = try ForwardingFuzzHarness()
         XCTAssertEqual(input(txLength: 4).withUnsafeBytes { harness.run($0) }, 0)       // shorter than the header
