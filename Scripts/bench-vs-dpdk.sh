@@ -4,7 +4,7 @@
 # against our back-end — interleaved A B A B, core-to-core latency measured around every run.
 # Prints a table of medians and a last line ratio_min=X. Takes about 17 minutes with defaults.
 #
-#   Scripts/bench-vs-dpdk.sh [--pairs N] [--seconds S] [--cases tx64,tx1518,rt64,backend64,ours64]
+#   Scripts/bench-vs-dpdk.sh [--pairs N] [--seconds S] [--cases tx64,tx1518,rt64,backend64,ours64,tx64q2,ours64q2]
 #
 # Run it on an otherwise idle machine; see Docs/PERFORMANCE.md for the method.
 set -euo pipefail

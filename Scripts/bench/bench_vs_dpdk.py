@@ -114,7 +114,7 @@ def main():
                         help="one-way core-to-core ns below which a placement counts as near")
     parser.add_argument("--flat", type=float, default=0.75,
                         help="a run counts as flat when its slowest second is at least this x its fastest")
-    parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64")
+    parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64,tx64q2,ours64q2")
     opts = parser.parse_args()
     if opts.pairs < 1 or opts.seconds < 4:
         sys.exit("bench: need --pairs >= 1 and --seconds >= 4")
@@ -126,6 +126,10 @@ def main():
         "rt64": ("io --tx-first <-> vhost macswap, 64 B", 64),
         "backend64": ("testpmd txonly 64 B -> back-end (rxonly | our sink)", 64),
         "ours64": ("our device <-> our back-end, loopback 64 B", 64),
+        # Two queue pairs; each front-end forwards with one thread on one CPU polling both
+        # (DPDK: one lcore; ours: --threads 1), the back-end on the other CPU.
+        "tx64q2": ("txonly 64 B on 2 queue pairs -> vhost rxonly queues=2", 64),
+        "ours64q2": ("our device <-> our back-end, loopback 64 B, 2 queue pairs", 64),
     }
     selected = [c for c in opts.cases.split(",") if c]
     for c in selected:
@@ -145,14 +149,19 @@ def run_case(case, frame, opts):
     """One dict per pair: {"A": (pps, latency before, after), "B": (...)}; ours64 has only B."""
     sock = f"/tmp/bench-{os.getpid()}-{case}.sock"
     pairs = []
-    if case in ("tx64", "tx1518", "rt64"):
+    if case in ("tx64", "tx1518", "rt64", "tx64q2"):
         backend_mode = "macswap" if case == "rt64" else "rxonly"
+        backend_args = []
         if case == "rt64":
             a_args = ["--forward-mode", "io", "--tx-first", "--txpkts", str(frame)]
             b_args = ["--forward-mode", "io", "--tx-first"]
         else:
             a_args = ["--forward-mode", "txonly", "--txpkts", str(frame)]
             b_args = ["--forward-mode", "txonly", "--pkt-size", str(frame)]
+        if case == "tx64q2":
+            a_args += ["--queues", "2"]
+            b_args += ["--queues", "2", "--threads", "1"]  # one thread on CPU 0 polls both pairs
+            backend_args = ["--queues", "2"]
         for i in range(opts.pairs):
             pair = {}
             for which in ("A", "B"):
@@ -160,7 +169,7 @@ def run_case(case, frame, opts):
                 # make the ping-pong measure contention, not placement. So each run gets a
                 # fresh back-end, started after the first reading and stopped before the second.
                 lat0 = core_latency()
-                backend = TestPMD("vhost", sock, ["--forward-mode", backend_mode])
+                backend = TestPMD("vhost", sock, ["--forward-mode", backend_mode] + backend_args)
                 try:
                     start = backend.offset()
                     if which == "A":
@@ -203,11 +212,12 @@ def run_case(case, frame, opts):
             print(f"   pair {i + 1}: DPDK vhost {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns{mark(pair['A'])})"
                   f"  our back-end {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns{mark(pair['B'])})", flush=True)
             pairs.append(pair)
-    elif case == "ours64":
+    elif case in ("ours64", "ours64q2"):
+        extra = ["--queues", "2", "--threads", "1"] if case == "ours64q2" else []
         for i in range(opts.pairs):
             lat0 = core_latency()
             out = subprocess.run([os.path.join(BIN, "virtio-user-pmd"), "--cpu", "0", "--backend-cpu", "1",
-                                  "--duration", str(opts.seconds), "--stats-period", "1"],
+                                  "--duration", str(opts.seconds), "--stats-period", "1"] + extra,
                                  check=True, capture_output=True, text=True).stdout
             lat1 = core_latency()
             per_second = [float(v) * 1e6 for v in re.findall(r"TX ([0-9.]+) Mpps", out)]

@@ -11,8 +11,9 @@ struct ForwardResult {
     var forwardDrops: UInt64
 }
 
-/// Runs one forwarding loop per queue pair, each on its own thread (never on Swift's
-/// cooperative pool), while the calling thread prints the stats lines and ends the run.
+/// Runs the forwarding loops on `--threads` threads (never on Swift's cooperative pool), each
+/// polling its share of the queue pairs, while the calling thread prints the stats lines and
+/// ends the run.
 struct Forwarder {
     let device: VirtioUserDevice
     let options: VirtioUserPMD
@@ -37,15 +38,18 @@ struct Forwarder {
             shared.stopping.store(true, ordering: .relaxed)
             for thread in threads { thread.join() }
         }
-        for queue in 0..<device.queuePairCount {
-            let cpu = queue < cpus.count ? cpus[queue] : nil
-            threads.append(try DedicatedThread(name: "pmd-fwd-\(queue)") {
+        let threadCount = options.threads ?? device.queuePairCount
+        for index in 0..<threadCount {
+            // Thread t polls pairs t, t + T, t + 2T, …
+            let queues = Array(stride(from: index, to: device.queuePairCount, by: threadCount))
+            let cpu = index < cpus.count ? cpus[index] : nil
+            threads.append(try DedicatedThread(name: "pmd-fwd-\(index)") {
                 if let cpu {
                     do throws(VirtioError) { try DedicatedThread.pinCurrentThread(to: cpu) } catch {
-                        Console.error("virtio-user-pmd: warning: queue \(queue) not pinned: \(error.message)")
+                        Console.error("virtio-user-pmd: warning: forwarding thread \(index) not pinned: \(error.message)")
                     }
                 }
-                let drops = loop.run(queue: queue, stopping: shared.stopping)
+                let drops = loop.run(queues: queues, stopping: shared.stopping)
                 shared.forwardDrops.add(drops, ordering: .relaxed)
             })
         }
@@ -96,45 +100,59 @@ struct QueueLoop: Sendable {
     let txFirst: Bool
     let template: FrameTemplate
 
-    /// Forwards on pair `queue` until `stopping`, then drains; returns the frames it freed
+    /// Forwards on `queues` in turn until `stopping`, then drains; returns the frames it freed
     /// because transmit had no room.
-    func run(queue: Int, stopping: borrowing Atomic<Bool>) -> UInt64 {
-        let txBurst = PacketBurst(capacity: burst)
-        let rxBurst = PacketBurst(capacity: burst)
+    func run(queues: [Int], stopping: borrowing Atomic<Bool>) -> UInt64 {
         var forwardDrops: UInt64 = 0
+        let bursts = queues.map { _ in (tx: PacketBurst(capacity: burst), rx: PacketBurst(capacity: burst)) }
         if txFirst && (mode == .io || mode == .macswap) {
-            generate(into: txBurst, queue: queue)
-            device.transmit(txBurst, queue: queue)
-            device.release(txBurst, queue: queue)
+            for (slot, queue) in queues.enumerated() {
+                generate(into: bursts[slot].tx, queue: queue)
+                device.transmit(bursts[slot].tx, queue: queue)
+                device.release(bursts[slot].tx, queue: queue)
+            }
         }
         var iterations = 0
         while true {
-            switch mode {
-            case .txonly:
-                generate(into: txBurst, queue: queue)
-                // A full ring: back off a moment instead of re-reading the used index the
-                // back-end is writing (the spin competes with it for that cache line).
-                if device.transmit(txBurst, queue: queue) == 0 { SpinWait.relax() }
-                device.receive(into: rxBurst, queue: queue)
-                device.release(rxBurst, queue: queue)
-            case .rxonly:
-                device.receive(into: rxBurst, queue: queue)
-                device.release(rxBurst, queue: queue)
-            case .io, .macswap:
-                if device.receive(into: rxBurst, queue: queue) > 0 {
-                    if mode == .macswap { swapMACs(rxBurst) }
-                    device.transmit(rxBurst, queue: queue)
-                    forwardDrops &+= UInt64(rxBurst.count)
-                    device.release(rxBurst, queue: queue)
-                }
+            for slot in 0..<queues.count {
+                forwardDrops &+= forwardOnce(queue: queues[slot], tx: bursts[slot].tx, rx: bursts[slot].rx)
             }
             iterations &+= 1
-            // One relaxed load every 64 bursts.
+            // One relaxed load every 64 rounds.
             if iterations & 63 == 0 && stopping.load(ordering: .relaxed) { break }
         }
-        device.release(txBurst, queue: queue)
-        drain(rxBurst, queue: queue)
+        for slot in 0..<queues.count {
+            device.release(bursts[slot].tx, queue: queues[slot])
+            drain(bursts[slot].rx, queue: queues[slot])
+        }
         return forwardDrops
+    }
+
+    /// One burst of the forward mode on pair `queue`; returns the frames freed for want of
+    /// transmit room.
+    @inline(__always)
+    private func forwardOnce(queue: Int, tx txBurst: PacketBurst, rx rxBurst: PacketBurst) -> UInt64 {
+        switch mode {
+        case .txonly:
+            generate(into: txBurst, queue: queue)
+            // A full ring: back off a moment instead of re-reading the used index the
+            // back-end is writing (the spin competes with it for that cache line).
+            if device.transmit(txBurst, queue: queue) == 0 { SpinWait.relax() }
+            device.receive(into: rxBurst, queue: queue)
+            device.release(rxBurst, queue: queue)
+        case .rxonly:
+            device.receive(into: rxBurst, queue: queue)
+            device.release(rxBurst, queue: queue)
+        case .io, .macswap:
+            if device.receive(into: rxBurst, queue: queue) > 0 {
+                if mode == .macswap { swapMACs(rxBurst) }
+                device.transmit(rxBurst, queue: queue)
+                let dropped = UInt64(rxBurst.count)
+                device.release(rxBurst, queue: queue)
+                return dropped
+            }
+        }
+        return 0
     }
 
     /// Fills `burst` up to capacity with fresh frames (buffers still unsent from the last burst

@@ -75,7 +75,10 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("backend-mode"), help: "Embedded back-end's mode: loopback or sink.")
     var backendMode: BackendMode = .loopback
 
-    @Option(help: "Pin forwarding loops to CPUs: the first --cpu for queue pair 0, the second for pair 1, … (repeat the option).")
+    @Option(help: "Forwarding threads (1…--queues; default: one per queue pair). Thread t polls pairs t, t+T, t+2T, …")
+    var threads: Int?
+
+    @Option(help: "Pin forwarding threads to CPUs: the first --cpu for thread 0, the second for thread 1, … (repeat the option).")
     var cpu: [Int] = []
 
     @Option(name: .customLong("backend-cpu"), help: "Pin the embedded back-end's thread to this CPU.")
@@ -98,7 +101,10 @@ struct VirtioUserPMD: ParsableCommand {
         guard (1...VirtioUserDevice.maximumQueuePairs).contains(queues) else {
             throw ValidationError("--queues must be 1…\(VirtioUserDevice.maximumQueuePairs).")
         }
-        guard cpu.count <= queues else { throw ValidationError("\(cpu.count) --cpu values for \(queues) queue pair(s): give at most one per pair.") }
+        if let threads, !(1...queues).contains(threads) { throw ValidationError("--threads must be 1…\(queues) (the queue pairs).") }
+        guard cpu.count <= (threads ?? queues) else {
+            throw ValidationError("\(cpu.count) --cpu values for \(threads ?? queues) forwarding thread(s): give at most one per thread.")
+        }
     }
 
     func run() throws {

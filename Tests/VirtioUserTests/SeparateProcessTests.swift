@@ -55,13 +55,16 @@ final class SeparateProcessTests: XCTestCase {
 
     /// Two queue pairs, a forwarding thread each: both carry frames, and all come back.
     func testCommandLineRunsTwoQueuePairs() throws {
-        let (pmd, output, errors) = try launch("virtio-user-pmd", ["--queues", "2", "--duration", "1", "--stats-period", "0"])
-        let printed = text(output)
-        pmd.waitUntilExit()
-        XCTAssertEqual(pmd.terminationStatus, 0, printed + text(errors))
-        XCTAssertTrue(printed.contains("2 queue pair(s)"), printed)
-        XCTAssertTrue(printed.contains("features 0x") && printed.contains("MQ|"), printed)
-        XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
+        // A thread per pair, then one thread polling both.
+        for threads in [[], ["--threads", "1"]] {
+            let (pmd, output, errors) = try launch("virtio-user-pmd", ["--queues", "2", "--duration", "1", "--stats-period", "0"] + threads)
+            let printed = text(output)
+            pmd.waitUntilExit()
+            XCTAssertEqual(pmd.terminationStatus, 0, printed + text(errors))
+            XCTAssertTrue(printed.contains("2 queue pair(s)"), printed)
+            XCTAssertTrue(printed.contains("features 0x") && printed.contains("MQ|"), printed)
+            XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
+        }
     }
 
     func testCommandLineReportsAMissingBackendInOneLine() throws {
@@ -75,7 +78,7 @@ final class SeparateProcessTests: XCTestCase {
     }
 
     func testCommandLineRejectsBadArguments() throws {
-        for arguments in [["--queue-size", "100"], ["--pkt-size", "10"], ["--burst", "0"], ["--forward-mode", "fly"], ["--queues", "0"], ["--queues", "1", "--cpu", "0", "--cpu", "1"]] {
+        for arguments in [["--queue-size", "100"], ["--pkt-size", "10"], ["--burst", "0"], ["--forward-mode", "fly"], ["--queues", "0"], ["--queues", "1", "--cpu", "0", "--cpu", "1"], ["--queues", "2", "--threads", "3"]] {
             let (pmd, _, errors) = try launch("virtio-user-pmd", arguments + ["--duration", "1"])
             let message = text(errors)
             pmd.waitUntilExit()
