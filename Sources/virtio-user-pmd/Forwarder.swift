@@ -31,7 +31,7 @@ struct Forwarder {
             frameLength: options.pktSize)
         let loop = QueueLoop(
             device: device, mode: options.forwardMode, burst: options.burst, txFirst: options.txFirst,
-            template: template)
+            template: template, rxWait: options.rxWait)
         let cpus = options.cpu
         var threads: [DedicatedThread] = []
         defer {
@@ -99,6 +99,8 @@ struct QueueLoop: Sendable {
     let burst: Int
     let txFirst: Bool
     let template: FrameTemplate
+    /// Milliseconds a receive may sleep on the call notification (0: poll).
+    let rxWait: Int
 
     /// Forwards on `queues` in turn until `stopping`, then drains; returns the frames it freed
     /// because transmit had no room.
@@ -118,8 +120,8 @@ struct QueueLoop: Sendable {
                 forwardDrops &+= forwardOnce(queue: queues[slot], tx: bursts[slot].tx, rx: bursts[slot].rx)
             }
             iterations &+= 1
-            // One relaxed load every 64 rounds.
-            if iterations & 63 == 0 && stopping.load(ordering: .relaxed) { break }
+            // One relaxed load every 64 rounds (every round when rounds may sleep).
+            if (iterations & 63 == 0 || rxWait > 0) && stopping.load(ordering: .relaxed) { break }
         }
         for slot in 0..<queues.count {
             device.release(bursts[slot].tx, queue: queues[slot])
@@ -141,10 +143,10 @@ struct QueueLoop: Sendable {
             device.receive(into: rxBurst, queue: queue)
             device.release(rxBurst, queue: queue)
         case .rxonly:
-            device.receive(into: rxBurst, queue: queue)
+            receive(into: rxBurst, queue: queue)
             device.release(rxBurst, queue: queue)
         case .io, .macswap:
-            if device.receive(into: rxBurst, queue: queue) > 0 {
+            if receive(into: rxBurst, queue: queue) > 0 {
                 if mode == .macswap { swapMACs(rxBurst) }
                 device.transmit(rxBurst, queue: queue)
                 let dropped = UInt64(rxBurst.count)
@@ -153,6 +155,13 @@ struct QueueLoop: Sendable {
             }
         }
         return 0
+    }
+
+    /// Polls, or with `--rx-wait` sleeps on the call notification while nothing has arrived.
+    @inline(__always)
+    @discardableResult
+    private func receive(into burst: PacketBurst, queue: Int) -> Int {
+        rxWait > 0 ? device.receive(into: burst, queue: queue, timeoutMilliseconds: rxWait) : device.receive(into: burst, queue: queue)
     }
 
     /// Fills `burst` up to capacity with fresh frames (buffers still unsent from the last burst

@@ -42,6 +42,10 @@ struct PMDRunner {
         configuration.queueSize = options.queueSize
         configuration.burstSize = options.burst
         configuration.queuePairs = options.queues
+        configuration.mergeableReceiveBuffers = !options.noMergeable
+        configuration.indirectDescriptors = !options.noIndirect
+        configuration.eventIndex = !options.noEventIndex
+        configuration.offloads = (try? options.parsedOffloads()) ?? []
         configuration.macAddress = options.mac.flatMap(MACAddress.init)
         configuration.mtu = options.mtu
         configuration.memory = options.hugepages ? .hugepages2M : .memfd

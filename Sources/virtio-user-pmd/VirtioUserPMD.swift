@@ -72,6 +72,21 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("reconnect-timeout"), help: "Milliseconds to keep reconnecting after the back-end goes away (client mode; a server waits for the whole run).")
     var reconnectTimeout: Int = 30_000
 
+    @Flag(name: .customLong("no-mergeable"), help: "Do not negotiate mergeable receive buffers (DPDK: mrg_rxbuf=0).")
+    var noMergeable = false
+
+    @Flag(name: .customLong("no-indirect"), help: "Do not negotiate indirect descriptors.")
+    var noIndirect = false
+
+    @Flag(name: .customLong("no-event-idx"), help: "Do not negotiate VIRTIO_RING_F_EVENT_IDX (notifications by flags, as DPDK's virtio-user).")
+    var noEventIndex = false
+
+    @Option(help: "Offloads to negotiate, comma-separated: csum, guest-csum, tso4, tso6, guest-tso4, guest-tso6. Default: none.")
+    var offloads: String?
+
+    @Option(name: .customLong("rx-wait"), help: "rxonly/io/macswap: when nothing has arrived, sleep on the back-end's call notification for up to this many milliseconds instead of polling (interrupt mode; needs one thread per queue pair). Default 0: poll.")
+    var rxWait: Int = 0
+
     @Option(name: .customLong("backend-mode"), help: "Embedded back-end's mode: loopback or sink.")
     var backendMode: BackendMode = .loopback
 
@@ -101,10 +116,32 @@ struct VirtioUserPMD: ParsableCommand {
         guard (1...VirtioUserDevice.maximumQueuePairs).contains(queues) else {
             throw ValidationError("--queues must be 1…\(VirtioUserDevice.maximumQueuePairs).")
         }
+        guard rxWait >= 0 else { throw ValidationError("--rx-wait must not be negative.") }
+        if rxWait > 0 && (threads ?? queues) != queues {
+            throw ValidationError("--rx-wait needs one forwarding thread per queue pair: a thread asleep on one pair would starve the others.")
+        }
+        _ = try parsedOffloads()
         if let threads, !(1...queues).contains(threads) { throw ValidationError("--threads must be 1…\(queues) (the queue pairs).") }
         guard cpu.count <= (threads ?? queues) else {
             throw ValidationError("\(cpu.count) --cpu values for \(threads ?? queues) forwarding thread(s): give at most one per thread.")
         }
+    }
+
+    /// `--offloads` as the device's option set.
+    func parsedOffloads() throws -> VirtioUserDevice.Offloads {
+        guard let offloads else { return [] }
+        let names: [String: VirtioUserDevice.Offloads] = [
+            "csum": .transmitChecksum, "guest-csum": .receiveChecksum, "tso4": .transmitSegmentation4,
+            "tso6": .transmitSegmentation6, "guest-tso4": .receiveSegmentation4, "guest-tso6": .receiveSegmentation6,
+        ]
+        var result: VirtioUserDevice.Offloads = []
+        for name in offloads.split(separator: ",") {
+            guard let offload = names[String(name)] else {
+                throw ValidationError("--offloads: unknown '\(name)'; known: \(names.keys.sorted().joined(separator: ", ")).")
+            }
+            result.insert(offload)
+        }
+        return result
     }
 
     func run() throws {

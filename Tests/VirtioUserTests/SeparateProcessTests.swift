@@ -67,6 +67,21 @@ final class SeparateProcessTests: XCTestCase {
         }
     }
 
+    /// Feature switches reach the negotiation, and interrupt-mode forwarding (--rx-wait)
+    /// circulates frames like polling does.
+    func testCommandLineFeatureSwitchesAndInterruptMode() throws {
+        let (pmd, output, errors) = try launch("virtio-user-pmd", [
+            "--forward-mode", "io", "--tx-first", "--rx-wait", "50", "--duration", "1", "--stats-period", "0",
+            "--offloads", "csum,guest-csum", "--no-event-idx", "--no-indirect", "--no-mergeable",
+        ])
+        let printed = text(output)
+        pmd.waitUntilExit()
+        XCTAssertEqual(pmd.terminationStatus, 0, printed + text(errors))
+        XCTAssertTrue(printed.contains("(CSUM|GUEST_CSUM|"), printed)
+        XCTAssertFalse(printed.contains("EVENT_IDX") || printed.contains("INDIRECT_DESC") || printed.contains("MRG_RXBUF"), printed)
+        XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
+    }
+
     func testCommandLineReportsAMissingBackendInOneLine() throws {
         let path = try makeSocketPath(self)
         let (pmd, _, errors) = try launch("virtio-user-pmd", ["--socket", path, "--connect-timeout", "100"])
@@ -78,7 +93,8 @@ final class SeparateProcessTests: XCTestCase {
     }
 
     func testCommandLineRejectsBadArguments() throws {
-        for arguments in [["--queue-size", "100"], ["--pkt-size", "10"], ["--burst", "0"], ["--forward-mode", "fly"], ["--queues", "0"], ["--queues", "1", "--cpu", "0", "--cpu", "1"], ["--queues", "2", "--threads", "3"]] {
+        for arguments in [["--queue-size", "100"], ["--pkt-size", "10"], ["--burst", "0"], ["--forward-mode", "fly"], ["--queues", "0"], ["--queues", "1", "--cpu", "0", "--cpu", "1"], ["--queues", "2", "--threads", "3"],
+                          ["--offloads", "bogus"], ["--rx-wait", "5", "--queues", "2", "--threads", "1"]] {
             let (pmd, _, errors) = try launch("virtio-user-pmd", arguments + ["--duration", "1"])
             let message = text(errors)
             pmd.waitUntilExit()
