@@ -26,6 +26,10 @@ extension VirtioUserDevice {
         /// Negotiate VIRTIO_RING_F_INDIRECT_DESC: a transmitted frame of 2…8 buffers takes
         /// one ring descriptor pointing at a table in shared memory instead of a chain.
         public var indirectDescriptors = true
+        /// Negotiate VIRTIO_F_IN_ORDER (DPDK's `in_order`, on by default there too): descriptors
+        /// go out in ring order, and the back-end may complete a batch of transmitted frames
+        /// with one used entry.
+        public var inOrder = true
         /// Offloads to negotiate (none by default, as DPDK asks for them only when the
         /// application does): checksum and TCP segmentation on transmit, their reports on
         /// receive. What the back-end also offers is in ``VirtioUserDevice/negotiatedFeatures``.

@@ -50,6 +50,7 @@ extension VirtioUserDevice {
         if !configuration.mergeableReceiveBuffers { wanted.remove(.netMergeableRxBuffers) }
         if !configuration.eventIndex { wanted.remove(.ringEventIndex) }
         if !configuration.indirectDescriptors { wanted.remove(.ringIndirectDescriptors) }
+        if !configuration.inOrder { wanted.remove(.inOrder) }
         wanted.formUnion(configuration.offloads.features)
         if configuration.macAddress != nil || !readsConfig { wanted.remove(.netMAC) }
         if configuration.mtu == nil && !readsConfig { wanted.remove(.netMTU) }
@@ -122,6 +123,8 @@ extension VirtioUserDevice {
             for ring in [pair.rx.ring, pair.tx.ring] {
                 ring.usesEventIndex = features.contains(.ringEventIndex)
                 ring.setInterruptsEnabled(false)
+                // The receive ring was just filled in ring order, as in-order use requires.
+                ring.setInOrder(features.contains(.inOrder))
             }
         }
         let usesStatus = protocolFeatures.contains(.status)

@@ -26,12 +26,14 @@ final class TransmitQueue {
         let done = ring.usedCount()
         let pool = self.pool
         var i = 0
+        var buffers = 0
         while i < done {
             guard let (slot, _) = ring.takeUsed({ pool.put(slot: $0) }) else { break }
             pool.put(slot: slot)
+            buffers &+= ring.lastCompletedBuffers
             i &+= 1
         }
-        QueueCounters.add(counters.completed, i)
+        QueueCounters.add(counters.completed, buffers)
     }
 
     /// Sends the first frames of `burst`; returns how many buffers went. Sent buffers leave

@@ -93,6 +93,7 @@ public final class VirtioUserDevice: Sendable {
             let txRing = SplitRingDriver(memory: .place(at: memory.base + layout.ringOffset(2 * index + 1), size: configuration.queueSize))
             let tables = memory.base + layout.indirectTablesOffset(pair: index)
             txRing.attachIndirectTables(at: tables, address: UInt64(UInt(bitPattern: tables)))
+            txRing.acceptsBatchedCompletions = true
             pairs.append(QueuePair(
                 index: index,
                 rx: ReceiveQueue(ring: rxRing, pool: pool, kick: try EventNotifier(), refillThreshold: configuration.burstSize),
@@ -136,7 +137,7 @@ public final class VirtioUserDevice: Sendable {
     /// (see ``Configuration/macAddress`` and ``Configuration/mtu``).
     public static let supportedFeatures: VirtioFeatures = [
         .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
-        .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors,
+        .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors, .inOrder,
     ]
 
     /// Connects to the back-end — in client mode by connecting (retrying while it is not

@@ -212,5 +212,5 @@ func mappingCount() -> Int {
 /// MAC only when the back-end has one.
 let defaultFeaturesWithOurBackend: VirtioFeatures = [
     .version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers, .ringEventIndex,
-    .ringIndirectDescriptors,
+    .ringIndirectDescriptors, .inOrder,
 ]

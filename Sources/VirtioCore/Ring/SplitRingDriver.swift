@@ -58,6 +58,31 @@ public final class SplitRingDriver {
     /// when the buffer fits one. Set by the control path before the ring runs.
     @exclusivity(unchecked) public var usesIndirect = false
 
+    /// VIRTIO_F_IN_ORDER: descriptors are used in ring order (§2.7.8.1), and the device may
+    /// complete a batch of transmit buffers with one used entry naming the last.
+    @exclusivity(unchecked) public private(set) var usesInOrder = false
+    /// In order: the next descriptor to hand out.
+    @exclusivity(unchecked) @usableFromInline var nextInOrder = 0
+    /// The head of each buffer made available, by available-ring position.
+    @usableFromInline let availHeads: UnsafeMutablePointer<UInt16>
+    /// In order: the available-ring position of the oldest buffer not yet used.
+    @exclusivity(unchecked) @usableFromInline var nextCompletion: UInt16 = 0
+    /// In order: accept one used entry for a batch of buffers (transmit rings, whose used
+    /// lengths carry nothing). A receive ring needs every entry's length, so there a batch
+    /// breaks the protocol. Set once by the owner.
+    public var acceptsBatchedCompletions = false
+    /// Buffers the last ``takeUsed(_:)`` completed: 1, or more for an in-order batch.
+    @inlinable public var lastCompletedBuffers: Int { completedInLastTake }
+    @exclusivity(unchecked) @usableFromInline var completedInLastTake = 1
+
+    /// Turns in-order use on or off for this session; call after ``reset(startIndex:)`` and
+    /// the first refill (which hands out descriptors 0, 1, 2, … in order), before the ring runs.
+    public func setInOrder(_ on: Bool) {
+        usesInOrder = on
+        nextInOrder = inFlight & mask
+        nextCompletion = lastUsed
+    }
+
     /// Bytes of indirect tables a ring of `size` needs.
     public static func indirectBytesNeeded(size: Int) -> Int { size * indirectEntries * MemoryLayout<cvs_vring_desc>.stride }
 
@@ -88,6 +113,8 @@ public final class SplitRingDriver {
         indirectCookies = .allocate(capacity: memory.size * Self.indirectEntries)
         indirectCount = .allocate(capacity: memory.size)
         indirectCount.initialize(repeating: 0, count: memory.size)
+        availHeads = .allocate(capacity: memory.size)
+        availHeads.initialize(repeating: 0, count: memory.size)
         freeCount = 0
         cookies.initialize(repeating: Self.idle, count: memory.size)
         chainLength.initialize(repeating: 0, count: memory.size)
@@ -100,6 +127,9 @@ public final class SplitRingDriver {
     public func reset(startIndex: UInt16 = 0) {
         self.startIndex = startIndex
         usesEventIndex = false
+        usesInOrder = false
+        nextInOrder = 0
+        nextCompletion = startIndex
         publishedAvail = startIndex
         availShadow = startIndex
         lastUsed = startIndex
@@ -127,6 +157,7 @@ public final class SplitRingDriver {
         nextInChain.deallocate()
         indirectCookies.deallocate()
         indirectCount.deallocate()
+        availHeads.deallocate()
     }
 
     /// The queue size.
@@ -162,17 +193,42 @@ public final class SplitRingDriver {
     @inlinable
     @discardableResult
     public func add(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool {
-        guard freeCount > 0 else { return false }
-        freeCount &-= 1
-        let id = Int(freeStack[freeCount])
+        guard freeCount > 0, let id = takeDescriptor() else { return false }
         cookies[id] = cookie
         chainLength[id] = 1
         memory.descriptors[id] = cvs_vring_desc(
             addr: address, len: length,
             flags: deviceWritable ? UInt16(CVS_VRING_DESC_F_WRITE) : 0, next: 0)
-        cvs_avail_ring(memory.avail)[Int(availShadow) & mask] = UInt16(truncatingIfNeeded: id)
-        availShadow &+= 1
+        makeAvailable(head: id)
         return true
+    }
+
+    /// The next free descriptor (the caller checked `freeCount`): the most recently freed one,
+    /// or in order the next in ring order. Nil, with ``violation`` set, when in-order use finds
+    /// it still in flight (the device completed out of order).
+    @inlinable @inline(__always)
+    func takeDescriptor() -> Int? {
+        if usesInOrder {
+            let id = nextInOrder
+            guard cookies[id] == Self.idle else {
+                markViolation("descriptor \(id) is still in flight when IN_ORDER says it is next: buffers were used out of order")
+                return nil
+            }
+            nextInOrder = (id &+ 1) & mask
+            freeCount &-= 1
+            return id
+        }
+        freeCount &-= 1
+        return Int(freeStack[freeCount])
+    }
+
+    /// Puts `head` on the available ring (unpublished) and remembers it by position.
+    @inlinable @inline(__always)
+    func makeAvailable(head: Int) {
+        let position = Int(availShadow) & mask
+        cvs_avail_ring(memory.avail)[position] = UInt16(truncatingIfNeeded: head)
+        availHeads[position] = UInt16(truncatingIfNeeded: head)
+        availShadow &+= 1
     }
 
     /// Puts one buffer made of `count` descriptors chained with VRING_DESC_F_NEXT on the
@@ -194,8 +250,8 @@ public final class SplitRingDriver {
         var previous = 0
         var i = 0
         while i < count {
-            freeCount &-= 1
-            let id = Int(freeStack[freeCount])
+            // In order, a chain's descriptors are consecutive; freeCount covers them all.
+            guard let id = takeDescriptor() else { return false }
             let part = segment(i)
             cookies[id] = part.cookie
             chainLength[id] = 0
@@ -212,8 +268,7 @@ public final class SplitRingDriver {
             i &+= 1
         }
         chainLength[head] = UInt16(truncatingIfNeeded: count)
-        cvs_avail_ring(memory.avail)[Int(availShadow) & mask] = UInt16(truncatingIfNeeded: head)
-        availShadow &+= 1
+        makeAvailable(head: head)
         return true
     }
 
@@ -224,9 +279,7 @@ public final class SplitRingDriver {
         count: Int, flags: UInt16, tables: UnsafeMutablePointer<cvs_vring_desc>,
         _ segment: (Int) -> (address: UInt64, length: UInt32, cookie: UInt32)
     ) -> Bool {
-        guard freeCount > 0 else { return false }
-        freeCount &-= 1
-        let id = Int(freeStack[freeCount])
+        guard freeCount > 0, let id = takeDescriptor() else { return false }
         let table = tables + id &* Self.indirectEntries
         var i = 0
         while i < count {
@@ -245,8 +298,7 @@ public final class SplitRingDriver {
         memory.descriptors[id] = cvs_vring_desc(
             addr: address, len: UInt32(count &* MemoryLayout<cvs_vring_desc>.stride),
             flags: UInt16(CVS_VRING_DESC_F_INDIRECT), next: 0)
-        cvs_avail_ring(memory.avail)[Int(availShadow) & mask] = UInt16(truncatingIfNeeded: id)
-        availShadow &+= 1
+        makeAvailable(head: id)
         return true
     }
 
@@ -298,6 +350,10 @@ public final class SplitRingDriver {
             markBadUsedEntry(element.id)
             return nil
         }
+        if usesInOrder, id != Int(availHeads[Int(nextCompletion &+ UInt16(truncatingIfNeeded: ahead)) & mask]) {
+            markOutOfOrder(element.id)
+            return nil
+        }
         return (cookies[id], element.len)
     }
 
@@ -308,6 +364,7 @@ public final class SplitRingDriver {
     public func skipPeekedUsed() {
         let id = Int(cvs_used_ring(memory.used)[Int(lastUsed) & mask].id)
         lastUsed &+= 1
+        nextCompletion &+= 1
         releaseChain(head: id) { _ in }
     }
 
@@ -324,6 +381,28 @@ public final class SplitRingDriver {
             markBadUsedEntry(element.id)
             return nil
         }
+        var completed = 1
+        if usesInOrder {
+            // In order, an entry may stand for every buffer up to the one it names.
+            while id != Int(availHeads[Int(nextCompletion) & mask]) {
+                let earlier = Int(availHeads[Int(nextCompletion) & mask])
+                guard acceptsBatchedCompletions, nextCompletion != publishedAvail, chainLength[earlier] != 0 else {
+                    markOutOfOrder(element.id)
+                    return nil
+                }
+                eachTail(cookies[earlier])
+                releaseChain(head: earlier, eachTail)
+                nextCompletion &+= 1
+                completed &+= 1
+            }
+            guard nextCompletion != publishedAvail else {
+                // It names a buffer the device was never shown.
+                markOutOfOrder(element.id)
+                return nil
+            }
+            nextCompletion &+= 1
+        }
+        completedInLastTake = completed
         lastUsed &+= 1
         let cookie = cookies[id]
         releaseChain(head: id, eachTail)
@@ -354,6 +433,11 @@ public final class SplitRingDriver {
             freeStack[freeCount] = UInt16(truncatingIfNeeded: id)
             freeCount &+= 1
         }
+    }
+
+    @usableFromInline @inline(never)
+    func markOutOfOrder(_ id: UInt32) {
+        markViolation("used entry names descriptor \(id), out of order under IN_ORDER" + (acceptsBatchedCompletions ? "" : " (a receive queue needs an entry per buffer)"))
     }
 
     /// Kept out of line, so the functions that check used entries stay small enough to inline.

@@ -16,6 +16,8 @@ final class DeviceAgainstTestPMDTests: XCTestCase {
         let device = try VirtioUserDevice(configuration: configuration)
         try device.start()
         XCTAssertEqual(device.linkState, .up)
+        XCTAssertTrue(device.negotiatedFeatures.isSuperset(of: [.inOrder, .netMergeableRxBuffers, .ringIndirectDescriptors, .ringEventIndex]),
+                      "DPDK's vhost offers these and we take them: \(device.negotiatedFeatures)")
 
         // At most 128 frames in flight: testpmd drops (rather than waits) when our receive ring
         // is full, and this run is about integrity, not speed.
