@@ -9,10 +9,22 @@ final class JumboWithTestPMDTests: XCTestCase {
     /// Our device through testpmd's vhost io forwarding: 100,000 frames of 60…9,216 bytes,
     /// each back intact (testpmd holds them as chained mbufs in between).
     func testOurJumboFramesThroughTestPMDVhost() throws {
+        try ourJumboFrames(indirect: true)
+    }
+
+    /// The same with plain descriptor chains (indirect descriptors not negotiated).
+    func testOurChainedJumboFramesThroughTestPMDVhost() throws {
+        try ourJumboFrames(indirect: false)
+    }
+
+    private func ourJumboFrames(indirect: Bool) throws {
         let path = try makeSocketPath(self)
         let testpmd = try TestPMD(.vhost, socket: path, ["--forward-mode", "io"])
-        let device = try VirtioUserDevice(configuration: .init(socketPath: path))
+        var configuration = VirtioUserDevice.Configuration(socketPath: path)
+        configuration.indirectDescriptors = indirect
+        let device = try VirtioUserDevice(configuration: configuration)
         try device.start()
+        XCTAssertEqual(device.negotiatedFeatures.contains(.ringIndirectDescriptors), indirect)
         XCTAssertTrue(device.negotiatedFeatures.contains(.netMergeableRxBuffers), "\(device.negotiatedFeatures)")
         let total: UInt64 = 100_000
         let result = runLoopbackStream(
@@ -20,7 +32,7 @@ final class JumboWithTestPMDTests: XCTestCase {
             total: total, window: 32)
         device.stop()
         let totals = try testpmd.stop()
-        print("interop: our device, jumbo 60…9216 B -> testpmd vhost io: sent \(result.sent), intact \(result.intact); "
+        print("interop: our device, jumbo 60…9216 B (\(indirect ? "indirect tables" : "chains")) -> testpmd vhost io: sent \(result.sent), intact \(result.intact); "
               + "testpmd RX \(totals.rxPackets) TX \(totals.txPackets) dropped \(totals.rxDropped + totals.txDropped)")
         XCTAssertEqual(result.sent, total, testpmd.output.suffix(1500).description)
         XCTAssertEqual(result.intact, total)
