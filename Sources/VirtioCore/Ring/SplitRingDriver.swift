@@ -45,9 +45,9 @@ public final class SplitRingDriver {
     @exclusivity(unchecked) public var usesEventIndex = false
     /// Indirect tables (VIRTIO_RING_F_INDIRECT_DESC): one table of ``indirectEntries``
     /// descriptors per ring descriptor, in memory the device can read; nil without them.
-    @usableFromInline var indirectTables: UnsafeMutablePointer<cvs_vring_desc>?
+    @exclusivity(unchecked) @usableFromInline var indirectTables: UnsafeMutablePointer<cvs_vring_desc>?
     /// The device's address of the first table.
-    @usableFromInline var indirectTablesAddress: UInt64 = 0
+    @exclusivity(unchecked) @usableFromInline var indirectTablesAddress: UInt64 = 0
     /// Descriptors per indirect table.
     public static let indirectEntries = 8
     /// For each descriptor id heading an indirect table in flight: its entries' cookies, and
@@ -70,7 +70,7 @@ public final class SplitRingDriver {
     /// In order: accept one used entry for a batch of buffers (transmit rings, whose used
     /// lengths carry nothing). A receive ring needs every entry's length, so there a batch
     /// breaks the protocol. Set once by the owner.
-    public var acceptsBatchedCompletions = false
+    @exclusivity(unchecked) public var acceptsBatchedCompletions = false
     /// Buffers the last ``takeUsed(_:)`` completed: 1, or more for an in-order batch.
     @inlinable public var lastCompletedBuffers: Int { completedInLastTake }
     @exclusivity(unchecked) @usableFromInline var completedInLastTake = 1
