@@ -45,6 +45,7 @@ struct PMDRunner {
         configuration.mergeableReceiveBuffers = !options.noMergeable
         configuration.indirectDescriptors = !options.noIndirect
         configuration.eventIndex = !options.noEventIndex
+        configuration.inOrder = !options.noInOrder
         configuration.offloads = (try? options.parsedOffloads()) ?? []
         configuration.macAddress = options.mac.flatMap(MACAddress.init)
         configuration.mtu = options.mtu

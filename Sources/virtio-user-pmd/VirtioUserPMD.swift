@@ -78,6 +78,9 @@ struct VirtioUserPMD: ParsableCommand {
     @Flag(name: .customLong("no-indirect"), help: "Do not negotiate indirect descriptors.")
     var noIndirect = false
 
+    @Flag(name: .customLong("no-in-order"), help: "Do not negotiate VIRTIO_F_IN_ORDER (DPDK: in_order=0).")
+    var noInOrder = false
+
     @Flag(name: .customLong("no-event-idx"), help: "Do not negotiate VIRTIO_RING_F_EVENT_IDX (notifications by flags, as DPDK's virtio-user).")
     var noEventIndex = false
 
