@@ -20,16 +20,18 @@ extension VirtioUserDevice {
         /// fit one buffer.
         public var mergeableReceiveBuffers = true
         /// Negotiate VIRTIO_RING_F_EVENT_IDX (DPDK's virtio-user never does; its vhost
-        /// offers it): notifications are asked for with event indices rather than flags, so in
-        /// interrupt mode the back-end signals once per wait instead of once per burst.
-        public var eventIndex = true
+        /// offers it): notifications are asked for with event indices rather than flags.
+        /// Off by default: polling 64-byte frames into DPDK's vhost measured slower with it
+        /// (Docs/PERFORMANCE.md), and interrupt mode works with flags too.
+        public var eventIndex = false
         /// Negotiate VIRTIO_RING_F_INDIRECT_DESC: a transmitted frame of 2…8 buffers takes
         /// one ring descriptor pointing at a table in shared memory instead of a chain.
         public var indirectDescriptors = true
-        /// Negotiate VIRTIO_F_IN_ORDER (DPDK's `in_order`, on by default there too): descriptors
-        /// go out in ring order, and the back-end may complete a batch of transmitted frames
-        /// with one used entry.
-        public var inOrder = true
+        /// Negotiate VIRTIO_F_IN_ORDER (DPDK's `in_order`, on by default there): descriptors go
+        /// out in ring order, and the back-end may complete a batch of transmitted frames with
+        /// one used entry. Off by default: 64-byte transmit into DPDK's vhost measured about
+        /// 20 % slower with it (Docs/PERFORMANCE.md).
+        public var inOrder = false
         /// Offloads to negotiate (none by default, as DPDK asks for them only when the
         /// application does): checksum and TCP segmentation on transmit, their reports on
         /// receive. What the back-end also offers is in ``VirtioUserDevice/negotiatedFeatures``.

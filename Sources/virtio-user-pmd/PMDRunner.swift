@@ -44,8 +44,8 @@ struct PMDRunner {
         configuration.queuePairs = options.queues
         configuration.mergeableReceiveBuffers = !options.noMergeable
         configuration.indirectDescriptors = !options.noIndirect
-        configuration.eventIndex = !options.noEventIndex
-        configuration.inOrder = !options.noInOrder
+        configuration.eventIndex = options.eventIndex
+        configuration.inOrder = options.inOrder
         configuration.offloads = (try? options.parsedOffloads()) ?? []
         configuration.macAddress = options.mac.flatMap(MACAddress.init)
         configuration.mtu = options.mtu

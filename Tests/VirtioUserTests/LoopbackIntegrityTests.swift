@@ -34,6 +34,25 @@ final class LoopbackIntegrityTests: XCTestCase {
         XCTAssertEqual(backendStats.protocolErrors, 0)
     }
 
+    /// With IN_ORDER and EVENT_IDX (off by default), including jumbo frames: intact, balanced.
+    func testInOrderAndEventIndexCarryFramesIntact() throws {
+        let backend = try startBackend(self, mode: .loopback)
+        var configuration = VirtioUserDevice.Configuration(socketPath: backend.configuration.socketPath)
+        configuration.inOrder = true
+        configuration.eventIndex = true
+        let device = try VirtioUserDevice(configuration: configuration)
+        try device.start()
+        XCTAssertTrue(device.negotiatedFeatures.isSuperset(of: [.inOrder, .ringEventIndex]), "\(device.negotiatedFeatures)")
+        let total: UInt64 = 30_000
+        let result = runLoopbackStream(device: device, stream: FrameStream(seed: 0x10, minimumLength: 60, maximumLength: 9216), total: total)
+        XCTAssertEqual(result.intact, total)
+        device.stop()
+        let stats = device.statistics
+        XCTAssertEqual(stats.tx.packets, stats.tx.completed + stats.tx.drops)
+        XCTAssertEqual(stats.tx.errors + stats.rx.errors + stats.rx.drops, 0)
+        XCTAssertEqual(device.availableBuffers(), stats.poolSize)
+    }
+
     /// Every queue size the device accepts carries traffic intact end to end.
     func testEveryQueueSizeCarriesTraffic() throws {
         let backend = try startBackend(self, mode: .loopback)

@@ -72,13 +72,14 @@ final class SeparateProcessTests: XCTestCase {
     func testCommandLineFeatureSwitchesAndInterruptMode() throws {
         let (pmd, output, errors) = try launch("virtio-user-pmd", [
             "--forward-mode", "io", "--tx-first", "--rx-wait", "50", "--duration", "1", "--stats-period", "0",
-            "--offloads", "csum,guest-csum", "--no-event-idx", "--no-indirect", "--no-mergeable",
+            "--offloads", "csum,guest-csum", "--no-indirect", "--no-mergeable", "--in-order", "--event-idx",
         ])
         let printed = text(output)
         pmd.waitUntilExit()
         XCTAssertEqual(pmd.terminationStatus, 0, printed + text(errors))
         XCTAssertTrue(printed.contains("(CSUM|GUEST_CSUM|"), printed)
-        XCTAssertFalse(printed.contains("EVENT_IDX") || printed.contains("INDIRECT_DESC") || printed.contains("MRG_RXBUF"), printed)
+        XCTAssertFalse(printed.contains("INDIRECT_DESC") || printed.contains("MRG_RXBUF"), printed)
+        XCTAssertTrue(printed.contains("EVENT_IDX") && printed.contains("IN_ORDER"), printed)
         XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
     }
 

@@ -209,8 +209,7 @@ func mappingCount() -> Int {
 }
 
 /// What our device negotiates with our back-end by default: MQ only with more than one pair,
-/// MAC only when the back-end has one.
+/// MAC only when the back-end has one, IN_ORDER and EVENT_IDX only when configured.
 let defaultFeaturesWithOurBackend: VirtioFeatures = [
-    .version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers, .ringEventIndex,
-    .ringIndirectDescriptors, .inOrder,
+    .version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers, .ringIndirectDescriptors,
 ]
