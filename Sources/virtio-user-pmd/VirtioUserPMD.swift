@@ -42,7 +42,7 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("queue-size"), help: "Virtqueue size: a power of two, 64…32768.")
     var queueSize: Int = 256
 
-    @Option(help: "Queue pairs, each forwarded by its own thread (1…64; more than 1 needs a back-end with MQ, e.g. DPDK net_vhost0,…,queues=N).")
+    @Option(help: "Queue pairs (1…64; more than 1 needs a back-end with MQ, e.g. DPDK net_vhost0,…,queues=N). A forwarding thread each, unless --threads says fewer.")
     var queues: Int = 1
 
     @Flag(help: "Back the shared memory with 2 MiB hugepages (falls back to normal pages, with a warning, when none are reserved).")
@@ -87,7 +87,7 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(help: "Offloads to negotiate, comma-separated: csum, guest-csum, tso4, tso6, guest-tso4, guest-tso6. Default: none.")
     var offloads: String?
 
-    @Option(name: .customLong("rx-wait"), help: "rxonly/io/macswap: when nothing has arrived, sleep on the back-end's call notification for up to this many milliseconds instead of polling (interrupt mode; needs one thread per queue pair). Default 0: poll.")
+    @Option(name: .customLong("rx-wait"), help: "rxonly/io/macswap: when nothing has arrived, sleep on the back-end's call notification for up to this many milliseconds instead of polling (interrupt mode; needs one thread per queue pair). 0 polls.")
     var rxWait: Int = 0
 
     @Option(name: .customLong("backend-mode"), help: "Embedded back-end's mode: loopback or sink.")
