@@ -59,9 +59,13 @@ extension BackendConnection {
                 tx: tx, txSegments: txSegments,
                 rx: ReceiveTarget(ring: rx, segments: rxSegments, heads: heads, capacities: capacities, mergeable: mergeable),
                 burst: burst, counters: counters, pairCounters: pairCounters)
-            if handled > 0, rx.publishUsed() { rxVring.call?.signal() }
         }
+        // Transmit completions before the looped-back copies: a front-end that re-sends what it
+        // receives (testpmd io) must find its transmit buffers returned by the time the copies
+        // arrive. DPDK's in-order transmit path frees descriptors only from completions already
+        // visible, and with 32 jumbo frames outstanding it found none and dropped frames.
         if handled > 0, tx.publishUsed() { txVring.call?.signal() }
+        if handled > 0, mode == .loopback, let rx = rxVring.ring, rx.publishUsed() { rxVring.call?.signal() }
         if let violation = tx.violation ?? rxVring.ring?.violation {
             throw VirtioError(.protocolViolation, violation)
         }
