@@ -1,6 +1,6 @@
 // CVirtioShim: the few things Swift cannot say directly on Linux.
 //
-// - split virtqueue layouts (VIRTIO 1.1 §2.7) and ordered access to the indices and flags that
+// - split and packed virtqueue layouts (VIRTIO 1.1 §2.7, §2.8) and ordered access to the indices and flags that
 //   two processes share;
 // - memfd / hugetlb memfd creation, sealing and shared mappings;
 // - eventfd, AF_UNIX helpers and SCM_RIGHTS send/receive (the CMSG_* macros do not import);
@@ -67,6 +67,38 @@ static inline struct cvs_vring_used_elem *cvs_used_ring(void *used) {
 static inline uint16_t *cvs_used_avail_event(void *used, uint32_t num) {
     return (uint16_t *)((char *)used + 4 + (size_t)num * 8u);
 }
+
+// MARK: - Packed virtqueue layout (VIRTIO 1.1 §2.8)
+
+/// One packed descriptor: 16 bytes. The driver makes it available and the device returns it
+/// used in the same slot; the flags say which (AVAIL/USED against each side's wrap counter).
+struct cvs_pvirtq_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t id;
+    uint16_t flags;
+};
+
+enum {
+    CVS_VIRTQ_DESC_F_AVAIL = 1 << 7,
+    CVS_VIRTQ_DESC_F_USED = 1 << 15,
+    /// Event suppression flags (§2.8.10): notify always, never, or at one descriptor.
+    CVS_RING_EVENT_FLAGS_ENABLE = 0,
+    CVS_RING_EVENT_FLAGS_DISABLE = 1,
+    CVS_RING_EVENT_FLAGS_DESC = 2,
+    /// Alignments (§2.8.10.1 / vhost-user): the ring 16 bytes, each event area 4.
+    CVS_PVIRTQ_DESC_ALIGN = 16,
+    CVS_PVIRTQ_EVENT_ALIGN = 4,
+    /// Bytes of one event suppression area: off_wrap, then flags.
+    CVS_PVIRTQ_EVENT_BYTES = 4,
+};
+
+/// The flags of descriptor `i`: read and written with the ordered accessors below, since the
+/// flags are what hands a descriptor from one side to the other.
+static inline uint16_t *cvs_pdesc_flags(struct cvs_pvirtq_desc *ring, uint32_t i) { return &ring[i].flags; }
+/// The fields of an event suppression area.
+static inline uint16_t *cvs_pevent_off_wrap(void *area) { return (uint16_t *)area; }
+static inline uint16_t *cvs_pevent_flags(void *area) { return (uint16_t *)area + 1; }
 
 // MARK: - Ordered access to shared indices and flags
 //

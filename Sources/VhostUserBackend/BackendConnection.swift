@@ -118,7 +118,10 @@ final class BackendConnection {
         mergeable = requested.contains(.netMergeableRxBuffers)
         acceptsIndirect = requested.contains(.ringIndirectDescriptors)
         sendsOffloads = !requested.isDisjoint(with: [.netCsum, .netHostTSO4, .netHostTSO6])
-        for vring in vrings { vring.usesEventIndex = requested.contains(.ringEventIndex) }
+        for vring in vrings {
+            vring.usesEventIndex = requested.contains(.ringEventIndex)
+            vring.packedFormat = requested.contains(.ringPacked)
+        }
     }
 
     private func handle(_ message: VhostUserMessage, descriptors: [OwnedDescriptor]) throws(VirtioError) {
@@ -158,8 +161,14 @@ final class BackendConnection {
             for vring in vrings where vring.ring != nil { try vring.start(memory: memory) }
         case .setVringNum(let state):
             let vring = try vring(state.index, .setVringNum)
-            guard SplitRingMemory.isValidSize(Int(state.num)) else {
-                throw VirtioError(.protocolViolation, "SET_VRING_NUM \(state.num) for ring \(state.index) is not a power of two up to 32768.")
+            if features.contains(.ringPacked) {
+                guard PackedRingMemory.isValidSize(Int(state.num)) else {
+                    throw VirtioError(.protocolViolation, "SET_VRING_NUM \(state.num) for packed ring \(state.index) is outside 1…32768.")
+                }
+            } else {
+                guard SplitRingMemory.isValidSize(Int(state.num)) else {
+                    throw VirtioError(.protocolViolation, "SET_VRING_NUM \(state.num) for ring \(state.index) is not a power of two up to 32768.")
+                }
             }
             guard vring.ring == nil else {
                 throw VirtioError(.protocolViolation, "SET_VRING_NUM for ring \(state.index) while it runs.")

@@ -21,8 +21,16 @@ final class BackendVring {
             ring?.setNotificationsEnabled(false)
         }
     }
-    /// The device half, present while the ring is started.
-    private(set) var ring: SplitRingDevice?
+    /// VIRTIO_F_RING_PACKED negotiated: the ring starts in the packed format.
+    var packedFormat = false
+    /// The device half, present while the ring is started: one of the two formats.
+    private(set) var split: SplitRingDevice?
+    private(set) var packed: PackedRingDevice?
+    /// The running ring, whichever its format (for the paths that are not per frame).
+    var ring: (any DeviceRing)? {
+        if let split { return split }
+        return packed
+    }
     /// Scratch space for one chain (as long as the queue), allocated when the ring starts.
     private(set) var segments: UnsafeMutablePointer<ChainSegment>?
     /// Scratch space for the receive chains one frame is merged into (mergeable buffers): their
@@ -43,20 +51,59 @@ final class BackendVring {
     /// True when frames may move on this ring.
     var isLive: Bool { ring != nil && enabled }
 
-    /// Starts the ring over `memory`, checking the size and that each part lies, aligned, in
-    /// the front-end's regions.
+    /// Starts the ring over `memory`, checking the size, the base and that each part lies,
+    /// aligned, in the front-end's regions.
     func start(memory: GuestMemoryMap) throws(VirtioError) {
-        guard SplitRingMemory.isValidSize(size) else {
-            throw VirtioError(.protocolViolation, "Ring \(index) was started with size \(size); a power of two up to 32768 is required (send SET_VRING_NUM first).")
-        }
         guard let address else {
             throw VirtioError(.protocolViolation, "Ring \(index) was started before SET_VRING_ADDR.")
         }
-        let parts: [(String, UInt64, Int, Int)] = [
-            ("descriptor table", address.descriptorTable, cvs_vring_desc_bytes(UInt32(size)), Int(CVS_VRING_DESC_ALIGN)),
-            ("available ring", address.availableRing, cvs_vring_avail_bytes(UInt32(size)), Int(CVS_VRING_AVAIL_ALIGN)),
-            ("used ring", address.usedRing, cvs_vring_used_bytes(UInt32(size)), Int(CVS_VRING_USED_ALIGN)),
-        ]
+        if packedFormat {
+            guard PackedRingMemory.isValidSize(size) else {
+                throw VirtioError(.protocolViolation, "Ring \(index) was started with size \(size); a packed ring holds 1…32768 (send SET_VRING_NUM first).")
+            }
+            guard PackedRingDevice.isValidBase(base, size: size) else {
+                throw VirtioError(.protocolViolation, "Ring \(index)'s SET_VRING_BASE 0x\(String(base, radix: 16)) names slot \(base & 0x7FFF) of a ring of \(size).")
+            }
+            // SET_VRING_ADDR's available and used fields carry the driver and device areas.
+            let pointers = try translate([
+                ("descriptor ring", address.descriptorTable, cvs_vring_desc_bytes(UInt32(size)), Int(CVS_PVIRTQ_DESC_ALIGN)),
+                ("driver event area", address.availableRing, Int(CVS_PVIRTQ_EVENT_BYTES), Int(CVS_PVIRTQ_EVENT_ALIGN)),
+                ("device event area", address.usedRing, Int(CVS_PVIRTQ_EVENT_BYTES), Int(CVS_PVIRTQ_EVENT_ALIGN)),
+            ], memory: memory)
+            let device = PackedRingDevice(
+                memory: PackedRingMemory(size: size, descriptors: pointers[0], driverEvent: pointers[1], deviceEvent: pointers[2]),
+                base: base)
+            // Transmit rings (odd indices) are only read; see the property for the DPDK quirk.
+            device.readsIndirectTablesAsReadOnly = index % 2 == 1
+            install(device)
+            packed = device
+            split = nil
+        } else {
+            guard SplitRingMemory.isValidSize(size) else {
+                throw VirtioError(.protocolViolation, "Ring \(index) was started with size \(size); a power of two up to 32768 is required (send SET_VRING_NUM first).")
+            }
+            let pointers = try translate([
+                ("descriptor table", address.descriptorTable, cvs_vring_desc_bytes(UInt32(size)), Int(CVS_VRING_DESC_ALIGN)),
+                ("available ring", address.availableRing, cvs_vring_avail_bytes(UInt32(size)), Int(CVS_VRING_AVAIL_ALIGN)),
+                ("used ring", address.usedRing, cvs_vring_used_bytes(UInt32(size)), Int(CVS_VRING_USED_ALIGN)),
+            ], memory: memory)
+            let device = SplitRingDevice(
+                memory: SplitRingMemory(size: size, descriptors: pointers[0], avail: pointers[1], used: pointers[2]),
+                baseIndex: base)
+            install(device)
+            split = device
+            packed = nil
+        }
+        segments?.deallocate()
+        segments = .allocate(capacity: size)
+        mergeHeads?.deallocate()
+        mergeHeads = .allocate(capacity: size)
+        mergeCapacities?.deallocate()
+        mergeCapacities = .allocate(capacity: size)
+    }
+
+    /// Local pointers to ring parts, each checked for alignment and to lie in shared memory.
+    private func translate(_ parts: [(String, UInt64, Int, Int)], memory: GuestMemoryMap) throws(VirtioError) -> [UnsafeMutableRawPointer] {
         var pointers: [UnsafeMutableRawPointer] = []
         for (name, userAddress, length, alignment) in parts {
             guard userAddress % UInt64(alignment) == 0 else {
@@ -67,25 +114,20 @@ final class BackendVring {
             }
             pointers.append(pointer)
         }
-        let device = SplitRingDevice(
-            memory: SplitRingMemory(size: size, descriptors: pointers[0], avail: pointers[1], used: pointers[2]),
-            baseIndex: base)
+        return pointers
+    }
+
+    private func install(_ device: some DeviceRing) {
         device.usesEventIndex = usesEventIndex
         // We poll while traffic flows: tell the driver not to kick until we go idle.
         device.setNotificationsEnabled(false)
-        ring = device
-        segments?.deallocate()
-        segments = .allocate(capacity: size)
-        mergeHeads?.deallocate()
-        mergeHeads = .allocate(capacity: size)
-        mergeCapacities?.deallocate()
-        mergeCapacities = .allocate(capacity: size)
     }
 
     /// Stops the ring; returns where it stopped (the next available index to process).
     func stop() -> UInt16 {
-        if let ring { base = ring.availIndex }
-        ring = nil
+        if let ring { base = UInt16(truncatingIfNeeded: ring.vringBase) }
+        split = nil
+        packed = nil
         kick = nil
         return base
     }
@@ -99,5 +141,6 @@ final class BackendVring {
         call = nil
         enabled = false
         usesEventIndex = false
+        packedFormat = false
     }
 }

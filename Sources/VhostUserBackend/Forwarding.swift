@@ -42,18 +42,33 @@ extension BackendConnection {
     }
 
     /// One burst on one queue pair: a frame the front-end transmits on pair n comes back on
-    /// pair n's receive ring (loopback).
+    /// pair n's receive ring (loopback). Dispatches once per burst to the loop specialised for
+    /// the rings' format.
     private func forward(
         rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, burst: Int,
         counters: BackendCounters, pairCounters: BackendCounters.Pair
     ) throws(VirtioError) -> Int {
-        guard txVring.enabled, let tx = txVring.ring, let txSegments = txVring.segments else { return 0 }
+        guard txVring.enabled else { return 0 }
+        if let tx = txVring.split {
+            return try forward(tx: tx, rx: rxVring.split, rxVring: rxVring, txVring: txVring, mode: mode, burst: burst, counters: counters, pairCounters: pairCounters)
+        }
+        if let tx = txVring.packed {
+            return try forward(tx: tx, rx: rxVring.packed, rxVring: rxVring, txVring: txVring, mode: mode, burst: burst, counters: counters, pairCounters: pairCounters)
+        }
+        return 0
+    }
+
+    private func forward<Ring: DeviceRing>(
+        tx: Ring, rx: Ring?, rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, burst: Int,
+        counters: BackendCounters, pairCounters: BackendCounters.Pair
+    ) throws(VirtioError) -> Int {
+        guard let txSegments = txVring.segments else { return 0 }
         let handled: Int
         switch mode {
         case .sink:
             handled = try sink(tx: tx, txSegments: txSegments, burst: burst, counters: counters)
         case .loopback:
-            guard rxVring.enabled, let rx = rxVring.ring, let rxSegments = rxVring.segments,
+            guard rxVring.enabled, let rx, let rxSegments = rxVring.segments,
                   let heads = rxVring.mergeHeads, let capacities = rxVring.mergeCapacities else { return 0 }
             handled = try loopback(
                 tx: tx, txSegments: txSegments,
@@ -65,20 +80,21 @@ extension BackendConnection {
         // arrive. DPDK's in-order transmit path frees descriptors only from completions already
         // visible, and with 32 jumbo frames outstanding it found none and dropped frames.
         if handled > 0, tx.publishUsed() { txVring.call?.signal() }
-        if handled > 0, mode == .loopback, let rx = rxVring.ring, rx.publishUsed() { rxVring.call?.signal() }
-        if let violation = tx.violation ?? rxVring.ring?.violation {
+        if handled > 0, mode == .loopback, let rx, rx.publishUsed() { rxVring.call?.signal() }
+        if let violation = tx.violation ?? rx?.violation {
             throw VirtioError(.protocolViolation, violation)
         }
         return handled
     }
 
-    private func sink(tx: SplitRingDevice, txSegments: UnsafeMutablePointer<ChainSegment>, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+    private func sink<Ring: DeviceRing>(tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
         let count = min(tx.availableCount(), burst)
         var bytes = 0
         var done = 0
         while done < count {
-            guard let head = tx.takeAvailable(),
+            guard let head = tx.peekAvailable(ahead: 0),
                   let n = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
+            tx.skipAvailable(1)
             let length = try frameLength(txSegments, n)
             if let frameObserver { frameObserver(try digest(txSegments, n), length) }
             bytes &+= length
@@ -91,8 +107,8 @@ extension BackendConnection {
     }
 
     /// Where looped-back frames go: the receive ring and its scratch space.
-    struct ReceiveTarget {
-        let ring: SplitRingDevice
+    struct ReceiveTarget<Ring: DeviceRing> {
+        let ring: Ring
         let segments: UnsafeMutablePointer<ChainSegment>
         let heads: UnsafeMutablePointer<UInt16>
         let capacities: UnsafeMutablePointer<Int>
@@ -100,8 +116,8 @@ extension BackendConnection {
         let mergeable: Bool
     }
 
-    private func loopback(
-        tx: SplitRingDevice, txSegments: UnsafeMutablePointer<ChainSegment>, rx: ReceiveTarget,
+    private func loopback<Ring: DeviceRing>(
+        tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, rx: ReceiveTarget<Ring>,
         burst: Int, counters: BackendCounters, pairCounters: BackendCounters.Pair
     ) throws(VirtioError) -> Int {
         // Only take a frame once there are receive buffers for it: the front-end sees
@@ -113,7 +129,7 @@ extension BackendConnection {
         var dropped = 0
         var done = 0
         while done < count, rxAvailable > 0 {
-            guard let head = tx.peekAvailable(),
+            guard let head = tx.peekAvailable(ahead: 0),
                   let txCount = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
             let length = try frameLength(txSegments, txCount)
             let total = VirtioNetHeader.size + length
@@ -122,7 +138,7 @@ extension BackendConnection {
                 // Not enough receive buffers yet for this frame: leave it for the next burst.
                 break
             }
-            tx.skipAvailable()
+            tx.skipAvailable(1)
             if let frameObserver { frameObserver(try digest(txSegments, txCount), length) }
             // Offload requests are read only when the front-end may make them.
             let action = sendsOffloads ? try offloadAction(txSegments, txCount, frameLength: length) : .deliver(VirtioNetOffload())
@@ -158,7 +174,7 @@ extension BackendConnection {
     /// Reads a chain, following an indirect table when VIRTIO_RING_F_INDIRECT_DESC was
     /// negotiated (the table must lie inside the shared memory).
     @inline(__always)
-    private func readChain(_ ring: SplitRingDevice, head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+    private func readChain<Ring: DeviceRing>(_ ring: Ring, head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
         guard acceptsIndirect else { return ring.readChain(head: head, into: segments, capacity: capacity) }
         let memory = self.memory
         return ring.readChain(head: head, into: segments, capacity: capacity) { address, length in
@@ -186,7 +202,7 @@ extension BackendConnection {
     /// they hold `needed` bytes — at most one chain without mergeable buffers, at most
     /// `available` with. Returns how many chains and their capacity; nil when a chain could not
     /// be read (the ring's violation says why).
-    private func gatherReceiveChains(_ rx: ReceiveTarget, available: Int, needed: Int) throws(VirtioError) -> (chains: Int, segments: Int, capacity: Int)? {
+    private func gatherReceiveChains<Ring: DeviceRing>(_ rx: ReceiveTarget<Ring>, available: Int, needed: Int) throws(VirtioError) -> (chains: Int, segments: Int, capacity: Int)? {
         var chains = 0
         var segmentCount = 0
         var capacity = 0
@@ -213,9 +229,9 @@ extension BackendConnection {
     /// Copies header + frame from a transmit chain into the first `chains` receive chains
     /// gathered (whose capacity the caller checked), runs `finish` on the copy, takes the
     /// chains, and marks each used with the bytes it got.
-    private func copyFrame(
+    private func copyFrame<Ring: DeviceRing>(
         from src: UnsafeMutablePointer<ChainSegment>, _ srcCount: Int,
-        to rx: ReceiveTarget, chains: Int, frameLength: Int, offload: VirtioNetOffload,
+        to rx: ReceiveTarget<Ring>, chains: Int, frameLength: Int, offload: VirtioNetOffload,
         finish: () throws(VirtioError) -> Void
     ) throws(VirtioError) {
         var writer = ChainWriter(segments: rx.segments)

@@ -15,7 +15,8 @@ import VirtioCore
 /// "guest physical" addresses start at 0, so short inputs with small numbers reach the chain
 /// walk and the copies. Byte 512 chooses the negotiated features: bit 0 indirect
 /// descriptors, bit 1 mergeable receive buffers, bit 2 event indices, bit 3 checksum offload
-/// (CSUM), bit 4 receive checksum and TCP segmentation (GUEST_CSUM, HOST_TSO4).
+/// (CSUM), bit 4 receive checksum and TCP segmentation (GUEST_CSUM, HOST_TSO4), bit 5 packed
+/// rings (the same places hold the descriptor ring, then the driver and device event areas).
 @_spi(Fuzzing)
 public final class ForwardingFuzzHarness {
     /// Bytes of front-end memory; inputs longer than this are cut.
@@ -69,12 +70,14 @@ public final class ForwardingFuzzHarness {
         if choice & 4 != 0 { features.insert(.ringEventIndex) }
         if choice & 8 != 0 { features.insert(.netCsum) }
         if choice & 16 != 0 { features.formUnion([.netGuestCsum, .netHostTSO4]) }
+        if choice & 32 != 0 { features.insert(.ringPacked) }
         connection.apply(features)
         var handled = 0
         do throws(VirtioError) {
             for vring in connection.vrings {
                 _ = vring.stop()
-                vring.base = 0
+                // Both formats start at slot 0; a packed ring's wrap counters start at 1.
+                vring.base = features.contains(.ringPacked) ? 0x8000 : 0
                 try vring.start(memory: connection.memory)
             }
             for _ in 0..<4 {

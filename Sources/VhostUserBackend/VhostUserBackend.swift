@@ -38,10 +38,11 @@ public final class VhostUserBackend: Sendable {
         public var queuePairs = 8
         /// Features offered to front-ends. MAC is offered only when ``macAddress`` is set.
         /// IN_ORDER is honoured by construction: each ring's buffers are used in the order
-        /// they were made available (one used entry each, never batched).
+        /// they were made available (one used entry each, never batched). RING_PACKED serves
+        /// packed rings to front-ends that ask for them (split otherwise).
         public var offeredFeatures: VirtioFeatures = [
             .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
-            .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors, .inOrder,
+            .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors, .inOrder, .ringPacked,
             .netCsum, .netGuestCsum, .netHostTSO4, .netHostTSO6, .netGuestTSO4, .netGuestTSO6,
         ]
         /// The MAC address served in the config space (VIRTIO_NET_F_MAC), which a front-end

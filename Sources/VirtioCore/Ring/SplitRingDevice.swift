@@ -26,7 +26,7 @@ public struct ChainSegment: Sendable, Equatable {
 /// Mutable state is `@exclusivity(unchecked)`: one thread owns the ring, and the dynamic
 /// exclusivity check on every access cost more than the ring work itself (half the
 /// instructions of a transmit burst under callgrind).
-public final class SplitRingDevice {
+public final class SplitRingDevice: DeviceRing {
     /// The shared ring memory.
     public let memory: SplitRingMemory
     @usableFromInline let mask: Int
@@ -52,6 +52,8 @@ public final class SplitRingDevice {
     @inlinable public var size: Int { mask + 1 }
     /// Where the device stopped: the value GET_VRING_BASE reports.
     public var availIndex: UInt16 { lastAvail }
+    /// ``availIndex`` as GET_VRING_BASE carries it.
+    public var vringBase: UInt32 { UInt32(lastAvail) }
 
     /// Asks the driver for kicks (true) or tells it not to bother (false,
     /// VRING_USED_F_NO_NOTIFY). The fence orders this store before the caller's next check of

@@ -46,11 +46,28 @@ final class TestPMDFeatureVariantsTests: XCTestCase {
         XCTAssertFalse(features.contains(.inOrder), "\(features)")
     }
 
-    /// packed_vq=1: our back-end does not offer VIRTIO_F_RING_PACKED (not built yet), so DPDK
-    /// falls back to split rings, and traffic flows.
-    func testPackedRingRequestFallsBackToSplit() throws {
+    /// packed_vq=1: DPDK's packed ring against our packed device half, with its defaults
+    /// (in-order, mergeable buffers).
+    func testPackedRing() throws {
         let (features, _) = try circulate(devargs: "packed_vq=1")
-        XCTAssertFalse(features.contains(.ringPacked), "\(features)")
+        XCTAssertTrue(features.isSuperset(of: [.ringPacked, .inOrder, .netMergeableRxBuffers]), "\(features)")
+    }
+
+    /// Packed, not in order, with jumbo frames: DPDK sends each as an indirect table (whose
+    /// header entry it marks device-writable; see PackedRingDevice) and receives it merged.
+    func testPackedRingJumboFramesOutOfOrderPath() throws {
+        let (features, stats) = try circulate(devargs: "packed_vq=1,in_order=0", txpkts: "2048,2048,2048,2048,1024")
+        XCTAssertTrue(features.contains(.ringPacked))
+        XCTAssertFalse(features.contains(.inOrder))
+        XCTAssertEqual(stats.bytesReceived, stats.framesReceived * 9216)
+        XCTAssertGreaterThan(stats.indirectTables, 0, "DPDK's multi-segment frames arrive as indirect tables")
+    }
+
+    /// Packed and in order with jumbo frames: plain chains of six slots.
+    func testPackedRingJumboFramesInOrder() throws {
+        let (features, stats) = try circulate(devargs: "packed_vq=1,in_order=1", txpkts: "2048,2048,2048,2048,1024")
+        XCTAssertTrue(features.isSuperset(of: [.ringPacked, .inOrder]), "\(features)")
+        XCTAssertEqual(stats.bytesReceived, stats.framesReceived * 9216)
     }
 
     func testMergeableBuffersOff() throws {
