@@ -32,6 +32,10 @@ extension VirtioUserDevice {
         /// one used entry. Off by default: 64-byte transmit into DPDK's vhost measured about
         /// 20 % slower with it (Docs/PERFORMANCE.md).
         public var inOrder = false
+        /// Negotiate VIRTIO_F_RING_PACKED (DPDK's `packed_vq`): packed virtqueues when the
+        /// back-end offers them (ours and DPDK's vhost do), split ones otherwise. IN_ORDER is
+        /// not negotiated with packed rings (each buffer is completed on its own).
+        public var packedRing = false
         /// Offloads to negotiate (none by default, as DPDK asks for them only when the
         /// application does): checksum and TCP segmentation on transmit, their reports on
         /// receive. What the back-end also offers is in ``VirtioUserDevice/negotiatedFeatures``.
@@ -183,7 +187,8 @@ struct DeviceMemoryLayout {
     let totalBytes: Int
 
     init(queueSize: Int, poolSize: Int, queuePairs: Int) {
-        ringBytes = SharedMemoryRegion.roundUp(SplitRingMemory.bytesNeeded(size: queueSize), to: 4096)
+        ringBytes = SharedMemoryRegion.roundUp(
+            max(SplitRingMemory.bytesNeeded(size: queueSize), PackedRingMemory.bytesNeeded(size: queueSize)), to: 4096)
         indirectBytes = SharedMemoryRegion.roundUp(SplitRingDriver.indirectBytesNeeded(size: queueSize), to: 4096)
         indirectOffset = 2 * queuePairs * ringBytes
         poolOffset = indirectOffset + queuePairs * indirectBytes

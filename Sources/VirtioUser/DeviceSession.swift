@@ -50,7 +50,8 @@ extension VirtioUserDevice {
         if !configuration.mergeableReceiveBuffers { wanted.remove(.netMergeableRxBuffers) }
         if !configuration.eventIndex { wanted.remove(.ringEventIndex) }
         if !configuration.indirectDescriptors { wanted.remove(.ringIndirectDescriptors) }
-        if !configuration.inOrder { wanted.remove(.inOrder) }
+        if !configuration.inOrder || configuration.packedRing { wanted.remove(.inOrder) }
+        if !configuration.packedRing { wanted.remove(.ringPacked) }
         wanted.formUnion(configuration.offloads.features)
         if configuration.macAddress != nil || !readsConfig { wanted.remove(.netMAC) }
         if configuration.mtu == nil && !readsConfig { wanted.remove(.netMTU) }
@@ -109,12 +110,13 @@ extension VirtioUserDevice {
                 throw VirtioError(.unsupported, "\(pairs.count) queue pairs need VIRTIO_NET_F_MQ and the MQ protocol feature; the back-end offers \(offered), protocol features \(protocolFeatures).")
             }
         }
-        for pair in pairs { pair.resetRings() }
+        let features = offered.intersection(wantedFeatures(protocolFeatures: protocolFeatures))
+        let packed = features.contains(.ringPacked)
+        for pair in pairs { pair.resetRings(packed: packed) }
         for pair in pairs {
             try session.setVringCall(index: pair.rxRingIndex, notifier: pair.rxCall)
             try session.setVringCall(index: pair.txRingIndex, notifier: pair.txCall)
         }
-        let features = offered.intersection(wantedFeatures(protocolFeatures: protocolFeatures))
         try session.setFeatures(features)
         for pair in pairs {
             pair.rx.mergeable = features.contains(.netMergeableRxBuffers)
@@ -123,8 +125,11 @@ extension VirtioUserDevice {
             for ring in [pair.rx.ring, pair.tx.ring] {
                 ring.usesEventIndex = features.contains(.ringEventIndex)
                 ring.setInterruptsEnabled(false)
+            }
+            if !packed {
                 // The receive ring was just filled in ring order, as in-order use requires.
-                ring.setInOrder(features.contains(.inOrder))
+                pair.rx.split.setInOrder(features.contains(.inOrder))
+                pair.tx.split.setInOrder(features.contains(.inOrder))
             }
         }
         let usesStatus = protocolFeatures.contains(.status)
@@ -143,14 +148,28 @@ extension VirtioUserDevice {
                 userAddress: UInt64(UInt(bitPattern: memory.base)), mmapOffset: 0)],
             descriptors: [memory.descriptor.raw])
         for pair in pairs {
-            for (index, ring, kick) in [(pair.rxRingIndex, pair.rx.ring, pair.rx.kick), (pair.txRingIndex, pair.tx.ring, pair.tx.kick)] {
-                try session.setVringNum(index: index, size: UInt32(ring.size))
-                try session.setVringBase(index: index, base: UInt32(ring.startIndex))
-                try session.setVringAddr(VringAddress(
-                    index: index,
-                    descriptorTable: UInt64(UInt(bitPattern: ring.memory.descriptors)),
-                    usedRing: UInt64(UInt(bitPattern: ring.memory.used)),
-                    availableRing: UInt64(UInt(bitPattern: ring.memory.avail))))
+            for (index, split, packedRing, kick) in [
+                (pair.rxRingIndex, pair.rx.split, pair.rx.packed, pair.rx.kick),
+                (pair.txRingIndex, pair.tx.split, pair.tx.packed, pair.tx.kick),
+            ] {
+                try session.setVringNum(index: index, size: UInt32(split.size))
+                if packed {
+                    // SET_VRING_ADDR's available and used fields carry the driver and device
+                    // event areas of a packed ring.
+                    try session.setVringBase(index: index, base: packedRing.vringBase)
+                    try session.setVringAddr(VringAddress(
+                        index: index,
+                        descriptorTable: UInt64(UInt(bitPattern: packedRing.memory.descriptors)),
+                        usedRing: UInt64(UInt(bitPattern: packedRing.memory.deviceEvent)),
+                        availableRing: UInt64(UInt(bitPattern: packedRing.memory.driverEvent))))
+                } else {
+                    try session.setVringBase(index: index, base: split.vringBase)
+                    try session.setVringAddr(VringAddress(
+                        index: index,
+                        descriptorTable: UInt64(UInt(bitPattern: split.memory.descriptors)),
+                        usedRing: UInt64(UInt(bitPattern: split.memory.used)),
+                        availableRing: UInt64(UInt(bitPattern: split.memory.avail))))
+                }
                 try session.setVringKick(index: index, notifier: kick)
             }
         }

@@ -62,7 +62,7 @@ extension VirtioUserDevice {
 
     /// Waits up to 100 ms for the socket to hang up; also reports a ring violation.
     private func hasFailed(_ socket: OwnedDescriptor) -> Bool {
-        if pairs.contains(where: { $0.rx.ring.violation != nil || $0.tx.ring.violation != nil }) { return true }
+        if pairs.contains(where: { $0.rx.violation != nil || $0.tx.violation != nil }) { return true }
         return Poll.waitHangUp(socket.raw, milliseconds: 100)
     }
 }

@@ -133,8 +133,8 @@ final class QueuePair: @unchecked Sendable {
 
     /// The first ring-protocol violation of the session, counted once on its queue.
     func takeViolation() -> String? {
-        for (ring, counters) in [(rx.ring, rx.counters), (tx.ring, tx.counters)] {
-            if let violation = ring.violation {
+        for (violation, counters) in [(rx.violation, rx.counters), (tx.violation, tx.counters)] {
+            if let violation {
                 QueueCounters.add(counters.errors, 1)
                 return violation
             }
@@ -142,12 +142,13 @@ final class QueuePair: @unchecked Sendable {
         return nil
     }
 
-    /// Fresh rings for a new session, with every receive descriptor holding an empty buffer.
-    func resetRings() {
+    /// Fresh rings for a new session in the format negotiated (packed or split), with every
+    /// receive descriptor holding an empty buffer.
+    func resetRings(packed: Bool) {
         withPoolExclusive {
             reclaimAllHoldingPool()
-            rx.ring.reset()
-            tx.ring.reset()
+            rx.reset(packed: packed)
+            tx.reset(packed: packed)
             // We poll: ask the back-end not to signal the call eventfds (reset cleared the flag).
             rx.ring.setInterruptsEnabled(false)
             tx.ring.setInterruptsEnabled(false)

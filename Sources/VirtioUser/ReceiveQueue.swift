@@ -7,9 +7,15 @@ import VirtioCore
 /// With mergeable receive buffers (VIRTIO_NET_F_MRG_RXBUF) the back-end may spread one frame
 /// over several buffers, saying how many in the first one's header (`num_buffers`); the frame
 /// then reaches the caller as a first segment and its continuations.
+///
+/// The queue has a split and a packed ring over the same memory and uses the one the session
+/// negotiated: each burst dispatches once to a loop specialised for that format.
 @usableFromInline
 final class ReceiveQueue {
-    @usableFromInline let ring: SplitRingDriver
+    @usableFromInline let split: SplitRingDriver
+    @usableFromInline let packed: PackedRingDriver
+    /// VIRTIO_F_RING_PACKED is in force (set by the control path while the pair is stopped).
+    @exclusivity(unchecked) @usableFromInline var usesPacked = false
     @usableFromInline let pool: PacketPool
     @usableFromInline let kick: EventNotifier
     @usableFromInline let counters = QueueCounters()
@@ -18,16 +24,35 @@ final class ReceiveQueue {
     /// VIRTIO_NET_F_MRG_RXBUF is in force (set by the control path while the pair is stopped).
     @exclusivity(unchecked) @usableFromInline var mergeable = false
 
-    init(ring: SplitRingDriver, pool: PacketPool, kick: EventNotifier, refillThreshold: Int) {
-        self.ring = ring
+    init(split: SplitRingDriver, packed: PackedRingDriver, pool: PacketPool, kick: EventNotifier, refillThreshold: Int) {
+        self.split = split
+        self.packed = packed
         self.pool = pool
         self.kick = kick
-        self.refillThreshold = max(1, min(refillThreshold, ring.size))
+        self.refillThreshold = max(1, min(refillThreshold, split.size))
+    }
+
+    /// The ring in use, for the control path (not per frame).
+    var ring: any DriverRing { usesPacked ? packed : split }
+
+    /// A violation on either ring; safe from any thread.
+    var violation: String? { split.violation ?? packed.violation }
+
+    /// Fresh state for a new session in the format negotiated (the caller reclaimed every
+    /// buffer first).
+    func reset(packed usesPacked: Bool) {
+        self.usesPacked = usesPacked
+        if usesPacked { packed.reset() } else { split.reset() }
     }
 
     /// Posts empty buffers on every free descriptor the pool can cover.
     @inlinable
     func refill() {
+        if usesPacked { refill(packed) } else { refill(split) }
+    }
+
+    @inlinable
+    func refill<Ring: DriverRing>(_ ring: Ring) {
         var posted = 0
         let wanted = ring.freeDescriptors
         while posted < wanted, let buffer = pool.take() {
@@ -51,6 +76,11 @@ final class ReceiveQueue {
     /// were appended (frames, unless some span several buffers).
     @inlinable
     func receive(into burst: PacketBurst) -> Int {
+        usesPacked ? receive(into: burst, ring: packed) : receive(into: burst, ring: split)
+    }
+
+    @inlinable
+    func receive<Ring: DriverRing>(into burst: PacketBurst, ring: Ring) -> Int {
         let available = ring.usedCount()
         var taken = 0
         var appended = 0
@@ -58,7 +88,7 @@ final class ReceiveQueue {
         var bytes = 0
         var dropped = 0
         while taken < available, burst.held < burst.capacity {
-            guard let (slot, written) = ring.peekUsed() else { break }
+            guard let (slot, written) = ring.peekUsed(ahead: 0) else { break }
             // With mergeable buffers, every buffer of a frame but the last is used to its full
             // length (VIRTIO 1.1 §5.1.6.4.2): only a full first buffer can start a frame of
             // several, so only then is num_buffers read (another cache line).
@@ -66,7 +96,7 @@ final class ReceiveQueue {
                 let count = Int((pool.dataPointer(slot: slot) - 2).load(as: UInt16.self).littleEndian)
                 if count != 1 {
                     guard let (used, kept) = receiveSpanning(
-                        count: count, available: available &- taken, into: burst,
+                        count: count, available: available &- taken, into: burst, ring: ring,
                         frames: &frames, bytes: &bytes, dropped: &dropped) else { break }
                     taken &+= used
                     appended &+= kept
@@ -88,7 +118,7 @@ final class ReceiveQueue {
             frames &+= 1
             bytes &+= length
         }
-        finish(frames: frames, bytes: bytes, dropped: dropped)
+        finish(frames: frames, bytes: bytes, dropped: dropped, ring: ring)
         return appended
     }
 
@@ -97,8 +127,8 @@ final class ReceiveQueue {
     /// buffers appended (none when the frame was dropped), or nil to stop for now (not all
     /// there yet, or a violation).
     @inlinable
-    func receiveSpanning(
-        count: Int, available: Int, into burst: PacketBurst,
+    func receiveSpanning<Ring: DriverRing>(
+        count: Int, available: Int, into burst: PacketBurst, ring: Ring,
         frames: inout Int, bytes: inout Int, dropped: inout Int
     ) -> (taken: Int, appended: Int)? {
         guard count >= 1, count <= ring.inFlight else {
@@ -111,7 +141,7 @@ final class ReceiveQueue {
         var valid = true
         var k = 0
         while k < count {
-            guard let (slot, written) = ring.takeUsed() else { valid = false; break }
+            guard let (slot, written) = ring.takeUsed({ _ in }) else { valid = false; break }
             // The first buffer holds the header, then frame bytes; the others frame bytes
             // from their very start (where the header would be).
             let data = pool.dataPointer(slot: slot) - (k == 0 ? 0 : VirtioNetHeader.size)
@@ -136,8 +166,8 @@ final class ReceiveQueue {
     }
 
     @inlinable
-    func finish(frames: Int, bytes: Int, dropped: Int) {
-        if ring.freeDescriptors >= refillThreshold { refill() }
+    func finish<Ring: DriverRing>(frames: Int, bytes: Int, dropped: Int, ring: Ring) {
+        if ring.freeDescriptors >= refillThreshold { refill(ring) }
         if frames > 0 {
             QueueCounters.add(counters.packets, frames)
             QueueCounters.add(counters.bytes, bytes)

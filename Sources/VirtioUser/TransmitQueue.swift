@@ -4,25 +4,49 @@ import VirtioCore
 /// The driver side of a transmit virtqueue: frames go out in bursts, completions are reclaimed
 /// lazily (only when descriptors or pool buffers run short), and the device is kicked only
 /// when it asked.
-/// A frame of several buffers goes out as one descriptor chain.
+/// A frame of several buffers goes out as one descriptor chain (or indirect table).
+/// As for ``ReceiveQueue``, a split and a packed ring share the memory; the session's format
+/// is chosen once per burst.
 @usableFromInline
 final class TransmitQueue {
-    @usableFromInline let ring: SplitRingDriver
+    @usableFromInline let split: SplitRingDriver
+    @usableFromInline let packed: PackedRingDriver
+    /// VIRTIO_F_RING_PACKED is in force (set by the control path while the pair is stopped).
+    @exclusivity(unchecked) @usableFromInline var usesPacked = false
     @usableFromInline let pool: PacketPool
     @usableFromInline let kick: EventNotifier
     @usableFromInline let counters = QueueCounters()
     /// The offload features in force (CSUM, HOST_TSO4/6), set by the control path.
     @exclusivity(unchecked) @usableFromInline var offloads: VirtioFeatures = []
 
-    init(ring: SplitRingDriver, pool: PacketPool, kick: EventNotifier) {
-        self.ring = ring
+    init(split: SplitRingDriver, packed: PackedRingDriver, pool: PacketPool, kick: EventNotifier) {
+        self.split = split
+        self.packed = packed
         self.pool = pool
         self.kick = kick
+    }
+
+    /// The ring in use, for the control path (not per frame).
+    var ring: any DriverRing { usesPacked ? packed : split }
+
+    /// A violation on either ring; safe from any thread.
+    var violation: String? { split.violation ?? packed.violation }
+
+    /// Fresh state for a new session in the format negotiated (the caller reclaimed every
+    /// buffer first).
+    func reset(packed usesPacked: Bool) {
+        self.usesPacked = usesPacked
+        if usesPacked { packed.reset() } else { split.reset() }
     }
 
     /// Returns completed buffers (every buffer of a chained frame) to the pool.
     @inlinable
     func reclaim() {
+        if usesPacked { reclaim(packed) } else { reclaim(split) }
+    }
+
+    @inlinable
+    func reclaim<Ring: DriverRing>(_ ring: Ring) {
         let done = ring.usedCount()
         let pool = self.pool
         var i = 0
@@ -41,11 +65,16 @@ final class TransmitQueue {
     /// whole or not at all).
     @inlinable
     func transmit(_ burst: PacketBurst) -> Int {
+        usesPacked ? transmit(burst, ring: packed) : transmit(burst, ring: split)
+    }
+
+    @inlinable
+    func transmit<Ring: DriverRing>(_ burst: PacketBurst, ring: Ring) -> Int {
         let wanted = burst.count
         // Reclaim when descriptors run short, or buffers: with indirect tables a frame of five
         // buffers takes one descriptor, so the pool (which receive refills from) can run dry
         // long before the ring does.
-        if ring.freeDescriptors < wanted || pool.available < pool.count >> 2 { reclaim() }
+        if ring.freeDescriptors < wanted || pool.available < pool.count >> 2 { reclaim(ring) }
         var sent = 0
         var bytes = 0
         var dropped = 0
@@ -55,7 +84,7 @@ final class TransmitQueue {
             if packet.segments > 1 {
                 let count = Int(packet.segments)
                 guard i &+ count <= wanted, ring.freeDescriptors >= count else { break }
-                let length = addChain(burst, from: i, count: count)
+                let length = addChain(burst, from: i, count: count, ring: ring)
                 if length >= 0 {
                     sent &+= 1
                     bytes &+= length
@@ -123,7 +152,7 @@ final class TransmitQueue {
     /// and first segment, then each continuation. Returns the frame's length, or -1 after
     /// dropping it (every buffer back to its pool) when a segment is malformed.
     @inlinable
-    func addChain(_ burst: PacketBurst, from first: Int, count: Int) -> Int {
+    func addChain<Ring: DriverRing>(_ burst: PacketBurst, from first: Int, count: Int, ring: Ring) -> Int {
         var total = 0
         var valid = true
         var k = 0

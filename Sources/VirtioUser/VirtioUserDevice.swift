@@ -89,15 +89,22 @@ public final class VirtioUserDevice: Sendable {
         for index in 0..<configuration.queuePairs {
             let pool = PacketPool(
                 base: memory.base + layout.poolOffset, firstSlot: UInt32(index * poolSize), count: poolSize)
-            let rxRing = SplitRingDriver(memory: .place(at: memory.base + layout.ringOffset(2 * index), size: configuration.queueSize))
-            let txRing = SplitRingDriver(memory: .place(at: memory.base + layout.ringOffset(2 * index + 1), size: configuration.queueSize))
+            // Each ring's memory holds either format; the session picks one.
+            let rxBase = memory.base + layout.ringOffset(2 * index)
+            let txBase = memory.base + layout.ringOffset(2 * index + 1)
+            let size = configuration.queueSize
+            let txSplit = SplitRingDriver(memory: .place(at: txBase, size: size))
+            let txPacked = PackedRingDriver(memory: .place(at: txBase, size: size))
             let tables = memory.base + layout.indirectTablesOffset(pair: index)
-            txRing.attachIndirectTables(at: tables, address: UInt64(UInt(bitPattern: tables)))
-            txRing.acceptsBatchedCompletions = true
+            txSplit.attachIndirectTables(at: tables, address: UInt64(UInt(bitPattern: tables)))
+            txPacked.attachIndirectTables(at: tables, address: UInt64(UInt(bitPattern: tables)))
+            txSplit.acceptsBatchedCompletions = true
             pairs.append(QueuePair(
                 index: index,
-                rx: ReceiveQueue(ring: rxRing, pool: pool, kick: try EventNotifier(), refillThreshold: configuration.burstSize),
-                tx: TransmitQueue(ring: txRing, pool: pool, kick: try EventNotifier()),
+                rx: ReceiveQueue(
+                    split: SplitRingDriver(memory: .place(at: rxBase, size: size)), packed: PackedRingDriver(memory: .place(at: rxBase, size: size)),
+                    pool: pool, kick: try EventNotifier(), refillThreshold: configuration.burstSize),
+                tx: TransmitQueue(split: txSplit, packed: txPacked, pool: pool, kick: try EventNotifier()),
                 pool: pool, rxCall: try EventNotifier(), txCall: try EventNotifier()))
         }
         self.pairs = pairs
@@ -137,7 +144,7 @@ public final class VirtioUserDevice: Sendable {
     /// (see ``Configuration/macAddress`` and ``Configuration/mtu``).
     public static let supportedFeatures: VirtioFeatures = [
         .version1, .vhostUserProtocolFeatures, .netMultiqueue, .netMAC, .netMTU, .netStatus,
-        .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors, .inOrder,
+        .netMergeableRxBuffers, .ringEventIndex, .ringIndirectDescriptors, .inOrder, .ringPacked,
     ]
 
     /// Connects to the back-end — in client mode by connecting (retrying while it is not
@@ -195,7 +202,7 @@ public final class VirtioUserDevice: Sendable {
                 return .down(reason: "the back-end closed the connection")
             }
             for pair in pairs {
-                if let violation = pair.rx.ring.violation ?? pair.tx.ring.violation {
+                if let violation = pair.rx.violation ?? pair.tx.violation {
                     return .down(reason: violation)
                 }
             }

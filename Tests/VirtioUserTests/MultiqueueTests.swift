@@ -9,17 +9,7 @@ final class MultiqueueTests: XCTestCase {
     /// Streams `total` frames on each pair at once, one thread per pair. Each pair's frames come
     /// from its own seed, so a frame delivered on the wrong pair fails the byte comparison.
     private func runPairs(_ device: VirtioUserDevice, total: UInt64) throws -> [(sent: UInt64, intact: UInt64, mismatched: UInt64)] {
-        let results = Mutex<[Int: (sent: UInt64, intact: UInt64, mismatched: UInt64)]>([:])
-        var threads: [DedicatedThread] = []
-        for queue in 0..<device.queuePairCount {
-            threads.append(try DedicatedThread(name: "mq-test-\(queue)") {
-                let result = runLoopbackStream(
-                    device: device, stream: FrameStream(seed: 0x5EED_0000 + UInt64(queue)), total: total, queue: queue)
-                results.withLock { $0[queue] = result }
-            })
-        }
-        for thread in threads { thread.join() }
-        return results.withLock { all in (0..<device.queuePairCount).map { all[$0] ?? (0, 0, 0) } }
+        try runLoopbackStreamsOnEveryPair(device: device, total: total) { FrameStream(seed: 0x5EED_0000 + UInt64($0)) }
     }
 
     func testFourPairsEachOnItsOwnThreadCarryFramesIntact() throws {

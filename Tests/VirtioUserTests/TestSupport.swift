@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import VhostUserBackend
 import VirtioUser
 import XCTest
@@ -213,3 +214,21 @@ func mappingCount() -> Int {
 let defaultFeaturesWithOurBackend: VirtioFeatures = [
     .version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers, .ringIndirectDescriptors,
 ]
+
+/// ``runLoopbackStream(device:stream:total:burstSize:window:macSwapped:queue:)`` on every queue
+/// pair at once, one thread each; pair n's frames come from `stream(n)`, so a frame delivered
+/// on the wrong pair fails the comparison. Results in pair order.
+func runLoopbackStreamsOnEveryPair(
+    device: VirtioUserDevice, total: UInt64, window: Int? = nil, stream: @escaping @Sendable (Int) -> FrameStream
+) throws -> [(sent: UInt64, intact: UInt64, mismatched: UInt64)] {
+    let results = Mutex<[Int: (sent: UInt64, intact: UInt64, mismatched: UInt64)]>([:])
+    var threads: [DedicatedThread] = []
+    for queue in 0..<device.queuePairCount {
+        threads.append(try DedicatedThread(name: "pair-\(queue)") {
+            let result = runLoopbackStream(device: device, stream: stream(queue), total: total, window: window, queue: queue)
+            results.withLock { $0[queue] = result }
+        })
+    }
+    for thread in threads { thread.join() }
+    return results.withLock { all in (0..<device.queuePairCount).map { all[$0] ?? (0, 0, 0) } }
+}

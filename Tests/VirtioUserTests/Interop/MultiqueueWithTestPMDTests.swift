@@ -20,26 +20,17 @@ final class MultiqueueWithTestPMDTests: XCTestCase {
         XCTAssertTrue(device.negotiatedFeatures.contains(.netMultiqueue), "\(device.negotiatedFeatures)")
 
         let perPair: UInt64 = 200_000
-        let results = Mutex<[Int: (sent: UInt64, intact: UInt64, mismatched: UInt64)]>([:])
-        var threads: [DedicatedThread] = []
-        for queue in 0..<2 {
-            threads.append(try DedicatedThread(name: "mq-pmd-\(queue)") {
-                // At most 128 frames in flight per pair: testpmd drops rather than waits.
-                let result = runLoopbackStream(
-                    device: device, stream: FrameStream(seed: 0xA11CE + UInt64(queue), minimumLength: 64, maximumLength: 1518),
-                    total: perPair, window: 128, queue: queue)
-                results.withLock { $0[queue] = result }
-            })
+        // At most 128 frames in flight per pair: testpmd drops rather than waits.
+        let results = try runLoopbackStreamsOnEveryPair(device: device, total: perPair, window: 128) {
+            FrameStream(seed: 0xA11CE + UInt64($0), minimumLength: 64, maximumLength: 1518)
         }
-        for thread in threads { thread.join() }
         device.stop()
         let totals = try testpmd.stop()
-        let byPair = results.withLock { $0 }
-        print("interop: our device, 2 queue pairs -> testpmd vhost queues=2 io: \(byPair.sorted { $0.key < $1.key }.map { "pair \($0.key) sent \($0.value.sent) intact \($0.value.intact)" }.joined(separator: ", ")); "
+        print("interop: our device, 2 queue pairs -> testpmd vhost queues=2 io: \(results.enumerated().map { "pair \($0.offset) sent \($0.element.sent) intact \($0.element.intact)" }.joined(separator: ", ")); "
               + "testpmd RX \(totals.rxPackets) TX \(totals.txPackets)")
         for queue in 0..<2 {
-            XCTAssertEqual(byPair[queue]?.sent, perPair, "pair \(queue): " + testpmd.output.suffix(1500))
-            XCTAssertEqual(byPair[queue]?.intact, perPair, "pair \(queue): every frame back intact on its own pair")
+            XCTAssertEqual(results[queue].sent, perPair, "pair \(queue): " + testpmd.output.suffix(1500))
+            XCTAssertEqual(results[queue].intact, perPair, "pair \(queue): every frame back intact on its own pair")
         }
         XCTAssertEqual(totals, TestPMD.Totals(rxPackets: 2 * perPair, rxDropped: 0, txPackets: 2 * perPair, txDropped: 0))
         let stats = device.statistics

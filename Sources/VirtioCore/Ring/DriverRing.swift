@@ -1,0 +1,52 @@
+/// The driver half of a virtqueue, split (§2.7) or packed (§2.8): what a device's receive and
+/// transmit queues need, so their burst loops are written once and specialised per format.
+///
+/// Buffers carry a 32-bit cookie of the caller's (never `UInt32.max`) that comes back with
+/// them. Nothing read from the ring is trusted: a violation stops the ring and ``violation``
+/// says why (readable from any thread).
+public protocol DriverRing: AnyObject {
+    /// The queue size.
+    var size: Int { get }
+    /// Descriptors free to add buffers with.
+    var freeDescriptors: Int { get }
+    /// Descriptors handed to the device and not yet returned.
+    var inFlight: Int { get }
+    /// Set when the device broke the ring protocol.
+    var violation: String? { get }
+    /// Buffers the last ``takeUsed(_:)`` completed (more than 1 only for an IN_ORDER batch).
+    var lastCompletedBuffers: Int { get }
+    /// What SET_VRING_BASE announces for this ring.
+    var vringBase: UInt32 { get }
+    /// VIRTIO_RING_F_EVENT_IDX in force; set before the ring runs.
+    var usesEventIndex: Bool { get set }
+    /// Indirect descriptors in force; set before the ring runs.
+    var usesIndirect: Bool { get set }
+    /// One single-descriptor buffer, unpublished until ``publish()``; false when full.
+    @discardableResult
+    func add(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool
+    /// One buffer of `count` parts, `segment(i)` giving each; false, adding nothing, when full.
+    @discardableResult
+    func addChain(count: Int, deviceWritable: Bool, _ segment: (Int) -> (address: UInt64, length: UInt32, cookie: UInt32)) -> Bool
+    /// Makes what was added visible; true when the device wants a kick.
+    func publish() -> Bool
+    /// How many used buffers are ready to take.
+    func usedCount() -> Int
+    /// The used buffer `ahead` places on, without taking it: first cookie, bytes written.
+    func peekUsed(ahead: Int) -> (cookie: UInt32, length: UInt32)?
+    /// Takes the buffer ``peekUsed(ahead:)`` (0) just returned.
+    func skipPeekedUsed()
+    /// Takes the next used buffer; `eachTail` gets the cookies of its other parts.
+    func takeUsed(_ eachTail: (UInt32) -> Void) -> (cookie: UInt32, length: UInt32)?
+    /// Asks for used-buffer notifications (true) or not; ordered before the next look.
+    func setInterruptsEnabled(_ enabled: Bool)
+    /// Every buffer in flight back to `body`, freed (teardown).
+    func reclaimAll(_ body: (UInt32) -> Void)
+    /// Stops the ring for a violation its user found.
+    func reportViolation(_ text: String)
+}
+
+extension SplitRingDriver: DriverRing {
+    public var vringBase: UInt32 { UInt32(startIndex) }
+}
+
+extension PackedRingDriver: DriverRing {}
