@@ -17,13 +17,22 @@ final class AllocationFreeHotPathTests: XCTestCase {
         try countAllocations(segments: 3)
     }
 
-    private func countAllocations(segments: Int) throws {
+    /// Both again over packed rings (VIRTIO_F_RING_PACKED), on both sides.
+    func testPackedRingsAllocateNothing() throws {
+        try countAllocations(segments: 1, packed: true)
+        try countAllocations(segments: 3, packed: true)
+    }
+
+    private func countAllocations(segments: Int, packed: Bool = false) throws {
         try skipUnderSanitizers()
         let backend = try startBackend(self) { configuration in
             configuration.onServingThreadStart = { allocation_counter_watch_this_thread() }
         }
-        let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
+        var configuration = VirtioUserDevice.Configuration(socketPath: backend.configuration.socketPath)
+        configuration.packedRing = packed
+        let device = try VirtioUserDevice(configuration: configuration)
         try device.start()
+        XCTAssertEqual(device.negotiatedFeatures.contains(.ringPacked), packed)
         let tx = PacketBurst(capacity: 32)
         let rx = PacketBurst(capacity: 32)
 
@@ -61,7 +70,7 @@ final class AllocationFreeHotPathTests: XCTestCase {
         XCTAssertGreaterThan(forwarded, 0)
         XCTAssertEqual(allocations, 0, "device allocations during \(received) frames of steady-state bursts")
         XCTAssertEqual(backendAllocations, 0, "back-end allocations while it forwarded \(forwarded) frames")
-        print("allocations: device \(allocations) in \(received) frames, back-end \(backendAllocations) in \(forwarded) frames")
+        print("allocations (\(packed ? "packed" : "split"), \(segments) buffer(s) a frame): device \(allocations) in \(received) frames, back-end \(backendAllocations) in \(forwarded) frames")
         device.release(tx)
         device.stop()
     }
