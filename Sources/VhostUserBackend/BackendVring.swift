@@ -54,6 +54,10 @@ final class BackendVring {
     /// Starts the ring over `memory`, checking the size, the base and that each part lies,
     /// aligned, in the front-end's regions.
     func start(memory: GuestMemoryMap) throws(VirtioError) {
+        // Restarting a running ring (a new memory table or address): carry on from where it
+        // stopped, not from the session's first base. Between bursts every chain taken has
+        // been returned, so the position is all the state there is.
+        if let ring { base = UInt16(truncatingIfNeeded: ring.vringBase) }
         guard let address else {
             throw VirtioError(.protocolViolation, "Ring \(index) was started before SET_VRING_ADDR.")
         }
