@@ -114,7 +114,7 @@ def main():
                         help="one-way core-to-core ns below which a placement counts as near")
     parser.add_argument("--flat", type=float, default=0.75,
                         help="a run counts as flat when its slowest second is at least this x its fastest")
-    parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64,tx64q2,ours64q2")
+    parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64,tx64q2,ours64q2,tx64p,rt64p,backend64p,ours64p")
     opts = parser.parse_args()
     if opts.pairs < 1 or opts.seconds < 4:
         sys.exit("bench: need --pairs >= 1 and --seconds >= 4")
@@ -130,6 +130,11 @@ def main():
         # (DPDK: one lcore; ours: --threads 1), the back-end on the other CPU.
         "tx64q2": ("txonly 64 B on 2 queue pairs -> vhost rxonly queues=2", 64),
         "ours64q2": ("our device <-> our back-end, loopback 64 B, 2 queue pairs", 64),
+        # Packed virtqueues (DPDK: packed_vq=1; ours: --packed); the back-ends serve them.
+        "tx64p": ("txonly 64 B -> vhost rxonly, packed rings", 64),
+        "rt64p": ("io --tx-first <-> vhost macswap, 64 B, packed rings", 64),
+        "backend64p": ("testpmd txonly 64 B, packed rings -> back-end (rxonly | our sink)", 64),
+        "ours64p": ("our device <-> our back-end, loopback 64 B, packed rings", 64),
     }
     selected = [c for c in opts.cases.split(",") if c]
     for c in selected:
@@ -149,6 +154,12 @@ def run_case(case, frame, opts):
     """One dict per pair: {"A": (pps, latency before, after), "B": (...)}; ours64 has only B."""
     sock = f"/tmp/bench-{os.getpid()}-{case}.sock"
     pairs = []
+    # A packed case runs its split twin with packed rings asked for on the front-ends.
+    packed = case in ("tx64p", "rt64p", "backend64p", "ours64p")
+    dpdk_packed = ["--devargs", "packed_vq=1"] if packed else []
+    ours_packed = ["--packed"] if packed else []
+    if packed:
+        case = case[:-1]
     if case in ("tx64", "tx1518", "rt64", "tx64q2"):
         backend_mode = "macswap" if case == "rt64" else "rxonly"
         backend_args = []
@@ -158,6 +169,8 @@ def run_case(case, frame, opts):
         else:
             a_args = ["--forward-mode", "txonly", "--txpkts", str(frame)]
             b_args = ["--forward-mode", "txonly", "--pkt-size", str(frame)]
+        a_args += dpdk_packed
+        b_args += ours_packed
         if case == "tx64q2":
             a_args += ["--queues", "2"]
             b_args += ["--queues", "2", "--threads", "1"]  # one thread on CPU 0 polls both pairs
@@ -195,7 +208,7 @@ def run_case(case, frame, opts):
                 else:
                     backend = start_our_backend(sock, "sink")
                 try:
-                    front = TestPMD("virtio-user", sock, ["--forward-mode", "txonly", "--txpkts", str(frame)])
+                    front = TestPMD("virtio-user", sock, ["--forward-mode", "txonly", "--txpkts", str(frame)] + dpdk_packed)
                     start = front.offset()
                     time.sleep(opts.seconds)
                     end = front.offset()
@@ -213,7 +226,7 @@ def run_case(case, frame, opts):
                   f"  our back-end {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns{mark(pair['B'])})", flush=True)
             pairs.append(pair)
     elif case in ("ours64", "ours64q2"):
-        extra = ["--queues", "2", "--threads", "1"] if case == "ours64q2" else []
+        extra = (["--queues", "2", "--threads", "1"] if case == "ours64q2" else []) + ours_packed
         for i in range(opts.pairs):
             lat0 = core_latency()
             out = subprocess.run([os.path.join(BIN, "virtio-user-pmd"), "--cpu", "0", "--backend-cpu", "1",

@@ -46,6 +46,7 @@ struct PMDRunner {
         configuration.indirectDescriptors = !options.noIndirect
         configuration.eventIndex = options.eventIndex
         configuration.inOrder = options.inOrder
+        configuration.packedRing = options.packed
         configuration.offloads = (try? options.parsedOffloads()) ?? []
         configuration.macAddress = options.mac.flatMap(MACAddress.init)
         configuration.mtu = options.mtu

@@ -81,6 +81,9 @@ struct VirtioUserPMD: ParsableCommand {
     @Flag(name: .customLong("in-order"), help: "Negotiate VIRTIO_F_IN_ORDER (DPDK: in_order=1). Off by default: it measured slower against DPDK's vhost.")
     var inOrder = false
 
+    @Flag(name: .customLong("packed"), help: "Negotiate packed virtqueues, VIRTIO_F_RING_PACKED (DPDK: packed_vq=1); split rings when the back-end does not offer them. --in-order is ignored with packed rings.")
+    var packed = false
+
     @Flag(name: .customLong("event-idx"), help: "Negotiate VIRTIO_RING_F_EVENT_IDX (DPDK's virtio-user never does). Off by default: it measured slower against DPDK's vhost when polling.")
     var eventIndex = false
 
