@@ -10,10 +10,22 @@
 # counted: instructions per packet = (Ir long - Ir short) / (packets long - packets short), which
 # cancels start-up and teardown without needing symbols (Debian's testpmd is stripped).
 #
-#   Scripts/callgrind-ipp.sh [S]      (default 3)
+#   Scripts/callgrind-ipp.sh [S] [--ours "FLAGS"] [--devargs A]
+#     S               seconds (default 3)
+#     --ours FLAGS    extra virtio-user-pmd flags for our runs, e.g. "--packed" or
+#                     "--in-order --event-idx"
+#     --devargs A     extra virtio_user devargs for DPDK's runs, e.g. packed_vq=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${1:-3}
+seconds=3 ours_flags="" devargs=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ours) ours_flags=$2; shift 2 ;;
+    --devargs) devargs=",$2"; shift 2 ;;
+    [0-9]*) seconds=$1; shift ;;
+    *) echo "callgrind-ipp: unknown argument $1 (usage: callgrind-ipp.sh [S] [--ours FLAGS] [--devargs A])" >&2; exit 2 ;;
+  esac
+done
 source Scripts/setup.sh
 ./Scripts/install-dpdk.sh
 command -v valgrind >/dev/null || { apt-get install -y -qq valgrind >/dev/null; }
@@ -37,7 +49,7 @@ backend() {  # start a testpmd vhost back-end in mode $1 on $work/sock
 ours_once() {  # $1 = txonly|rxonly, $2 = back-end mode, $3 = seconds; prints "packets Ir"
   backend "$2"
   valgrind --tool=callgrind --callgrind-out-file="$work/ours.cg" \
-    "$work/pmd" --socket "$work/sock" --forward-mode "$1" --duration "$3" --stats-period 0 \
+    "$work/pmd" --socket "$work/sock" --forward-mode "$1" --duration "$3" --stats-period 0 $ours_flags \
     > "$work/ours.out" 2> "$work/ours.err"
   Scripts/testpmd.sh stop --pidfile "$work/backend.pid"
   local label=TX
@@ -49,7 +61,7 @@ dpdk_once() {  # same for testpmd's virtio-user
   backend "$2"
   setsid valgrind --tool=callgrind --callgrind-out-file="$work/dpdk.cg" \
     dpdk-testpmd -l 0,1 --main-lcore 1 --no-pci --no-huge -m 256 --no-shconf --file-prefix="cgf$$" \
-    --vdev "virtio_user0,path=$work/sock,queues=1" -- --forward-mode="$1" --txpkts=64 \
+    --vdev "virtio_user0,path=$work/sock,queues=1$devargs" -- --forward-mode="$1" --txpkts=64 \
     --stats-period 1 --total-num-mbufs=16384 < /dev/null > "$work/dpdk.out" 2>&1 &
   local pid=$!
   # Traffic starts once testpmd, slowed by valgrind, has come up; then give it $3 seconds.

@@ -113,7 +113,7 @@ public final class PackedRingDevice: DeviceRing {
             // The buffer id travels in the chain's last descriptor (§2.8.6).
             chainLength[scan.slot] = UInt16(truncatingIfNeeded: length)
             chainID[scan.slot] = memory.descriptors[position.slot].id
-            found[(foundFirst &+ foundCount) % size] = UInt16(truncatingIfNeeded: scan.slot)
+            found[wrapped(foundFirst &+ foundCount)] = UInt16(truncatingIfNeeded: scan.slot)
             foundCount &+= 1
             outstanding &+= length
             scan = position.advanced(by: 1, size: size)
@@ -123,7 +123,13 @@ public final class PackedRingDevice: DeviceRing {
 
     @inlinable
     public func peekAvailable(ahead: Int) -> UInt16? {
-        found[(foundFirst &+ ahead) % size]
+        found[wrapped(foundFirst &+ ahead)]
+    }
+
+    /// `index` (less than twice the size) brought into the ring: no division on the hot path.
+    @inlinable @inline(__always)
+    func wrapped(_ index: Int) -> Int {
+        index >= size ? index &- size : index
     }
 
     @inlinable

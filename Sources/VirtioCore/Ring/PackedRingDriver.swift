@@ -258,28 +258,36 @@ public final class PackedRingDriver {
     @inlinable
     public func usedCount() -> Int {
         if violationFlag.load(ordering: .relaxed) { return 0 }
-        while publishedSlots > 0 {
+        // Locals for the walk, written back once: class fields would be stored every round.
+        var scan = scanUsed
+        var published = publishedSlots
+        var count = foundCount
+        let ring = memory.descriptors
+        while published > 0 {
             // Acquire: the device's id and length are read only after its flags (§2.8.5).
-            let flags = cvs_load_acquire_u16(cvs_pdesc_flags(memory.descriptors, UInt32(scanUsed.slot)))
-            guard scanUsed.isUsed(flags) else { break }
-            let id = Int(memory.descriptors[scanUsed.slot].id)
+            let flags = cvs_load_acquire_u16(cvs_pdesc_flags(ring, UInt32(truncatingIfNeeded: scan.slot)))
+            guard scan.isUsed(flags) else { break }
+            let id = Int(ring[scan.slot].id)
             guard id < size, chainSlots[id] != 0 else {
-                markViolation("used descriptor at slot \(scanUsed.slot) names id \(id), which is not a buffer in flight")
+                markViolation("used descriptor at slot \(scan.slot) names id \(id), which is not a buffer in flight")
                 return 0
             }
             let slots = Int(chainSlots[id])
-            guard slots <= publishedSlots else {
-                markViolation("used descriptor at slot \(scanUsed.slot) (id \(id), \(slots) slots) runs past the \(publishedSlots) slots published")
+            guard slots <= published else {
+                markViolation("used descriptor at slot \(scan.slot) (id \(id), \(slots) slots) runs past the \(published) slots published")
                 return 0
             }
-            let index = (foundFirst &+ foundCount) % size
+            let index = wrapped(foundFirst &+ count)
             foundIDs[index] = UInt16(truncatingIfNeeded: id)
-            foundLengths[index] = memory.descriptors[scanUsed.slot].len
-            foundCount &+= 1
-            publishedSlots &-= slots
-            scanUsed = scanUsed.advanced(by: slots, size: size)
+            foundLengths[index] = ring[scan.slot].len
+            count &+= 1
+            published &-= slots
+            scan = scan.advanced(by: slots, size: size)
         }
-        return foundCount
+        scanUsed = scan
+        publishedSlots = published
+        foundCount = count
+        return count
     }
 
     /// The used buffer `ahead` places past the next one (`ahead` less than ``usedCount()``):
@@ -287,7 +295,7 @@ public final class PackedRingDriver {
     /// descriptors named the same buffer.
     @inlinable @inline(__always)
     public func peekUsed(ahead: Int = 0) -> (cookie: UInt32, length: UInt32)? {
-        let index = (foundFirst &+ ahead) % size
+        let index = wrapped(foundFirst &+ ahead)
         let id = Int(foundIDs[index])
         guard chainLength[id] != 0 else {
             markRepeatedID(id)
@@ -313,6 +321,12 @@ public final class PackedRingDriver {
         advanceFound()
         releaseChain(first: id, eachTail)
         return (cookie, length)
+    }
+
+    /// `index` (less than twice the size) brought into the ring: no division on the hot path.
+    @inlinable @inline(__always)
+    func wrapped(_ index: Int) -> Int {
+        index >= size ? index &- size : index
     }
 
     @inlinable @inline(__always)
