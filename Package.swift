@@ -15,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
     ],
     targets: [
         // C: ring layouts, ordered index access, memfd/hugetlbfs, eventfd, SCM_RIGHTS, libnuma.
@@ -24,18 +26,37 @@ let package = Package(
             linkerSettings: [.linkedLibrary("numa")]
         ),
         // Shared by both sides: system calls, shared memory, split-ring halves.
-        .target(name: "VirtioCore", dependencies: ["CVirtioShim"], swiftSettings: strict),
+        .target(
+            name: "VirtioCore",
+            dependencies: ["CVirtioShim", .product(name: "CoreMetrics", package: "swift-metrics")],
+            swiftSettings: strict
+        ),
         // vhost-user wire types, framed channel with fd passing, frontend session.
         .target(name: "VhostUser", dependencies: ["VirtioCore", "CVirtioShim"], swiftSettings: strict),
         // The driver side: VirtioUserDevice.
-        .target(name: "VirtioUser", dependencies: ["VirtioCore", "VhostUser", "CVirtioShim"], swiftSettings: strict),
+        .target(
+            name: "VirtioUser",
+            dependencies: [
+                "VirtioCore", "VhostUser", "CVirtioShim",
+                .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
         // The device side: a vhost-user backend (loopback, sink).
-        .target(name: "VhostUserBackend", dependencies: ["VirtioCore", "VhostUser", "CVirtioShim"], swiftSettings: strict),
+        .target(
+            name: "VhostUserBackend",
+            dependencies: [
+                "VirtioCore", "VhostUser", "CVirtioShim",
+                .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "virtio-user-pmd",
             dependencies: [
                 "VirtioUser", "VhostUserBackend",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -44,6 +65,7 @@ let package = Package(
             dependencies: [
                 "VhostUserBackend",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -65,6 +87,8 @@ let package = Package(
             dependencies: [
                 "VirtioUser", "VhostUserBackend", "CAllocationCounter",
                 "virtio-user-pmd", "vhost-user-backend",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 @_exported import VirtioCore
 import Synchronization
 @_exported import VhostUser
@@ -57,6 +58,9 @@ public final class VhostUserBackend: Sendable {
         /// front-end's transmit queue, in order. For verifying peers we do not control (such as
         /// DPDK's testpmd); costs a hash per frame, so leave it nil for speed.
         public var frameObserver: (@Sendable (_ digest: UInt64, _ length: Int) -> Void)?
+        /// Where connection events go: a front-end connected, its rings started (with what it
+        /// negotiated), its session ended (and why). Forwarding never logs.
+        public var logger = Logger(label: "swift-virtio-user.backend")
         /// Runs on the serving thread before it serves: to pin it to a CPU, or to instrument it.
         public var onServingThreadStart: (@Sendable () -> Void)?
 
@@ -189,12 +193,18 @@ final class BackendServer: Sendable {
                 queuePairs: configuration.queuePairs, macAddress: configuration.macAddress,
                 mtu: configuration.mtu, linkUp: { [self] in linkUp.load(ordering: .relaxed) })
             connection.frameObserver = configuration.frameObserver
+            let logger = configuration.logger
+            logger.info("front-end connected", metadata: ["socket": "\(configuration.socketPath)"])
             do {
                 try run(connection)
+                logger.info("session ended: the back-end is stopping", metadata: ["socket": "\(configuration.socketPath)"])
             } catch {
                 if error.kind != .peerGone {
                     if error.kind == .protocolViolation { BackendCounters.add(counters.protocolErrors, 1) }
                     record(error)
+                    logger.error("session closed", metadata: ["socket": "\(configuration.socketPath)", "error": "\(error.message)"])
+                } else {
+                    logger.info("front-end disconnected", metadata: ["socket": "\(configuration.socketPath)"])
                 }
             }
             traces.withLock { $0.append(connection.received.map(\.description)) }
@@ -242,7 +252,15 @@ final class BackendServer: Sendable {
         let burst = configuration.burstSize
         var idlePolls = 0
         var iterations = 0
+        var announced = false
         while !stopping.load(ordering: .relaxed) {
+            if !announced, connection.isRunning {
+                announced = true
+                configuration.logger.info("front-end's rings started", metadata: [
+                    "features": "\(connection.features)", "protocol_features": "\(connection.protocolFeatures)",
+                    "rings": "\(connection.features.contains(.ringPacked) ? "packed" : "split")",
+                ])
+            }
             guard connection.isRunning else {
                 // Nothing to forward: wait for the next control message.
                 if try Poll.waitReadable(socket, milliseconds: 100) != .timedOut {

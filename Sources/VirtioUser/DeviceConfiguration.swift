@@ -1,3 +1,4 @@
+import Logging
 import VirtioCore
 
 extension VirtioUserDevice {
@@ -50,6 +51,9 @@ extension VirtioUserDevice {
         /// 1500. The device reports it (``VirtioUserDevice/mtu``); frames up to
         /// ``VirtioUserDevice/maximumFrameLength`` still pass, whatever the MTU.
         public var mtu: Int?
+        /// Where control-path events go: link up (with what was negotiated) and down (with
+        /// why), negotiation failures, reconnection. The data path never logs.
+        public var logger = Logger(label: "swift-virtio-user.device")
         /// Where the shared memory comes from.
         public var memory: MemoryBacking = .memfd
         /// With `.hugepages`, fall back to normal pages when the hugepage pool is too small

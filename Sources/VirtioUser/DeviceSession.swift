@@ -1,3 +1,4 @@
+import Logging
 import VhostUser
 import VirtioCore
 
@@ -33,11 +34,20 @@ extension VirtioUserDevice {
         } catch {
             state.downReason = error.message
             for pair in pairs { pair.reclaimAll() }
+            configuration.logger.error("negotiation with the back-end failed", metadata: [
+                "socket": "\(configuration.socketPath)", "error": "\(error.message)",
+            ])
             throw error
         }
         state.session = session
-        connections.add(1, ordering: .relaxed)
+        let number = connections.add(1, ordering: .relaxed).newValue
         for pair in pairs { pair.running.store(true, ordering: .sequentiallyConsistent) }
+        configuration.logger.info("link up", metadata: [
+            "socket": "\(configuration.socketPath)", "session": "\(number)",
+            "features": "\(state.negotiated)", "protocol_features": "\(state.protocolFeatures)",
+            "rings": "\(state.negotiated.contains(.ringPacked) ? "packed" : "split")",
+            "queue_pairs": "\(pairs.count)", "mac": "\(state.macAddress)", "mtu": "\(state.mtu)",
+        ])
     }
 
     /// The features we ask for out of what the back-end offers: what we support, except MQ
@@ -192,6 +202,15 @@ extension VirtioUserDevice {
     /// is still there) disables the rings and asks where they stopped, closes the connection
     /// and reclaims every buffer.
     func tearDown(_ state: inout ControlState, reason: String, orderly: Bool) {
+        defer {
+            let metadata: Logger.Metadata = ["socket": "\(configuration.socketPath)", "reason": "\(state.downReason)"]
+            // An orderly stop is the caller's doing; anything else is news.
+            if orderly {
+                configuration.logger.info("link down", metadata: metadata)
+            } else {
+                configuration.logger.warning("link down", metadata: metadata)
+            }
+        }
         for pair in pairs { pair.quiesce() }
         var text = reason
         if orderly, let session = state.session {

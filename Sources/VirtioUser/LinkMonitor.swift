@@ -42,7 +42,9 @@ extension VirtioUserDevice {
         if configuration.connectionMode == .client {
             let bound = UInt64(configuration.reconnectTimeoutMilliseconds) * 1_000_000
             if MonotonicClock.nanoseconds() - since > bound {
-                control.withLock { $0.downReason = "the back-end did not return within \(configuration.reconnectTimeoutMilliseconds) ms; call start() again to retry" }
+                let reason = "the back-end did not return within \(configuration.reconnectTimeoutMilliseconds) ms; call start() again to retry"
+                control.withLock { $0.downReason = reason }
+                configuration.logger.error("gave up reconnecting", metadata: ["socket": "\(configuration.socketPath)", "reason": "\(reason)"])
                 return false
             }
         }
@@ -54,6 +56,8 @@ extension VirtioUserDevice {
                 lostAt = nil
             } catch {
                 state.downReason = "reconnecting: \(error.message)"
+                // Every 100 ms while the back-end is away: debug, not noise.
+                configuration.logger.debug("reconnection attempt failed", metadata: ["error": "\(error.message)"])
             }
         }
         if lostAt != nil { MonotonicClock.sleep(milliseconds: configuration.connectionMode == .client ? 100 : 0) }
