@@ -23,6 +23,10 @@ final class QueuePair: @unchecked Sendable {
     @usableFromInline let running = Atomic<Bool>(false)
     @usableFromInline let inBurst = Atomic<Bool>(false)
     @usableFromInline let controlHoldsPool = Atomic<Bool>(false)
+    /// The capture attached to this pair, for the data path to load once per burst (not
+    /// retained here: `captureOwner` holds it while attached).
+    @usableFromInline let capture = Atomic<Unmanaged<PacketCapture>?>(nil)
+    private let captureOwner = Mutex<PacketCapture?>(nil)
 
     init(index: Int, rx: ReceiveQueue, tx: TransmitQueue, pool: PacketPool, rxCall: EventNotifier, txCall: EventNotifier) {
         self.index = index
@@ -72,6 +76,29 @@ final class QueuePair: @unchecked Sendable {
         while inBurst.load(ordering: .acquiring) { sched_yield() }
         body()
         controlHoldsPool.store(false, ordering: .releasing)
+    }
+
+    /// Attaches `capture`; fails when one is attached already.
+    func attach(_ capture: PacketCapture) throws(VirtioError) {
+        try captureOwner.withLock { (owner) throws(VirtioError) in
+            guard owner == nil else {
+                throw VirtioError(.invalidState, "Queue pair \(index) is already capturing; stop that capture first.")
+            }
+            owner = capture
+            self.capture.store(Unmanaged.passUnretained(capture), ordering: .sequentiallyConsistent)
+        }
+    }
+
+    /// Detaches the capture, once no burst can still be using it, and returns it.
+    func detachCapture() -> PacketCapture? {
+        captureOwner.withLock { owner in
+            // Sequentially consistent, as in `enter`: a burst either sees nil, or has set
+            // `inBurst` before its load, and we wait for it to leave.
+            capture.store(nil, ordering: .sequentiallyConsistent)
+            while inBurst.load(ordering: .sequentiallyConsistent) { sched_yield() }
+            defer { owner = nil }
+            return owner
+        }
     }
 
     /// What arming the receive notification found.

@@ -64,12 +64,12 @@ final class TransmitQueue {
     /// the burst; the rest stay at its front, still owned by the caller (a chained frame goes
     /// whole or not at all).
     @inlinable
-    func transmit(_ burst: PacketBurst) -> Int {
-        usesPacked ? transmit(burst, ring: packed) : transmit(burst, ring: split)
+    func transmit(_ burst: PacketBurst, capture: PacketCapture? = nil) -> Int {
+        usesPacked ? transmit(burst, ring: packed, capture: capture) : transmit(burst, ring: split, capture: capture)
     }
 
     @inlinable
-    func transmit<Ring: DriverRing>(_ burst: PacketBurst, ring: Ring) -> Int {
+    func transmit<Ring: DriverRing>(_ burst: PacketBurst, ring: Ring, capture: PacketCapture?) -> Int {
         let wanted = burst.count
         // Reclaim when descriptors run short, or buffers: with indirect tables a frame of five
         // buffers takes one descriptor, so the pool (which receive refills from) can run dry
@@ -121,6 +121,7 @@ final class TransmitQueue {
                 kick.signal()
                 QueueCounters.add(counters.kicks, 1)
             }
+            if let capture, capture.directions.contains(.transmit) { capture.record(burst, from: 0, count: i) }
             burst.removeFirst(i)
             QueueCounters.add(counters.packets, sent)
             QueueCounters.add(counters.bytes, bytes)

@@ -282,6 +282,9 @@ public final class VirtioUserDevice: Sendable {
         withPair(queue, otherwise: 0) { queuePair in
             guard queuePair.enter() else { return 0 }
             defer { queuePair.leave() }
+            if let capture = queuePair.capture.load(ordering: .sequentiallyConsistent) {
+                return capture._withUnsafeGuaranteedRef { queuePair.tx.transmit(burst, capture: $0) }
+            }
             return queuePair.tx.transmit(burst)
         }
     }
@@ -295,7 +298,13 @@ public final class VirtioUserDevice: Sendable {
         withPair(queue, otherwise: 0) { queuePair in
             guard queuePair.enter() else { return 0 }
             defer { queuePair.leave() }
-            return queuePair.rx.receive(into: burst)
+            let received = queuePair.rx.receive(into: burst)
+            if received > 0, let capture = queuePair.capture.load(ordering: .sequentiallyConsistent) {
+                capture._withUnsafeGuaranteedRef {
+                    if $0.directions.contains(.receive) { $0.record(burst, from: burst.count - received, count: received) }
+                }
+            }
+            return received
         }
     }
 

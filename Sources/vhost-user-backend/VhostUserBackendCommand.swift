@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import Logging
 import Synchronization
 import VhostUserBackend
 
@@ -48,6 +49,9 @@ struct VhostUserBackendCommand: ParsableCommand {
     @Option(help: "Queue pairs offered to each front-end (1…64; what GET_QUEUE_NUM answers). One thread serves them all.")
     var queues: Int = 8
 
+    @Option(name: .customLong("log-level"), help: "Connection log messages to stderr at this level and above: trace, debug, info (connected, rings started, disconnected), notice, warning, error (a session closed for a protocol error), critical.")
+    var logLevel: Logger.Level = .notice
+
     func validate() throws {
         guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
         guard (1...64).contains(queues) else { throw ValidationError("--queues must be 1…64.") }
@@ -67,6 +71,10 @@ struct VhostUserBackendCommand: ParsableCommand {
             configuration.queuePairs = queues
             configuration.macAddress = mac.flatMap(MACAddress.init)
             configuration.mtu = mtu
+            LoggingSystem.bootstrap(StreamLogHandler.standardError)
+            var logger = Logger(label: "vhost-user-backend")
+            logger.logLevel = logLevel
+            configuration.logger = logger
             if let cpu {
                 try DedicatedThread.pinCurrentThread(to: cpu)  // fails early on a bad CPU number
                 configuration.onServingThreadStart = { try? DedicatedThread.pinCurrentThread(to: cpu) }
@@ -104,3 +112,4 @@ struct VhostUserBackendCommand: ParsableCommand {
 }
 
 extension BackendMode: ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import VhostUserBackend
 import VirtioUser
 
@@ -21,6 +22,7 @@ struct PMDRunner {
             directory = dir
             socketPath = dir + "/vhost.sock"
             var backendConfiguration = VhostUserBackend.Configuration(socketPath: socketPath, mode: options.backendMode)
+            backendConfiguration.logger = logger("virtio-user-pmd.backend")
             backendConfiguration.queuePairs = max(backendConfiguration.queuePairs, options.queues)
             if let cpu = options.backendCPU {
                 backendConfiguration.onServingThreadStart = {
@@ -54,6 +56,7 @@ struct PMDRunner {
         configuration.connectTimeoutMilliseconds = options.connectTimeout
         configuration.connectionMode = options.server ? .server : .client
         configuration.reconnectTimeoutMilliseconds = options.reconnectTimeout
+        configuration.logger = logger("virtio-user-pmd.device")
         let device = try VirtioUserDevice(configuration: configuration)
         if let reason = device.memoryFallbackReason {
             Console.error("virtio-user-pmd: warning: \(reason)")
@@ -68,10 +71,16 @@ struct PMDRunner {
             print("  note: \(options.forwardMode.rawValue) against a loopback back-end moves nothing without --tx-first")
         }
 
+        let captures = try startCaptures(device)
         let forwarder = Forwarder(device: device, options: options)
         let result = try forwarder.run()
         let linkAtEnd = device.linkState
         device.stop()
+        for (queue, capture) in captures.enumerated() {
+            device.stopCapture(queue: queue)
+            try capture.close()
+            print("  capture: pair \(queue): \(capture.framesWritten) frames in \(capture.path)")
+        }
 
         let report = RunReport(options: options, device: device, result: result, backend: backend?.statistics)
         report.printSummary(linkAtEnd: linkAtEnd)
@@ -79,6 +88,32 @@ struct PMDRunner {
             throw VirtioError(.peerGone, "The link went down during the run: \(reason).")
         }
         return report.loopbackIntact
+    }
+
+    private func logger(_ label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = options.logLevel
+        return logger
+    }
+
+    /// `--pcap FILE`: a capture per queue pair, pair n > 0 in FILE with "-n" before its extension.
+    private func startCaptures(_ device: VirtioUserDevice) throws(VirtioError) -> [PacketCapture] {
+        guard let path = options.pcap else { return [] }
+        var captures: [PacketCapture] = []
+        for queue in 0..<options.queues {
+            let capture = try PacketCapture(path: queue == 0 ? path : Self.path(path, pair: queue))
+            try device.startCapture(capture, queue: queue)
+            captures.append(capture)
+        }
+        return captures
+    }
+
+    static func path(_ path: String, pair: Int) -> String {
+        let slash = path.lastIndex(of: "/")
+        if let dot = path.lastIndex(of: "."), slash.map({ $0 < dot }) ?? true {
+            return String(path[..<dot]) + "-\(pair)" + String(path[dot...])
+        }
+        return path + "-\(pair)"
     }
 
     private func makePrivateDirectory() throws(VirtioError) -> String {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import Logging
 import VhostUserBackend
 import VirtioUser
 
@@ -105,6 +106,12 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("backend-cpu"), help: "Pin the embedded back-end's thread to this CPU.")
     var backendCPU: Int?
 
+    @Option(help: "Write every frame each queue pair sends and receives to this pcap file (tshark, tcpdump and Wireshark read it). With --queues N, pair n > 0 writes FILE with -n before its extension.")
+    var pcap: String?
+
+    @Option(name: .customLong("log-level"), help: "Control-path log messages to stderr at this level and above: trace, debug, info (link up/down, negotiation), notice, warning, error, critical.")
+    var logLevel: Logger.Level = .warning
+
     func validate() throws {
         guard duration > 0, duration <= 86_400 else { throw ValidationError("--duration must be more than 0 and at most 86400 seconds.") }
         guard (60...VirtioUserDevice.maximumFrameLength).contains(pktSize) else {
@@ -152,6 +159,7 @@ struct VirtioUserPMD: ParsableCommand {
 
     func run() throws {
         installInterruptHandlers()
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
         do {
             let outcome = try PMDRunner(options: self).run()
             if !outcome { throw ExitCode(1) }
@@ -163,3 +171,4 @@ struct VirtioUserPMD: ParsableCommand {
 }
 
 extension BackendMode: ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {}

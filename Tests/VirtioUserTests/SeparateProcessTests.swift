@@ -53,6 +53,44 @@ final class SeparateProcessTests: XCTestCase {
         XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
     }
 
+    /// `--pcap FILE` with two queue pairs: one file per pair, and tshark reads as many frames
+    /// from them as the run sent and received; `--log-level info` shows the link coming up.
+    func testCommandLinePcapCaptureIsReadByTShark() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmd-pcap-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("run.pcap").path
+        let (pmd, output, errors) = try launch("virtio-user-pmd", [
+            "--queues", "2", "--duration", "0.3", "--stats-period", "0", "--pcap", file, "--log-level", "info",
+        ])
+        let printed = text(output)
+        let logged = text(errors)
+        pmd.waitUntilExit()
+        XCTAssertEqual(pmd.terminationStatus, 0, printed + logged)
+        XCTAssertTrue(logged.contains("link up"), logged)
+        func packets(_ label: String) -> Int {
+            guard let line = printed.split(separator: "\n").first(where: { $0.contains("\(label) packets:") }),
+                  let value = line.split(separator: " ").dropFirst(2).first, let number = Int(value) else { return -1 }
+            return number
+        }
+        var captured = 0
+        for (pair, path) in [(0, file), (1, directory.appendingPathComponent("run-1.pcap").path)] {
+            XCTAssertTrue(printed.contains("capture: pair \(pair):"), printed)
+            // tshark decodes the first thousand; capinfos (Wireshark's, installed with tshark)
+            // counts them all without decoding, which is quicker for a few million.
+            let read = try runProgram("/usr/bin/tshark", ["-r", path, "-c", "1000", "-T", "fields", "-e", "frame.len"])
+            XCTAssertEqual(read.status, 0, read.errors)
+            let lengths = read.output.split(separator: "\n")
+            XCTAssertGreaterThan(lengths.count, 0, "pair \(pair) captured frames")
+            XCTAssertTrue(lengths.allSatisfy { $0 == "64" }, "64-byte frames only")
+            let count = try runProgram("/usr/bin/capinfos", ["-c", "-M", "-T", path])
+            XCTAssertEqual(count.status, 0, count.errors)
+            // "-T": a header line, then "path<TAB>count".
+            captured += Int(count.output.split(separator: "\n").last?.split(separator: "\t").last ?? "") ?? -1
+        }
+        XCTAssertEqual(captured, packets("TX") + packets("RX"), printed)
+    }
+
     /// Two queue pairs, a forwarding thread each: both carry frames, and all come back.
     func testCommandLineRunsTwoQueuePairs() throws {
         // A thread per pair, then one thread polling both.
