@@ -11,12 +11,15 @@ let package = Package(
         .library(name: "VhostUserBackend", targets: ["VhostUserBackend"]),
         .executable(name: "virtio-user-pmd", targets: ["virtio-user-pmd"]),
         .executable(name: "vhost-user-backend", targets: ["vhost-user-backend"]),
+        .executable(name: "vhost-user-switch", targets: ["vhost-user-switch"]),
         .executable(name: "virtio-bench", targets: ["virtio-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        // `swift package generate-documentation` (Scripts/docs.sh); no code depends on it.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // C: ring layouts, ordered index access, memfd/hugetlbfs, eventfd, SCM_RIGHTS, libnuma.
@@ -69,6 +72,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "vhost-user-switch",
+            dependencies: [
+                "VhostUserBackend",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Benchmark helpers: core-to-core latency for Scripts/bench-vs-dpdk.sh, interrupt mode.
         .executableTarget(
             name: "virtio-bench",
@@ -86,7 +98,7 @@ let package = Package(
             name: "VirtioUserTests",
             dependencies: [
                 "VirtioUser", "VhostUserBackend", "CAllocationCounter",
-                "virtio-user-pmd", "vhost-user-backend",
+                "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],

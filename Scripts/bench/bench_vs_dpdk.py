@@ -114,7 +114,7 @@ def main():
                         help="one-way core-to-core ns below which a placement counts as near")
     parser.add_argument("--flat", type=float, default=0.75,
                         help="a run counts as flat when its slowest second is at least this x its fastest")
-    parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64,tx64q2,ours64q2,tx64p,rt64p,backend64p,ours64p")
+    parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64,tx64q2,ours64q2,tx64p,rt64p,backend64p,ours64p,switch64")
     opts = parser.parse_args()
     if opts.pairs < 1 or opts.seconds < 4:
         sys.exit("bench: need --pairs >= 1 and --seconds >= 4")
@@ -135,6 +135,10 @@ def main():
         "rt64p": ("io --tx-first <-> vhost macswap, 64 B, packed rings", 64),
         "backend64p": ("testpmd txonly 64 B, packed rings -> back-end (rxonly | our sink)", 64),
         "ours64p": ("our device <-> our back-end, loopback 64 B, packed rings", 64),
+        # Two of our device processes through vhost-user-switch (ours only): A txonly to B's
+        # MAC, B rxonly; the rate is what B receives. Three polling threads share 2 vCPUs
+        # (A and B on CPU 0, the switch on CPU 1).
+        "switch64": ("our device -> vhost-user-switch -> our device, 64 B", 64),
     }
     selected = [c for c in opts.cases.split(",") if c]
     for c in selected:
@@ -237,7 +241,42 @@ def run_case(case, frame, opts):
             rate, flat = steady(per_second, opts.flat)
             print(f"   run {i + 1}: ours<->ours {rate / 1e6:.2f} Mpps (lat {lat0}/{lat1} ns{mark((rate, lat0, lat1, flat))})", flush=True)
             pairs.append({"B": (rate, lat0, lat1, flat)})
+    elif case == "switch64":
+        for i in range(opts.pairs):
+            lat0 = core_latency()
+            rate, flat = run_switch(sock, opts.seconds, frame)
+            lat1 = core_latency()
+            print(f"   run {i + 1}: ours->switch->ours {rate / 1e6:.2f} Mpps (lat {lat0}/{lat1} ns{mark((rate, lat0, lat1, flat))})", flush=True)
+            pairs.append({"B": (rate, lat0, lat1, flat)})
     return pairs
+
+
+def run_switch(sock, seconds, frame):
+    """A txonly -> switch -> B rxonly; B's per-second RX rates."""
+    ports = [sock + ".a", sock + ".b"]
+    switch = subprocess.Popen([os.path.join(BIN, "vhost-user-switch"), "--port", ports[0], "--port", ports[1], "--cpu", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if all(os.path.exists(p) for p in ports):
+                break
+            time.sleep(0.05)
+        receiver = subprocess.Popen([os.path.join(BIN, "virtio-user-pmd"), "--socket", ports[1], "--forward-mode", "rxonly",
+                                     "--mac", "02:00:00:00:00:0b", "--cpu", "0", "--duration", str(seconds + 2), "--stats-period", "1"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(1)
+        subprocess.run([os.path.join(BIN, "virtio-user-pmd"), "--socket", ports[0], "--forward-mode", "txonly",
+                        "--peer-mac", "02:00:00:00:00:0b", "--pkt-size", str(frame), "--cpu", "0",
+                        "--duration", str(seconds), "--stats-period", "0"],
+                       check=True, capture_output=True)
+        out = receiver.communicate(timeout=seconds + 30)[0]
+        # B's lines while A ran: drop B's first (A not started) and the tail (A stopped).
+        per_second = [float(v) * 1e6 for v in re.findall(r"RX ([0-9.]+) Mpps", out)]
+        busy = [r for r in per_second if r > 0]
+        return steady(busy, 0.75) if busy else (0.0, False)
+    finally:
+        switch.send_signal(signal.SIGTERM)
+        switch.wait(timeout=10)
 
 
 def mark(run):

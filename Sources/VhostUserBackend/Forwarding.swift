@@ -147,7 +147,7 @@ extension BackendConnection {
             } else if capacity >= total {
                 var delivered = VirtioNetOffload()
                 if case .deliver(let offload) = action { delivered = offload }
-                try copyFrame(from: txSegments, txCount, to: rx, chains: chains, frameLength: length, offload: delivered) { () throws(VirtioError) in
+                try copyFrame(from: txSegments, txCount, in: memory, to: rx, chains: chains, frameLength: length, offload: delivered) { () throws(VirtioError) in
                     if case .computeChecksum(let start, let offset) = action {
                         try fillChecksum(rx.segments, segmentCount, start: start, offset: offset, frameLength: length)
                     }
@@ -174,7 +174,7 @@ extension BackendConnection {
     /// Reads a chain, following an indirect table when VIRTIO_RING_F_INDIRECT_DESC was
     /// negotiated (the table must lie inside the shared memory).
     @inline(__always)
-    private func readChain<Ring: DeviceRing>(_ ring: Ring, head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+    func readChain<Ring: DeviceRing>(_ ring: Ring, head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
         guard acceptsIndirect else { return ring.readChain(head: head, into: segments, capacity: capacity) }
         let memory = self.memory
         return ring.readChain(head: head, into: segments, capacity: capacity) { address, length in
@@ -184,7 +184,7 @@ extension BackendConnection {
     }
 
     /// Frame bytes in a transmit chain: all readable bytes minus the virtio-net header.
-    private func frameLength(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> Int {
+    func frameLength(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> Int {
         var total: UInt64 = 0
         for i in 0..<count {
             guard !segments[i].deviceWritable else {
@@ -202,7 +202,7 @@ extension BackendConnection {
     /// they hold `needed` bytes — at most one chain without mergeable buffers, at most
     /// `available` with. Returns how many chains and their capacity; nil when a chain could not
     /// be read (the ring's violation says why).
-    private func gatherReceiveChains<Ring: DeviceRing>(_ rx: ReceiveTarget<Ring>, available: Int, needed: Int) throws(VirtioError) -> (chains: Int, segments: Int, capacity: Int)? {
+    func gatherReceiveChains<Ring: DeviceRing>(_ rx: ReceiveTarget<Ring>, available: Int, needed: Int) throws(VirtioError) -> (chains: Int, segments: Int, capacity: Int)? {
         var chains = 0
         var segmentCount = 0
         var capacity = 0
@@ -226,11 +226,12 @@ extension BackendConnection {
         return (chains, segmentCount, capacity)
     }
 
-    /// Copies header + frame from a transmit chain into the first `chains` receive chains
-    /// gathered (whose capacity the caller checked), runs `finish` on the copy, takes the
-    /// chains, and marks each used with the bytes it got.
-    private func copyFrame<Ring: DeviceRing>(
-        from src: UnsafeMutablePointer<ChainSegment>, _ srcCount: Int,
+    /// Copies header + frame from a transmit chain (in `sourceMemory`: ours for loopback,
+    /// another front-end's in a switch) into the first `chains` receive chains gathered (whose
+    /// capacity the caller checked), runs `finish` on the copy, takes the chains, and marks each
+    /// used with the bytes it got.
+    func copyFrame<Ring: DeviceRing>(
+        from src: UnsafeMutablePointer<ChainSegment>, _ srcCount: Int, in sourceMemory: GuestMemoryMap,
         to rx: ReceiveTarget<Ring>, chains: Int, frameLength: Int, offload: VirtioNetOffload,
         finish: () throws(VirtioError) -> Void
     ) throws(VirtioError) {
@@ -249,7 +250,7 @@ extension BackendConnection {
                 skip -= length
                 continue
             }
-            let pointer = try translate(src[i])
+            let pointer = try sourceMemory.translate(src[i])
             try writer.write(pointer + skip, length - skip, memory: memory)
             skip = 0
         }

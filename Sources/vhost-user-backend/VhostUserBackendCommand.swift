@@ -18,8 +18,8 @@ struct VhostUserBackendCommand: ParsableCommand {
         Listens on --socket (or with --client connects to it), serves one front-end at a time and \
         accepts (or reconnects to) the next after a disconnect. \
         loopback returns every transmitted frame on the front-end's receive queue; sink counts and \
-        drops. Runs until SIGINT/SIGTERM or --duration, then prints totals. Exit status: 0, or 2 on \
-        an error (a one-line message on stderr).
+        drops. Runs until SIGINT/SIGTERM or --duration, then prints totals. Exit status: 0; 2 on \
+        an error (a one-line message on stderr); 64 for a bad or unknown option.
         """)
 
     @Option(help: "Socket path to listen on (a stale socket there is replaced).")

@@ -64,11 +64,13 @@ struct PMDRunner {
         try device.start()
         let backendName = options.socket.map { "vhost-user back-end \(options.server ? "connected to our" : "at") \($0)" }
             ?? "embedded Swift back-end (\(options.backendMode.rawValue))"
-        print("virtio-user-pmd: \(options.forwardMode.rawValue), frame \(options.pktSize) B, burst \(options.burst), queue \(options.queueSize), \(options.queues) queue pair(s)")
-        print("  device \(device.macAddress), MTU \(device.mtu), memory \(device.memoryBacking), \(device.sharedMemoryBytes >> 10) KiB in one region")
-        print("  peer: \(backendName), features \(device.negotiatedFeatures), protocol features \(device.protocolFeatures)")
-        if backend != nil && options.backendMode == .loopback && (options.forwardMode == .io || options.forwardMode == .macswap) && !options.txFirst {
-            print("  note: \(options.forwardMode.rawValue) against a loopback back-end moves nothing without --tx-first")
+        if !options.json {
+            print("virtio-user-pmd: \(options.forwardMode.rawValue), frame \(options.pktSize) B, burst \(options.burst), queue \(options.queueSize), \(options.queues) queue pair(s)")
+            print("  device \(device.macAddress), MTU \(device.mtu), memory \(device.memoryBacking), \(device.sharedMemoryBytes >> 10) KiB in one region")
+            print("  peer: \(backendName), features \(device.negotiatedFeatures), protocol features \(device.protocolFeatures)")
+            if backend != nil && options.backendMode == .loopback && (options.forwardMode == .io || options.forwardMode == .macswap) && !options.txFirst {
+                print("  note: \(options.forwardMode.rawValue) against a loopback back-end moves nothing without --tx-first")
+            }
         }
 
         let captures = try startCaptures(device)
@@ -79,11 +81,14 @@ struct PMDRunner {
         for (queue, capture) in captures.enumerated() {
             device.stopCapture(queue: queue)
             try capture.close()
-            print("  capture: pair \(queue): \(capture.framesWritten) frames in \(capture.path)")
         }
 
-        let report = RunReport(options: options, device: device, result: result, backend: backend?.statistics)
-        report.printSummary(linkAtEnd: linkAtEnd)
+        let report = RunReport(options: options, device: device, result: result, backend: backend?.statistics, captures: captures)
+        if options.json {
+            print(report.json(linkAtEnd: linkAtEnd))
+        } else {
+            report.printSummary(linkAtEnd: linkAtEnd)
+        }
         if case .down(let reason) = linkAtEnd {
             throw VirtioError(.peerGone, "The link went down during the run: \(reason).")
         }

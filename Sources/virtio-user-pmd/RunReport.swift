@@ -1,3 +1,4 @@
+import Foundation
 import VhostUserBackend
 import VirtioUser
 
@@ -7,6 +8,7 @@ struct RunReport {
     let device: VirtioUserDevice
     let result: ForwardResult
     let backend: BackendStatistics?
+    let captures: [PacketCapture]
 
     /// With the embedded loopback back-end, every frame sent must have come back.
     var loopbackIntact: Bool {
@@ -31,6 +33,9 @@ struct RunReport {
         if let backend {
             print("  back-end: received \(backend.framesReceived), sent \(backend.framesSent), drops \(backend.drops), protocol errors \(backend.protocolErrors)")
         }
+        for (queue, capture) in captures.enumerated() {
+            print("  capture: pair \(queue): \(capture.framesWritten) frames in \(capture.path)")
+        }
         print("  link at end: \(linkAtEnd)")
         if backend != nil && options.backendMode == .loopback {
             if loopbackIntact {
@@ -39,5 +44,64 @@ struct RunReport {
                 print("  result: FAILED, TX \(stats.tx.packets) != RX \(stats.rx.packets) or errors were counted")
             }
         }
+    }
+
+    /// The summary as one JSON object (`--json`); the fields are those of the text summary.
+    func json(linkAtEnd: VirtioUserDevice.LinkState) -> String {
+        let stats = device.statistics
+        let seconds = max(result.seconds, 1e-9)
+        func direction(_ queue: QueueStatistics, _ atEnd: QueueStatistics) -> Summary.Direction {
+            Summary.Direction(
+                packets: queue.packets, bytes: queue.bytes,
+                mpps: Double(atEnd.packets) / seconds / 1e6, gbps: Double(atEnd.bytes) * 8 / seconds / 1e9,
+                drops: queue.drops, errors: queue.errors, kicks: queue.kicks,
+                ringFull: queue.ringFull, noBuffers: queue.noBuffers)
+        }
+        var link = "up"
+        if case .down(let reason) = linkAtEnd { link = "down: \(reason)" }
+        let summary = Summary(
+            mode: options.forwardMode.rawValue, seconds: result.seconds, queuePairs: device.queuePairCount,
+            features: device.negotiatedFeatures.description,
+            tx: direction(stats.tx, result.atEnd.tx), rx: direction(stats.rx, result.atEnd.rx),
+            forwarderDrops: result.forwardDrops, sessions: device.connectionCount, linkAtEnd: link,
+            backend: backend.map {
+                Summary.Backend(received: $0.framesReceived, sent: $0.framesSent, drops: $0.drops, protocolErrors: $0.protocolErrors)
+            },
+            captures: captures.enumerated().map { Summary.Capture(pair: $0.offset, path: $0.element.path, frames: $0.element.framesWritten) },
+            result: backend != nil && options.backendMode == .loopback ? (loopbackIntact ? "ok" : "failed") : nil)
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(summary) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// What `--json` prints.
+    struct Summary: Encodable {
+        struct Direction: Encodable {
+            var packets, bytes: UInt64
+            var mpps, gbps: Double
+            var drops, errors, kicks, ringFull, noBuffers: UInt64
+        }
+        struct Backend: Encodable {
+            var received, sent, drops, protocolErrors: UInt64
+        }
+        struct Capture: Encodable {
+            var pair: Int
+            var path: String
+            var frames: UInt64
+        }
+        var mode: String
+        var seconds: Double
+        var queuePairs: Int
+        var features: String
+        var tx, rx: Direction
+        var forwarderDrops: UInt64
+        var sessions: Int
+        var linkAtEnd: String
+        var backend: Backend?
+        var captures: [Capture]
+        /// "ok" or "failed" for the embedded loopback (every frame back, no errors), else null.
+        var result: String?
     }
 }

@@ -20,9 +20,10 @@ struct VirtioUserPMD: ParsableCommand {
         counts and frees what arrives; io sends every received frame back; macswap swaps the MAC \
         addresses first. io and macswap need traffic from the peer, or --tx-first.
 
-        Prints a stats line every --stats-period seconds and a summary at the end. Exit status: 0 on \
-        success; 1 when the embedded loopback back-end did not return every frame, or errors were counted; 2 on any error (a one-line \
-        message on stderr).
+        Prints a stats line every --stats-period seconds and a summary at the end (--json: the summary \
+        alone, as JSON). Exit status: 0 on success; 1 when the embedded loopback back-end did not return \
+        every frame, or errors were counted; 2 on any other error (a one-line message on stderr); 64 for \
+        a bad or unknown option.
         """)
 
     @Option(help: "vhost-user socket of a listening back-end. Default: an embedded loopback back-end.")
@@ -109,6 +110,12 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(help: "Write every frame each queue pair sends and receives to this pcap file (tshark, tcpdump and Wireshark read it). With --queues N, pair n > 0 writes FILE with -n before its extension.")
     var pcap: String?
 
+    @Flag(help: "Print the summary as one JSON object on stdout, and nothing else there (no header, no stats lines).")
+    var json = false
+
+    @Flag(inversion: .prefixedNo, help: "A live progress line on stderr, rewritten 4 times a second (default: on when stderr is a terminal and the run lasts 10 s or more).")
+    var progress: Bool?
+
     @Option(name: .customLong("log-level"), help: "Control-path log messages to stderr at this level and above: trace, debug, info (link up/down, negotiation), notice, warning, error, critical.")
     var logLevel: Logger.Level = .warning
 
@@ -118,6 +125,10 @@ struct VirtioUserPMD: ParsableCommand {
             throw ValidationError("--pkt-size must be 60…\(VirtioUserDevice.maximumFrameLength).")
         }
         guard statsPeriod >= 0 else { throw ValidationError("--stats-period must not be negative.") }
+        guard (64...32768).contains(queueSize), queueSize & (queueSize - 1) == 0 else {
+            throw ValidationError("--queue-size must be a power of two from 64 to 32768; \(queueSize) was given.")
+        }
+        guard (1...queueSize).contains(burst) else { throw ValidationError("--burst must be 1…\(queueSize) (the queue size).") }
         if let mac, MACAddress(mac) == nil { throw ValidationError("--mac '\(mac)' is not a MAC address (aa:bb:cc:dd:ee:ff).") }
         if MACAddress(peerMAC) == nil { throw ValidationError("--peer-mac '\(peerMAC)' is not a MAC address.") }
         if let mtu, !(VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(mtu) {
@@ -139,6 +150,9 @@ struct VirtioUserPMD: ParsableCommand {
             throw ValidationError("\(cpu.count) --cpu values for \(threads ?? queues) forwarding thread(s): give at most one per thread.")
         }
     }
+
+    /// `--progress`, or by default: a terminal on stderr and a run of 10 s or more.
+    var showsProgress: Bool { progress ?? (Console.errorIsTerminal && duration >= 10) }
 
     /// `--offloads` as the device's option set.
     func parsedOffloads() throws -> VirtioUserDevice.Offloads {

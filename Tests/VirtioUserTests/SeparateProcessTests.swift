@@ -137,9 +137,39 @@ final class SeparateProcessTests: XCTestCase {
             let (pmd, _, errors) = try launch("virtio-user-pmd", arguments + ["--duration", "1"])
             let message = text(errors)
             pmd.waitUntilExit()
-            XCTAssertNotEqual(pmd.terminationStatus, 0, "\(arguments): \(message)")
+            XCTAssertEqual(pmd.terminationStatus, 64, "\(arguments): a bad option exits 64 (README): \(message)")
             XCTAssertFalse(message.isEmpty, "\(arguments)")
         }
+        let (backend, _, errors) = try launch("vhost-user-backend", ["--socket", "/tmp/x.sock", "--queues", "0"])
+        let message = text(errors)
+        backend.waitUntilExit()
+        XCTAssertEqual(backend.terminationStatus, 64, message)
+    }
+
+    /// `--json`: stdout is one JSON object and nothing else, with the summary's figures;
+    /// `--progress` puts a self-rewriting line on stderr.
+    func testCommandLineJSONSummaryAndProgressLine() throws {
+        let (pmd, output, errors) = try launch("virtio-user-pmd", ["--duration", "1.5", "--json", "--progress"])
+        let printed = text(output)
+        let progress = text(errors)
+        pmd.waitUntilExit()
+        XCTAssertEqual(pmd.terminationStatus, 0, printed + progress)
+        let object = try JSONSerialization.jsonObject(with: Data(printed.utf8)) as? [String: Any]
+        let summary = try XCTUnwrap(object, printed)
+        XCTAssertEqual(summary["result"] as? String, "ok")
+        XCTAssertEqual(summary["mode"] as? String, "txonly")
+        XCTAssertEqual(summary["link_at_end"] as? String, "up")
+        let tx = try XCTUnwrap(summary["tx"] as? [String: Any])
+        let rx = try XCTUnwrap(summary["rx"] as? [String: Any])
+        let sent = try XCTUnwrap(tx["packets"] as? Int)
+        XCTAssertGreaterThan(sent, 0)
+        XCTAssertEqual(rx["packets"] as? Int, sent)
+        XCTAssertGreaterThan(tx["mpps"] as? Double ?? 0, 0)
+        let backend = try XCTUnwrap(summary["backend"] as? [String: Any])
+        XCTAssertEqual(backend["sent"] as? Int, sent)
+        XCTAssertTrue(progress.contains("\r  ["), "a progress line rewritten in place: \(progress.debugDescription)")
+        XCTAssertTrue(progress.contains("Mpps"), progress)
+        XCTAssertTrue(progress.hasSuffix("\n"), "the line is ended")
     }
 
     /// No root needed: as an unprivileged user (nobody), with normal pages, the loopback run

@@ -23,6 +23,9 @@ struct FrameStream {
     let seed: UInt64
     var minimumLength = 60
     var maximumLength = 1514
+    /// When set, every frame starts with these destination and source MACs (for peers that
+    /// switch on them).
+    var addresses: (destination: MACAddress, source: MACAddress)? = nil
 
     func length(of sequence: UInt64) -> Int {
         var generator = SplitMix64(seed: seed ^ (sequence &* 0x2545_F491_4F6C_DD1D))
@@ -43,6 +46,10 @@ struct FrameStream {
             data.storeBytes(of: UInt8(truncatingIfNeeded: last), toByteOffset: offset, as: UInt8.self)
             last >>= 8
             offset += 1
+        }
+        if let addresses {
+            addresses.destination.write(to: data)
+            addresses.source.write(to: data + 6)
         }
         return length
     }

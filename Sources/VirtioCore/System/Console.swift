@@ -7,7 +7,12 @@ import Glibc
 public enum Console {
     /// Writes `line` and a newline to standard error, unbuffered.
     public static func error(_ line: String) {
-        let text = line + "\n"
+        errorRaw(line + "\n")
+    }
+
+    /// Writes `text` to standard error as it is (no newline added): for a progress line that
+    /// rewrites itself with a carriage return.
+    public static func errorRaw(_ text: String) {
         var utf8 = Array(text.utf8)
         var written = 0
         while written < utf8.count {
@@ -16,6 +21,9 @@ public enum Console {
             written += n
         }
     }
+
+    /// True when standard error is a terminal.
+    public static var errorIsTerminal: Bool { isatty(2) == 1 }
 
     /// Flushes buffered standard output (so a parent reading a pipe sees lines at once).
     public static func flush() {

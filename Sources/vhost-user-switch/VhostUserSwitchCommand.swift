@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Logging
+import Synchronization
+import VhostUserBackend
+
+/// Set by SIGINT/SIGTERM: stop serving and print the totals.
+let stopRequested = Atomic<Bool>(false)
+
+@main
+struct VhostUserSwitchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vhost-user-switch",
+        abstract: "A learning Ethernet switch between vhost-user front-ends: one socket per port, no kernel in the path.",
+        discussion: """
+        Listens on every --port socket and serves one front-end (ours, or DPDK's virtio-user) on each. \
+        A frame goes to the port its destination MAC was last seen on; broadcast, multicast and unknown \
+        destinations go to every other connected port. A port without room holds its senders back \
+        instead of losing frames. Runs until SIGINT/SIGTERM or --duration, then prints per-port totals. \
+        Exit status: 0; 2 on an error (a one-line message on stderr); 64 for a bad or unknown option.
+        """)
+
+    @Option(help: "A port's socket path (repeat: 2…64 ports). A stale socket there is replaced.")
+    var port: [String] = []
+
+    @Option(help: "Seconds to serve; 0 serves until SIGINT/SIGTERM.")
+    var duration: Double = 0
+
+    @Option(name: .customLong("stats-period"), help: "Seconds between stats lines; 0 for none.")
+    var statsPeriod: Double = 0
+
+    @Option(help: "Pin the serving thread to this CPU.")
+    var cpu: Int?
+
+    @Option(name: .customLong("log-level"), help: "Port log messages to stderr at this level and above: trace, debug, info (a front-end connected or left), notice, warning, error (a session closed for a protocol error), critical.")
+    var logLevel: Logger.Level = .notice
+
+    func validate() throws {
+        guard (2...64).contains(port.count) else { throw ValidationError("Give 2…64 --port sockets; \(port.count) given.") }
+        guard Set(port).count == port.count else { throw ValidationError("Each --port needs its own socket path.") }
+        guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
+    }
+
+    func run() throws {
+        signal(SIGINT) { _ in stopRequested.store(true, ordering: .relaxed) }
+        signal(SIGTERM) { _ in stopRequested.store(true, ordering: .relaxed) }
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let fabric: VhostUserSwitch
+        do throws(VirtioError) {
+            var configuration = VhostUserSwitch.Configuration(portPaths: port)
+            var logger = Logger(label: "vhost-user-switch")
+            logger.logLevel = logLevel
+            configuration.logger = logger
+            if let cpu {
+                try DedicatedThread.pinCurrentThread(to: cpu)  // fails early on a bad CPU number
+                configuration.onServingThreadStart = { try? DedicatedThread.pinCurrentThread(to: cpu) }
+            }
+            fabric = try VhostUserSwitch(configuration: configuration)
+            try fabric.start()
+        } catch {
+            Console.error("vhost-user-switch: error: \(error.message)")
+            throw ExitCode(2)
+        }
+        print("vhost-user-switch: \(port.count) ports: \(port.joined(separator: ", "))")
+        Console.flush()
+        let start = MonotonicClock.nanoseconds()
+        var nextStats = statsPeriod > 0 ? start + UInt64(statsPeriod * 1e9) : UInt64.max
+        while !stopRequested.load(ordering: .relaxed) {
+            MonotonicClock.sleep(milliseconds: 50)
+            let now = MonotonicClock.nanoseconds()
+            if duration > 0 && now - start >= UInt64(duration * 1e9) { break }
+            if now >= nextStats {
+                printTotals(fabric)
+                nextStats += UInt64(statsPeriod * 1e9)
+            }
+        }
+        fabric.stop()
+        printTotals(fabric)
+    }
+
+    private func printTotals(_ fabric: VhostUserSwitch) {
+        for (index, port) in fabric.statistics.enumerated() {
+            print("port \(index): received \(port.received)  sent \(port.sent)  flooded \(port.flooded)  dropped \(port.dropped)  sessions \(port.connections)  protocol errors \(port.protocolErrors)")
+        }
+        print("learned addresses \(fabric.learnedAddresses)")
+        Console.flush()
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
