@@ -8,10 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source Scripts/setup.sh
 out=${1:-.build/docs}
+mkdir -p "$out"   # the plugin moves each archive into it, and needs it to exist
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for target in VirtioUser VhostUserBackend VirtioCore; do
   status=0
+  rm -rf "${out:?}/$target"
   swift package --allow-writing-to-directory "$out" generate-documentation --target "$target" \
     --output-path "$out/$target" --warnings-as-errors > "$log" 2>&1 || status=$?
   grep -E "warning:|error:" "$log" >&2 || true

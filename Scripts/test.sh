@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test. Without arguments: the whole XCTest suite (debug), the same suite again under
 # AddressSanitizer and under ThreadSanitizer, each libFuzzer target for a short bounded time,
-# and a short soak.
+# a short soak, and the DocC documentation built with warnings as errors.
 # With arguments, only the plain suite runs, and they go to `swift test`
 # (for example: Scripts/test.sh --filter LoopbackIntegrityTests).
 #
@@ -34,3 +34,6 @@ echo "== fuzzing" >&2
 
 echo "== soak" >&2
 ./Scripts/soak.sh "${SOAK_SECONDS:-15}"
+
+echo "== documentation (DocC)" >&2
+./Scripts/docs.sh

@@ -46,7 +46,7 @@ public struct PacketBuffer {
     public var offload: VirtioNetOffload { VirtioNetOffload(header: data - VirtioNetHeader.size) }
 
     /// Asks for checksum or segmentation offload on transmit (first segment only). The features
-    /// it needs (CSUM, HOST_TSO4/6: see ``VirtioNetOffload/featuresNeededToSend``) must have
+    /// it needs (CSUM, HOST_TSO4/6: see `VirtioNetOffload.featuresNeededToSend`) must have
     /// been negotiated (``VirtioUserDevice/Configuration/offloads``), or transmit drops the
     /// frame and counts it.
     @inlinable

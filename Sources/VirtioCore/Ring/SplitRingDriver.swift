@@ -189,7 +189,7 @@ public final class SplitRingDriver {
     ///   - address: the buffer's address as the device sees it.
     ///   - length: bytes the device may read (or write, with `deviceWritable`).
     ///   - deviceWritable: the device writes this buffer (receive); otherwise it reads it.
-    ///   - cookie: returned with the buffer by ``takeUsed()``; must not be `UInt32.max`.
+    ///   - cookie: returned with the buffer by ``takeUsed(_:)``; must not be `UInt32.max`.
     @inlinable
     @discardableResult
     public func add(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool {
