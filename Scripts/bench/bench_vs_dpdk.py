@@ -136,9 +136,10 @@ def main():
         "backend64p": ("testpmd txonly 64 B, packed rings -> back-end (rxonly | our sink)", 64),
         "ours64p": ("our device <-> our back-end, loopback 64 B, packed rings", 64),
         # Two of our device processes through vhost-user-switch (ours only): A txonly to B's
-        # MAC, B rxonly; the rate is what B receives. Three polling threads share 2 vCPUs
-        # (A and B on CPU 0, the switch on CPU 1).
-        "switch64": ("our device -> vhost-user-switch -> our device, 64 B", 64),
+        # MAC, B echoes (macswap) in interrupt mode (--rx-wait 1: three threads on 2 vCPUs, A
+        # and B sharing CPU 0, the switch on CPU 1); the rate is what B receives (the switch
+        # carries as much again back to A).
+        "switch64": ("our device -> vhost-user-switch -> our device (echo), 64 B", 64),
     }
     selected = [c for c in opts.cases.split(",") if c]
     for c in selected:
@@ -252,7 +253,7 @@ def run_case(case, frame, opts):
 
 
 def run_switch(sock, seconds, frame):
-    """A txonly -> switch -> B rxonly; B's per-second RX rates."""
+    """A txonly -> switch -> B macswap (interrupt mode) -> switch -> A; B's per-second RX rates."""
     ports = [sock + ".a", sock + ".b"]
     switch = subprocess.Popen([os.path.join(BIN, "vhost-user-switch"), "--port", ports[0], "--port", ports[1], "--cpu", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -261,7 +262,7 @@ def run_switch(sock, seconds, frame):
             if all(os.path.exists(p) for p in ports):
                 break
             time.sleep(0.05)
-        receiver = subprocess.Popen([os.path.join(BIN, "virtio-user-pmd"), "--socket", ports[1], "--forward-mode", "rxonly",
+        receiver = subprocess.Popen([os.path.join(BIN, "virtio-user-pmd"), "--socket", ports[1], "--forward-mode", "macswap", "--rx-wait", "1",
                                      "--mac", "02:00:00:00:00:0b", "--cpu", "0", "--duration", str(seconds + 2), "--stats-period", "1"],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         time.sleep(1)
