@@ -28,6 +28,9 @@ extension BackendConnection {
             guard let head = tx.peekAvailable(ahead: 0),
                   let n = readChain(tx, head: head, into: segments, capacity: tx.size) else { break }
             let length = try frameLength(segments, n)
+            // Every segment inside this front-end's memory before any copy starts: a bad one is
+            // the sender's violation, never blamed on a port the frame was going to.
+            for i in 0..<n { _ = try memory.translate(segments[i]) }
             guard try route(segments, n, length) else { break }
             tx.skipAvailable(1)
             tx.putUsed(head: head, length: 0)

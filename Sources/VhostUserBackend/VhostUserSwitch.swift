@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CVirtioShim
 import Logging
 import Synchronization
 import VirtioCore
@@ -160,6 +161,9 @@ final class SwitchCore: Sendable {
         var connections = [BackendConnection?](repeating: nil, count: count)
         var table = MACTable()
         var tally = Tally(ports: count)
+        // A destination that broke its receive ring while a frame was switched to it: its
+        // session ends after the round, not the sender's.
+        var failures = [VirtioError?](repeating: nil, count: count)
         // Scratch for one frame's destination and source addresses, and its destinations.
         let addresses = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
         let targets = UnsafeMutablePointer<Int>.allocate(capacity: count)
@@ -174,19 +178,36 @@ final class SwitchCore: Sendable {
         }
         var idlePolls = 0
         var iterations = 0
+        var faultsSeen = cvs_guard_total_faults()
         while !stopping.load(ordering: .relaxed) {
             iterations &+= 1
             var handled = 0
+            // One load per round: did a front-end shrink its memory under us (a guarded fault)?
+            let faults = cvs_guard_total_faults()
+            if faults != faultsSeen {
+                faultsSeen = faults
+                for port in 0..<count {
+                    guard let connection = connections[port] else { continue }
+                    do throws(VirtioError) { try connection.memory.checkTruncation() } catch { end(port, &connections, &table, error) }
+                }
+            }
             for port in 0..<count {
                 guard let source = connections[port], source.vrings[1].isLive else { continue }
                 do throws(VirtioError) {
                     handled += try source.takeTransmitted(burst: configuration.burstSize) { (segments, segmentCount, length) throws(VirtioError) in
                         try route(
                             from: port, source, segments, segmentCount, length, connections: connections, table: &table,
-                            tally: &tally, scratch: (addresses, targets, chains, touched))
+                            tally: &tally, failures: &failures, scratch: (addresses, targets, chains, touched))
                     }
                 } catch {
                     end(port, &connections, &table, error)
+                }
+                for other in 0..<count {
+                    if let failure = failures[other] {
+                        failures[other] = nil
+                        touched[other] = false
+                        end(other, &connections, &table, failure)
+                    }
                 }
                 // Copies become visible on the ports that got them, after the sender's
                 // completions (published by takeTransmitted).
@@ -216,6 +237,7 @@ final class SwitchCore: Sendable {
     private func route(
         from port: Int, _ source: BackendConnection, _ segments: UnsafeMutablePointer<ChainSegment>, _ segmentCount: Int,
         _ length: Int, connections: [BackendConnection?], table: inout MACTable, tally: inout Tally,
+        failures: inout [VirtioError?],
         scratch: (addresses: UnsafeMutableRawPointer, targets: UnsafeMutablePointer<Int>, chains: UnsafeMutablePointer<Int>, touched: UnsafeMutablePointer<Bool>)
     ) throws(VirtioError) -> Bool {
         guard try source.readAddresses(segments, segmentCount, into: scratch.addresses) else {
@@ -248,8 +270,16 @@ final class SwitchCore: Sendable {
         // Every destination with room, or hold the frame back.
         var k = 0
         while k < targetCount {
-            guard let target = connections[scratch.targets[k]] else { scratch.chains[k] = 0; k &+= 1; continue }
-            switch try target.receiveRoom(length: length) {
+            let other = scratch.targets[k]
+            guard failures[other] == nil, let target = connections[other] else { scratch.chains[k] = 0; k &+= 1; continue }
+            let room: BackendConnection.ReceiveRoom
+            do throws(VirtioError) { room = try target.receiveRoom(length: length) } catch {
+                failures[other] = error
+                scratch.chains[k] = 0
+                k &+= 1
+                continue
+            }
+            switch room {
             case .ready(let chains): scratch.chains[k] = chains
             // A unicast frame waits for its port; a flooded copy does not wait for a port that
             // is not taking frames (one stuck front-end must not stop the others).
@@ -265,9 +295,15 @@ final class SwitchCore: Sendable {
         while k < targetCount {
             let other = scratch.targets[k]
             if scratch.chains[k] > 0, let target = connections[other] {
-                try target.deliver(segments, segmentCount, from: source.memory, length: length, chains: scratch.chains[k])
-                scratch.touched[other] = true
-                tally.sent[other] &+= 1
+                do throws(VirtioError) {
+                    try target.deliver(segments, segmentCount, from: source.memory, length: length, chains: scratch.chains[k])
+                    scratch.touched[other] = true
+                    tally.sent[other] &+= 1
+                } catch {
+                    // The sender's segments were all checked when taken (takeTransmitted), so a
+                    // failure here is the receiving front-end's.
+                    failures[other] = error
+                }
             } else if scratch.chains[k] < 0 {
                 tally.dropped[other] &+= 1
             }

@@ -1,0 +1,86 @@
+import VhostUserBackend
+import VirtioUser
+import XCTest
+
+/// A hostile front-end on one switch port: each broken ring closes that port's session only
+/// (counted as a protocol error), and two well-behaved front-ends on the other ports keep
+/// exchanging frames throughout.
+final class HostileSwitchPortTests: XCTestCase {
+    func testABrokenRingClosesOnlyItsPort() throws {
+        let paths = try (0..<3).map { try makeSocketPath(self, name: "port\($0).sock") }
+        let fabric = try VhostUserSwitch(configuration: .init(portPaths: paths))
+        try fabric.start()
+        defer { fabric.stop() }
+        var configuration = VirtioUserDevice.Configuration(socketPath: paths[1])
+        configuration.macAddress = MACAddress(0x02, 0, 0, 0, 0, 0x01)
+        let a = try VirtioUserDevice(configuration: configuration)
+        configuration.socketPath = paths[2]
+        configuration.macAddress = MACAddress(0x02, 0, 0, 0, 0, 0x02)
+        let b = try VirtioUserDevice(configuration: configuration)
+        try a.start()
+        try b.start()
+        defer { a.stop(); b.stop() }
+        XCTAssertTrue(waitUntil { fabric.statistics[1].isUp && fabric.statistics[2].isUp })
+
+        var tried = 0
+        for item in HostileFrontendTests.ringCases {
+            let before = fabric.statistics[0].protocolErrors
+            let peer = try HostileFrontend(connectingTo: paths[0])
+            try peer.startEverything()
+            try item.script(peer)
+            // A broken receive ring is found when a frame is switched to it: A broadcasts one.
+            XCTAssertEqual(send(from: a, destination: MACAddress(0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF), source: MACAddress(0x02, 0, 0, 0, 0, 0x01)), 1)
+            XCTAssertTrue(peer.waitForHangUp(), "\(item.name): the switch kept the port's connection open")
+            XCTAssertTrue(waitUntil { fabric.statistics[0].protocolErrors == before + 1 }, "\(item.name): not counted on port 0")
+            // What reached A and B meanwhile (the broadcast; a frame the hostile front-end sent
+            // before it broke its ring), then a frame each way: the others are untouched.
+            drain(a)
+            drain(b)
+            XCTAssertEqual(exchange(from: a, to: b, destination: MACAddress(0x02, 0, 0, 0, 0, 0x02), source: MACAddress(0x02, 0, 0, 0, 0, 0x01)), 1, item.name)
+            XCTAssertEqual(exchange(from: b, to: a, destination: MACAddress(0x02, 0, 0, 0, 0, 0x01), source: MACAddress(0x02, 0, 0, 0, 0, 0x02)), 1, item.name)
+            tried += 1
+        }
+        XCTAssertGreaterThanOrEqual(tried, 10)
+        XCTAssertEqual(fabric.statistics[1].protocolErrors + fabric.statistics[2].protocolErrors, 0)
+        XCTAssertEqual(a.linkState, .up)
+        XCTAssertEqual(b.linkState, .up)
+    }
+
+    /// Sends one 60-byte frame; returns 1 when it went.
+    private func send(from sender: VirtioUserDevice, destination: MACAddress, source: MACAddress) -> Int {
+        let burst = PacketBurst(capacity: 8)
+        sender.allocate(into: burst, count: 1)
+        var packet = burst[0]
+        packet.data.initializeMemory(as: UInt8.self, repeating: 0x33, count: 60)
+        destination.write(to: packet.data)
+        source.write(to: packet.data + 6)
+        packet.length = 60
+        burst[0] = packet
+        let sent = sender.transmit(burst)
+        sender.release(burst)
+        return sent
+    }
+
+    /// Receives and releases whatever arrives within 100 ms.
+    private func drain(_ device: VirtioUserDevice) {
+        let burst = PacketBurst(capacity: 32)
+        let deadline = MonotonicClock.nanoseconds() + 100_000_000
+        while MonotonicClock.nanoseconds() < deadline {
+            device.receive(into: burst)
+            device.release(burst)
+        }
+    }
+
+    /// Sends one 60-byte frame from `sender`; returns how many frames `receiver` then got.
+    private func exchange(from sender: VirtioUserDevice, to receiver: VirtioUserDevice, destination: MACAddress, source: MACAddress) -> Int {
+        let burst = PacketBurst(capacity: 8)
+        guard send(from: sender, destination: destination, source: source) == 1 else { return -1 }
+        var received = 0
+        let deadline = MonotonicClock.nanoseconds() + 2_000_000_000
+        while received == 0, MonotonicClock.nanoseconds() < deadline {
+            received += receiver.receive(into: burst)
+            receiver.release(burst)
+        }
+        return received
+    }
+}
