@@ -91,6 +91,48 @@ final class SeparateProcessTests: XCTestCase {
         XCTAssertEqual(captured, packets("TX") + packets("RX"), printed)
     }
 
+    /// `vhost-user-switch` between two `virtio-user-pmd` processes: A sends to B's MAC, B
+    /// receives what the switch says it sent to B's port, and SIGTERM prints per-port totals.
+    func testSwitchCommandForwardsBetweenTwoProcesses() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switch-cli-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let portA = directory.appendingPathComponent("a.sock").path
+        let portB = directory.appendingPathComponent("b.sock").path
+        let (fabric, fabricOutput, fabricErrors) = try launch("vhost-user-switch", ["--port", portA, "--port", portB])
+        defer { if fabric.isRunning { fabric.terminate() } }
+        XCTAssertTrue(waitUntil { FileManager.default.fileExists(atPath: portA) && FileManager.default.fileExists(atPath: portB) })
+        let (receiver, receiverOutput, _) = try launch("virtio-user-pmd", [
+            "--socket", portB, "--forward-mode", "rxonly", "--mac", "02:00:00:00:00:0b", "--duration", "3", "--stats-period", "0",
+        ])
+        let (sender, senderOutput, _) = try launch("virtio-user-pmd", [
+            "--socket", portA, "--peer-mac", "02:00:00:00:00:0b", "--duration", "1", "--stats-period", "0",
+        ])
+        let sent = text(senderOutput)
+        sender.waitUntilExit()
+        let received = text(receiverOutput)
+        receiver.waitUntilExit()
+        fabric.terminate()  // SIGTERM: per-port totals, exit 0
+        let totals = text(fabricOutput)
+        fabric.waitUntilExit()
+        XCTAssertEqual(sender.terminationStatus, 0, sent)
+        XCTAssertEqual(receiver.terminationStatus, 0, received)
+        XCTAssertEqual(fabric.terminationStatus, 0, totals + text(fabricErrors))
+        func number(after label: String, in text: String) -> UInt64? {
+            guard let range = text.range(of: label) else { return nil }
+            return UInt64(text[range.upperBound...].prefix(while: \.isNumber))
+        }
+        let intoSwitch = try XCTUnwrap(number(after: "port 0: received ", in: totals), totals)
+        let toB = try XCTUnwrap(number(after: "sent ", in: String(totals[try XCTUnwrap(totals.range(of: "port 1:")).lowerBound...])), totals)
+        // Frames still on A's ring when it stopped were never taken: A counts them as drops.
+        let aSent = try XCTUnwrap(number(after: "TX packets: ", in: sent), sent)
+        let aLost = try XCTUnwrap(number(after: "drops: TX ", in: sent), sent)
+        XCTAssertEqual(aSent - aLost, intoSwitch, "every frame A's ring gave up entered the switch")
+        XCTAssertLessThanOrEqual(aLost, 256, "at most a ring's worth was left behind")
+        XCTAssertGreaterThan(toB, 0, totals)
+        XCTAssertEqual(number(after: "RX packets: ", in: received), toB, "B received what the switch put on its ring")
+    }
+
     /// Two queue pairs, a forwarding thread each: both carry frames, and all come back.
     func testCommandLineRunsTwoQueuePairs() throws {
         // A thread per pair, then one thread polling both.
