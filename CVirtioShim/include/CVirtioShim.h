@@ -207,6 +207,29 @@ enum {
 /// (0 at end of stream) or -1 with errno.
 ssize_t cvs_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *flags);
 
+// MARK: - TAP devices (the back-end's exception path to the kernel)
+
+/// Longest TAP interface name, without its terminating NUL (IFNAMSIZ - 1).
+enum { CVS_TAP_NAME_MAX = 15 };
+
+/// Opens /dev/net/tun (O_NONBLOCK, O_CLOEXEC) and attaches to the TAP `name`, creating it when
+/// it does not exist ("" lets the kernel pick tapN): IFF_TAP | IFF_NO_PI | IFF_VNET_HDR with a
+/// 12-byte virtio-net header (the VERSION_1 layout, little-endian) and no receive offloads.
+/// The interface's name goes to `actual_name` (CVS_TAP_NAME_MAX + 1 bytes). Returns the fd or
+/// -1 with errno (ENOENT: no /dev/net/tun; EPERM: needs CAP_NET_ADMIN or a persistent TAP owned
+/// by the caller; EBUSY: attached elsewhere; EINVAL: `name` is not a TAP).
+int cvs_tap_open(const char *name, char *actual_name);
+/// TUNSETOFFLOAD: which offloads the kernel may use in frames it hands us (CVS_TAP_OFFLOAD_*).
+/// Returns 0 or -1 with errno.
+int cvs_tap_set_offloads(int fd, unsigned int offloads);
+
+/// TUN_F_* bits for cvs_tap_set_offloads.
+enum {
+    CVS_TAP_OFFLOAD_CSUM = 0x01,
+    CVS_TAP_OFFLOAD_TSO4 = 0x02,
+    CVS_TAP_OFFLOAD_TSO6 = 0x04,
+};
+
 // MARK: - Small helpers
 
 /// pthread_setname_np (needs _GNU_SOURCE, so it does not import). Returns 0 or an errno.

@@ -37,6 +37,8 @@ final class BackendConnection {
     private(set) var received: [VhostUserRequest] = []
     /// The process-wide truncation-fault count last checked (see ``GuestMemoryMap/checkTruncation()``).
     var guardFaultsSeen: UInt64 = cvs_guard_total_faults()
+    /// Scatter lists for ``BackendMode/tap``, allocated on first use.
+    lazy var tapScratch = TapScratch()
     /// See ``VhostUserBackend/Configuration/frameObserver``.
     var frameObserver: (@Sendable (UInt64, Int) -> Void)?
 

@@ -7,6 +7,10 @@ public enum BackendMode: String, Sendable, CaseIterable {
     case loopback
     /// Frames are counted and dropped.
     case sink
+    /// Frames go to a Linux TAP interface (``VhostUserBackend/Configuration/tapInterface``),
+    /// that is to the kernel's network stack, and frames the kernel sends out of the TAP arrive
+    /// on the front-end's first receive queue.
+    case tap
 }
 
 /// The data path of one connection: moves frames between the front-end's rings with bounded,
@@ -14,19 +18,23 @@ public enum BackendMode: String, Sendable, CaseIterable {
 extension BackendConnection {
     /// One burst on every queue pair whose transmit ring is live; returns the frames handled.
     /// Throws when the front-end broke the ring protocol.
-    func forward(mode: BackendMode, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+    /// `tap` is the interface of ``BackendMode/tap`` (nil in the other modes).
+    func forward(mode: BackendMode, tap: TapDevice? = nil, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
         var handled = 0
         var pair = 0
         while pair &* 2 < vrings.count {
             let pairCounters = counters.pairs[pair]
             let done = try forward(
-                rxVring: vrings[pair &* 2], txVring: vrings[pair &* 2 &+ 1], mode: mode, burst: burst,
+                rxVring: vrings[pair &* 2], txVring: vrings[pair &* 2 &+ 1], mode: mode, tap: tap, burst: burst,
                 counters: counters, pairCounters: pairCounters)
             if done > 0 {
                 BackendCounters.add(pairCounters.framesReceived, done)
                 handled &+= done
             }
             pair &+= 1
+        }
+        if mode == .tap, let tap {
+            handled &+= try receiveFromTap(tap, burst: burst, counters: counters)
         }
         if indirectTablesRead != 0 {
             BackendCounters.add(counters.indirectTables, indirectTablesRead)
@@ -45,21 +53,21 @@ extension BackendConnection {
     /// pair n's receive ring (loopback). Dispatches once per burst to the loop specialised for
     /// the rings' format.
     private func forward(
-        rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, burst: Int,
+        rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, tap: TapDevice?, burst: Int,
         counters: BackendCounters, pairCounters: BackendCounters.Pair
     ) throws(VirtioError) -> Int {
         guard txVring.enabled else { return 0 }
         if let tx = txVring.split {
-            return try forward(tx: tx, rx: rxVring.split, rxVring: rxVring, txVring: txVring, mode: mode, burst: burst, counters: counters, pairCounters: pairCounters)
+            return try forward(tx: tx, rx: rxVring.split, rxVring: rxVring, txVring: txVring, mode: mode, tap: tap, burst: burst, counters: counters, pairCounters: pairCounters)
         }
         if let tx = txVring.packed {
-            return try forward(tx: tx, rx: rxVring.packed, rxVring: rxVring, txVring: txVring, mode: mode, burst: burst, counters: counters, pairCounters: pairCounters)
+            return try forward(tx: tx, rx: rxVring.packed, rxVring: rxVring, txVring: txVring, mode: mode, tap: tap, burst: burst, counters: counters, pairCounters: pairCounters)
         }
         return 0
     }
 
     private func forward<Ring: DeviceRing>(
-        tx: Ring, rx: Ring?, rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, burst: Int,
+        tx: Ring, rx: Ring?, rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, tap: TapDevice?, burst: Int,
         counters: BackendCounters, pairCounters: BackendCounters.Pair
     ) throws(VirtioError) -> Int {
         guard let txSegments = txVring.segments else { return 0 }
@@ -67,6 +75,9 @@ extension BackendConnection {
         switch mode {
         case .sink:
             handled = try sink(tx: tx, txSegments: txSegments, burst: burst, counters: counters)
+        case .tap:
+            guard let tap else { return 0 }
+            handled = try transmitToTap(tap, tx: tx, txSegments: txSegments, burst: burst, counters: counters)
         case .loopback:
             guard rxVring.enabled, let rx, let rxSegments = rxVring.segments,
                   let heads = rxVring.mergeHeads, let capacities = rxVring.mergeCapacities else { return 0 }
@@ -265,7 +276,7 @@ extension BackendConnection {
     }
 
     /// FNV-1a over the frame bytes of a transmit chain (the virtio-net header skipped).
-    private func digest(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> UInt64 {
+    func digest(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         var skip = VirtioNetHeader.size
         for i in 0..<count {

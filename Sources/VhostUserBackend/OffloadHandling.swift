@@ -19,12 +19,20 @@ extension BackendConnection {
     /// offloads: CSUM or HOST_TSO negotiated). A request it did not negotiate, or a checksum
     /// position outside the frame, breaks the protocol.
     func offloadAction(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int, frameLength: Int) throws(VirtioError) -> OffloadAction {
-        var header = (UInt64(0), UInt32(0))
-        try withUnsafeMutableBytes(of: &header) { (raw) throws(VirtioError) in
-            try gather(segments, count, into: raw.baseAddress!, bytes: VirtioNetHeader.size)
-        }
-        let offload = withUnsafeBytes(of: &header) { VirtioNetOffload(header: $0.baseAddress!) }
+        let offload = try requestedOffload(segments, count, frameLength: frameLength)
         if offload.isEmpty { return .deliver(VirtioNetOffload()) }
+        if features.isSuperset(of: offload.featuresNeededToReceive) { return .deliver(offload) }
+        if offload.gsoType == VirtioNetOffload.gsoNone {
+            return .computeChecksum(start: Int(offload.checksumStart), offset: Int(offload.checksumOffset))
+        }
+        return .drop
+    }
+
+    /// The offload request of a transmit chain's header, checked against what was negotiated
+    /// and against the frame's length.
+    func requestedOffload(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int, frameLength: Int) throws(VirtioError) -> VirtioNetOffload {
+        let offload = try header(of: segments, count)
+        if offload.isEmpty { return offload }
         guard let needed = offload.featuresNeededToSend, features.isSuperset(of: needed) else {
             throw VirtioError(.protocolViolation, "A transmit header asks for offload flags 0x\(String(offload.flags, radix: 16)), GSO type \(offload.gsoType) without the features for it (negotiated: \(features)).")
         }
@@ -33,11 +41,15 @@ extension BackendConnection {
                 throw VirtioError(.protocolViolation, "A transmit header puts the checksum at \(offload.checksumStart) + \(offload.checksumOffset) in a frame of \(frameLength) bytes.")
             }
         }
-        if features.isSuperset(of: offload.featuresNeededToReceive) { return .deliver(offload) }
-        if offload.gsoType == VirtioNetOffload.gsoNone {
-            return .computeChecksum(start: Int(offload.checksumStart), offset: Int(offload.checksumOffset))
-        }
-        return .drop
+        return offload
+    }
+
+    /// The offload fields of the virtio-net header at the start of a chain.
+    func header(of segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> VirtioNetOffload {
+        // Passed as pointers, not through closures: this runs per frame in tap mode.
+        var header = (UInt64(0), UInt32(0))
+        try gather(segments, count, into: &header, bytes: VirtioNetHeader.size)
+        return VirtioNetOffload(header: &header)
     }
 
     /// Copies the first `bytes` bytes of a chain (all readable) to `destination`.
@@ -83,7 +95,7 @@ extension BackendConnection {
         try store(UInt8(result & 0xFF), at: from + offset + 1, segments, count)
     }
 
-    private func store(_ byte: UInt8, at position: Int, _ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) {
+    func store(_ byte: UInt8, at position: Int, _ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) {
         var base = 0
         for i in 0..<count {
             let length = Int(segments[i].length)

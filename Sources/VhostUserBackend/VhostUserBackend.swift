@@ -30,6 +30,14 @@ public final class VhostUserBackend: Sendable {
         /// front-end listening there (DPDK virtio-user with `server=1`), and reconnect after it
         /// goes away.
         public var connectionMode: ConnectionMode = .server
+        /// The TAP interface ``BackendMode/tap`` bridges to: attached to when it exists,
+        /// created (down, without addresses) when it does not; nil lets the kernel name it
+        /// (``VhostUserBackend/tapInterfaceName`` says what it picked). Opening a TAP needs
+        /// /dev/net/tun and CAP_NET_ADMIN, unless it is a persistent TAP owned by this user.
+        /// The TAP is held from `init` until the back-end is released, across connections; its
+        /// MTU should be the front-ends' (``mtu``), since larger frames from the kernel are
+        /// dropped. Frames from the kernel arrive on queue pair 0.
+        public var tapInterface: String?
         /// Frames handled per ring per burst.
         public var burstSize = 32
         /// Empty polls before the thread sleeps on kicks.
@@ -87,14 +95,21 @@ public final class VhostUserBackend: Sendable {
         guard (VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(configuration.mtu) else {
             throw VirtioError(.invalidArgument, "Back-end MTU \(configuration.mtu) must be \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
         }
+        if configuration.tapInterface != nil, configuration.mode != .tap {
+            throw VirtioError(.invalidArgument, "A TAP interface is only used in tap mode (the mode is \(configuration.mode.rawValue)).")
+        }
+        let tap = configuration.mode == .tap ? try TapDevice(name: configuration.tapInterface ?? "") : nil
         let listener = configuration.connectionMode == .server ? try UnixListener(path: configuration.socketPath) : nil
-        server = BackendServer(configuration: configuration, listener: listener)
+        server = BackendServer(configuration: configuration, listener: listener, tap: tap)
     }
 
     /// Dropping the back-end stops it: the serving thread holds the server, not this object.
     deinit {
         stop()
     }
+
+    /// The TAP interface's name in ``BackendMode/tap`` (nil in the other modes).
+    public var tapInterfaceName: String? { server.tap?.name }
 
     /// Counters over every connection so far.
     public var statistics: BackendStatistics { server.counters.snapshot }
@@ -167,10 +182,13 @@ final class BackendServer: Sendable {
     let linkUp = Atomic<Bool>(true)
     let traces = Locked<[[String]]>([])
     let negotiations = Locked<[VhostUserBackend.Negotiation]>([])
+    /// The interface of ``BackendMode/tap``.
+    let tap: TapDevice?
 
-    init(configuration: VhostUserBackend.Configuration, listener: UnixListener?) {
+    init(configuration: VhostUserBackend.Configuration, listener: UnixListener?, tap: TapDevice?) {
         self.configuration = configuration
         self.listener = Locked(listener)
+        self.tap = tap
         counters = BackendCounters(queuePairs: configuration.queuePairs)
     }
 
@@ -260,6 +278,7 @@ final class BackendServer: Sendable {
                     "features": "\(connection.features)", "protocol_features": "\(connection.protocolFeatures)",
                     "rings": "\(connection.features.contains(.ringPacked) ? "packed" : "split")",
                 ])
+                try tap?.allowChecksumOffload(connection.features.contains(.netGuestCsum))
             }
             guard connection.isRunning else {
                 // Nothing to forward: wait for the next control message.
@@ -268,7 +287,7 @@ final class BackendServer: Sendable {
                 }
                 continue
             }
-            let handled = try connection.forward(mode: configuration.mode, burst: burst, counters: counters)
+            let handled = try connection.forward(mode: configuration.mode, tap: tap, burst: burst, counters: counters)
             iterations &+= 1
             // Control messages are rare: look for one every 256 bursts, or whenever idle.
             if handled == 0 || iterations & 255 == 0 {
@@ -291,7 +310,8 @@ final class BackendServer: Sendable {
     }
 
     /// Asks the front-end for kicks, re-checks the rings (a frame may have arrived between the
-    /// last poll and the request), then sleeps on the kick fds and the socket. Work is a frame
+    /// last poll and the request), then sleeps on the kick fds and the socket — and in tap
+    /// mode on the TAP, while pair 0 has receive buffers for what it brings. Work is a frame
     /// to take from a transmit ring — with somewhere to put it, in loopback mode: receive
     /// buffers waiting on their own are not work, and a refill kick wakes us when they were
     /// what was missing.
@@ -303,6 +323,9 @@ final class BackendServer: Sendable {
         if hasWork(connection) { return true }
         var fds = [connection.channel.socket.raw]
         fds += connection.vrings.compactMap { $0.kick?.descriptor.raw }
+        if let tap, !tap.gone.load(ordering: .relaxed), let rx = connection.vrings.first?.ring, rx.availableCount() > 0 {
+            fds.append(tap.descriptor.raw)
+        }
         let ready = try Poll.waitAny(fds, milliseconds: 100)
         for vring in connection.vrings { vring.kick?.drain() }
         return !ready.isEmpty
@@ -312,7 +335,7 @@ final class BackendServer: Sendable {
         var pair = 0
         while pair &* 2 &+ 1 < connection.vrings.count {
             if let tx = connection.vrings[pair &* 2 &+ 1].ring, tx.availableCount() > 0 {
-                if configuration.mode == .sink { return true }
+                if configuration.mode != .loopback { return true }
                 if let rx = connection.vrings[pair &* 2].ring, rx.availableCount() > 0 { return true }
             }
             pair &+= 1

@@ -18,15 +18,20 @@ struct VhostUserBackendCommand: ParsableCommand {
         Listens on --socket (or with --client connects to it), serves one front-end at a time and \
         accepts (or reconnects to) the next after a disconnect. \
         loopback returns every transmitted frame on the front-end's receive queue; sink counts and \
-        drops. Runs until SIGINT/SIGTERM or --duration, then prints totals. Exit status: 0; 2 on \
+        drops; tap bridges the front-end to a Linux TAP interface (--tap), so it exchanges frames \
+        with the kernel's network stack: give the TAP an address and bring it up (ip addr add …; \
+        ip link set … up), in whichever network namespace you move it to. Runs until SIGINT/SIGTERM or --duration, then prints totals. Exit status: 0; 2 on \
         an error (a one-line message on stderr); 64 for a bad or unknown option.
         """)
 
     @Option(help: "Socket path to listen on (a stale socket there is replaced).")
     var socket: String
 
-    @Option(help: "loopback or sink.")
+    @Option(help: "loopback, sink or tap.")
     var mode: BackendMode = .loopback
+
+    @Option(help: "With --mode tap: the TAP interface to bridge to, created when it does not exist (default: one the kernel names). Needs /dev/net/tun and root (CAP_NET_ADMIN), unless it is a persistent TAP of this user.")
+    var tap: String?
 
     @Flag(help: "Connect to a front-end listening on --socket (DPDK virtio-user with server=1) instead of listening, and reconnect after it goes away.")
     var client = false
@@ -53,6 +58,10 @@ struct VhostUserBackendCommand: ParsableCommand {
     var logLevel: Logger.Level = .notice
 
     func validate() throws {
+        if tap != nil, mode != .tap { throw ValidationError("--tap needs --mode tap.") }
+        if let tap, tap.utf8.count > 15 || tap.contains("/") || tap.contains(" ") {
+            throw ValidationError("--tap '\(tap)' is not an interface name (at most 15 characters, no '/' or spaces).")
+        }
         guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
         guard (1...64).contains(queues) else { throw ValidationError("--queues must be 1…64.") }
         if let mac, MACAddress(mac) == nil { throw ValidationError("--mac '\(mac)' is not a MAC address (aa:bb:cc:dd:ee:ff).") }
@@ -71,6 +80,7 @@ struct VhostUserBackendCommand: ParsableCommand {
             configuration.queuePairs = queues
             configuration.macAddress = mac.flatMap(MACAddress.init)
             configuration.mtu = mtu
+            configuration.tapInterface = tap
             LoggingSystem.bootstrap(StreamLogHandler.standardError)
             var logger = Logger(label: "vhost-user-backend")
             logger.logLevel = logLevel
@@ -85,7 +95,8 @@ struct VhostUserBackendCommand: ParsableCommand {
             Console.error("vhost-user-backend: error: \(error.message)")
             throw ExitCode(2)
         }
-        print("vhost-user-backend: \(mode.rawValue), \(client ? "connecting to" : "listening on") \(socket)")
+        let target = backend.tapInterfaceName.map { "tap \($0)" } ?? mode.rawValue
+        print("vhost-user-backend: \(target), \(client ? "connecting to" : "listening on") \(socket)")
         Console.flush()
         let start = MonotonicClock.nanoseconds()
         var nextStats = statsPeriod > 0 ? start + UInt64(statsPeriod * 1e9) : UInt64.max

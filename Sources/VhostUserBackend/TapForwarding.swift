@@ -1,0 +1,220 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import VirtioCore
+
+/// One session's scratch space for TAP I/O, allocated when the session first uses the TAP:
+/// the scatter list of one frame and the header sent ahead of it. Nothing is allocated per frame.
+final class TapScratch {
+    /// The most segments one readv/writev takes (IOV_MAX on Linux).
+    static let maximumSegments = 1024
+    let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: maximumSegments)
+    /// The checked virtio-net header written ahead of a transmitted frame's bytes.
+    let header = UnsafeMutableRawPointer.allocate(byteCount: VirtioNetHeader.size, alignment: 8)
+
+    deinit {
+        iovecs.deallocate()
+        header.deallocate()
+    }
+}
+
+/// The data path of ``BackendMode/tap``: one writev per frame a front-end transmits (its bytes
+/// straight from the shared memory), one readv per frame the kernel sends (straight into the
+/// front-end's receive buffers). No copy in this process either way.
+extension BackendConnection {
+    /// Moves up to `burst` frames from a transmit ring to the TAP. A frame the kernel refuses
+    /// (malformed, the interface down) is dropped and counted; a full kernel queue leaves the
+    /// rest on the ring for the next burst.
+    func transmitToTap<Ring: DeviceRing>(
+        _ tap: TapDevice, tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, burst: Int, counters: BackendCounters
+    ) throws(VirtioError) -> Int {
+        let scratch = tapScratch
+        let iovecs = scratch.iovecs
+        let count = min(tx.availableCount(), burst)
+        var bytes = 0
+        var dropped = 0
+        var done = 0
+        frames: while done < count {
+            guard let head = tx.peekAvailable(ahead: 0),
+                  let n = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
+            let length = try frameLength(txSegments, n)
+            // The kernel gets our checked copy of the header, never the front-end's (which it
+            // could change between our check and the kernel's read), and none of it unless the
+            // front-end negotiated offloads.
+            let offload = sendsOffloads ? try requestedOffload(txSegments, n, frameLength: length) : VirtioNetOffload()
+            scratch.header.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
+            offload.write(to: scratch.header)
+            iovecs[0] = iovec(iov_base: scratch.header, iov_len: VirtioNetHeader.size)
+            var iovecCount = 1
+            var skip = VirtioNetHeader.size
+            var fits = true
+            for i in 0..<n {
+                let segmentLength = Int(txSegments[i].length)
+                if skip >= segmentLength {
+                    skip &-= segmentLength
+                    continue
+                }
+                guard iovecCount < TapScratch.maximumSegments else {
+                    fits = false
+                    break
+                }
+                iovecs[iovecCount] = iovec(iov_base: try memory.translate(txSegments[i]) + skip, iov_len: segmentLength &- skip)
+                iovecCount &+= 1
+                skip = 0
+            }
+            if fits {
+                let segmentsToWrite = Int32(iovecCount)
+                let (written, error) = SystemCall.attempt { writev(tap.descriptor.raw, iovecs, segmentsToWrite) }
+                if written < 0 {
+                    switch error {
+                    case EAGAIN, ENOBUFS:
+                        break frames  // the kernel's queue is full: this frame and the rest wait on the ring
+                    case EFAULT:
+                        throw VirtioError(.protocolViolation, "The kernel could not read a transmitted frame from the front-end's memory (it was unmapped or shrunk).")
+                    case EBADFD:
+                        tap.gone.store(true, ordering: .relaxed)
+                        dropped &+= 1
+                    default:
+                        dropped &+= 1  // EINVAL: shorter than an Ethernet header; EIO: the TAP is down
+                    }
+                }
+            } else {
+                dropped &+= 1  // more segments than one writev takes
+            }
+            if let frameObserver { frameObserver(try digest(txSegments, n), length) }
+            tx.skipAvailable(1)
+            tx.putUsed(head: head, length: 0)
+            bytes &+= length
+            done &+= 1
+        }
+        BackendCounters.add(counters.framesReceived, done)
+        BackendCounters.add(counters.bytesReceived, bytes)
+        BackendCounters.add(counters.drops, dropped)
+        return done
+    }
+
+    /// Reads up to `burst` frames from the TAP into queue pair 0's receive ring, each only
+    /// when the ring has buffers for it. Returns the frames read.
+    func receiveFromTap(_ tap: TapDevice, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+        // vrings[0], not vrings.first: the generic `first` allocates in unoptimized builds.
+        guard !tap.gone.load(ordering: .relaxed), !vrings.isEmpty else { return 0 }
+        let vring = vrings[0]
+        guard vring.enabled else { return 0 }
+        let read: Int
+        if let rx = vring.split {
+            read = try receiveFromTap(tap, rx: rx, vring: vring, burst: burst, counters: counters)
+        } else if let rx = vring.packed {
+            read = try receiveFromTap(tap, rx: rx, vring: vring, burst: burst, counters: counters)
+        } else {
+            return 0
+        }
+        return read
+    }
+
+    private func receiveFromTap<Ring: DeviceRing>(
+        _ tap: TapDevice, rx: Ring, vring: BackendVring, burst: Int, counters: BackendCounters
+    ) throws(VirtioError) -> Int {
+        guard let segments = vring.segments, let heads = vring.mergeHeads, let capacities = vring.mergeCapacities else { return 0 }
+        let target = ReceiveTarget(ring: rx, segments: segments, heads: heads, capacities: capacities, mergeable: mergeable)
+        let iovecs = tapScratch.iovecs
+        // The kernel sends frames of up to the TAP's MTU plus an Ethernet header and a VLAN
+        // tag; the front-end's MTU is what the TAP should be set to. Larger frames are
+        // truncated by the kernel and dropped here.
+        let needed = VirtioNetHeader.size + Int(netConfig.mtu) + 18
+        var available = rx.availableCount()
+        var sent = 0
+        var dropped = 0
+        var reads = 0
+        frames: while reads < burst, available > 0 {
+            guard let (chains, segmentCount, _) = try gatherReceiveChains(target, available: available, needed: needed) else { break }
+            var iovecCount = 0
+            var room = 0
+            while iovecCount < min(segmentCount, TapScratch.maximumSegments) {
+                let length = Int(segments[iovecCount].length)
+                iovecs[iovecCount] = iovec(iov_base: try memory.translate(segments[iovecCount]), iov_len: length)
+                room &+= length
+                iovecCount &+= 1
+            }
+            let segmentsToRead = Int32(iovecCount)
+            let (count, error) = SystemCall.attempt { readv(tap.descriptor.raw, iovecs, segmentsToRead) }
+            if count < 0 {
+                switch error {
+                case EFAULT:
+                    throw VirtioError(.protocolViolation, "The kernel could not write a received frame into the front-end's memory (it was unmapped or shrunk).")
+                case EINVAL:
+                    // Buffers shorter than the header: the kernel dropped the frame.
+                    dropped &+= 1
+                    reads &+= 1
+                    continue frames
+                case EBADFD:
+                    tap.gone.store(true, ordering: .relaxed)  // the interface was deleted
+                    break frames
+                default:
+                    break frames  // EAGAIN: nothing waiting
+                }
+            }
+            reads &+= 1
+            let total = Int(count)
+            guard total > VirtioNetHeader.size, total <= room else {
+                // Truncated (the kernel reports the whole length) or empty: the buffers stay
+                // on the ring, the frame is lost.
+                dropped &+= 1
+                continue
+            }
+            var used = 0
+            var remaining = total
+            while remaining > 0, used < chains {
+                remaining &-= min(remaining, capacities[used])
+                used &+= 1
+            }
+            guard try finishTapHeader(target, segmentCount: segmentCount, frameLength: total &- VirtioNetHeader.size, buffers: used) else {
+                dropped &+= 1
+                continue
+            }
+            remaining = total
+            for c in 0..<used {
+                let written = min(remaining, capacities[c])
+                rx.putUsed(head: heads[c], length: UInt32(written))
+                remaining &-= written
+            }
+            rx.skipAvailable(used)
+            available &-= used
+            sent &+= 1
+        }
+        if sent > 0, rx.publishUsed() { vring.call?.signal() }
+        if let violation = rx.violation { throw VirtioError(.protocolViolation, violation) }
+        BackendCounters.add(counters.framesSent, sent)
+        BackendCounters.add(counters.pairs[0].framesSent, sent)
+        BackendCounters.add(counters.drops, dropped)
+        return reads
+    }
+
+    /// Makes the header the kernel wrote fit what the front-end negotiated: num_buffers set,
+    /// and without GUEST_CSUM no flags (a checksum the kernel left open, from before the
+    /// session, is filled in here). False when the frame cannot be delivered (a segmented
+    /// frame, which the TAP is never asked for, or a checksum position outside the frame).
+    private func finishTapHeader<Ring: DeviceRing>(
+        _ rx: ReceiveTarget<Ring>, segmentCount: Int, frameLength: Int, buffers: Int
+    ) throws(VirtioError) -> Bool {
+        var offload = try header(of: rx.segments, segmentCount)
+        if offload.gsoType != VirtioNetOffload.gsoNone { return false }
+        if !features.contains(.netGuestCsum) {
+            if offload.flags & VirtioNetOffload.needsChecksum != 0 {
+                let start = Int(offload.checksumStart), offset = Int(offload.checksumOffset)
+                guard start + offset + 2 <= frameLength else { return false }
+                try fillChecksum(rx.segments, segmentCount, start: start, offset: offset, frameLength: frameLength)
+            }
+            offload = VirtioNetOffload()
+        }
+        var bytes = (UInt64(0), UInt16(0), UInt16(truncatingIfNeeded: buffers).littleEndian)
+        offload.write(to: &bytes)
+        if rx.segments[0].length >= VirtioNetHeader.size {
+            try memory.translate(rx.segments[0]).copyMemory(from: &bytes, byteCount: VirtioNetHeader.size)
+        } else {
+            for i in 0..<VirtioNetHeader.size {
+                try store(withUnsafeBytes(of: &bytes) { $0[i] }, at: i, rx.segments, segmentCount)
+            }
+        }
+        return true
+    }
+}
