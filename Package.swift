@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "vhost-user-backend", targets: ["vhost-user-backend"]),
         .executable(name: "vhost-user-switch", targets: ["vhost-user-switch"]),
         .executable(name: "virtio-bench", targets: ["virtio-bench"]),
+        .executable(name: "ping-responder", targets: ["ping-responder"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -90,6 +91,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Example app: an ARP and ping responder on VirtioUserDevice (see the README's TAP example).
+        .executableTarget(
+            name: "ping-responder",
+            dependencies: [
+                "VirtioUser",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Examples/PingResponder",
+            swiftSettings: strict
+        ),
         // Counts heap allocations per thread so tests can prove the hot path allocates nothing.
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CVirtioShim"], swiftSettings: strict),
@@ -98,7 +110,7 @@ let package = Package(
             name: "VirtioUserTests",
             dependencies: [
                 "VirtioUser", "VhostUserBackend", "CAllocationCounter",
-                "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch",
+                "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
