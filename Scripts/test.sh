@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source Scripts/setup.sh
 # The interop tests drive dpdk-testpmd: they run in CI, never skip, so DPDK must be there.
 ./Scripts/install-dpdk.sh
-# tshark reads our pcap captures back (PacketCaptureTests).
+# tshark reads our pcap captures back (PacketCaptureTests); ping and ip drive the TAP tests.
 ./Scripts/install-tools.sh
 swift build --build-tests
 swift test --skip-build "$@"

@@ -182,10 +182,29 @@ final class SeparateProcessTests: XCTestCase {
             XCTAssertEqual(pmd.terminationStatus, 64, "\(arguments): a bad option exits 64 (README): \(message)")
             XCTAssertFalse(message.isEmpty, "\(arguments)")
         }
-        let (backend, _, errors) = try launch("vhost-user-backend", ["--socket", "/tmp/x.sock", "--queues", "0"])
+        for arguments in [["--queues", "0"], ["--tap", "tap9"], ["--mode", "tap", "--tap", "a-name-far-too-long"]] {
+            let (backend, _, errors) = try launch("vhost-user-backend", ["--socket", "/tmp/x.sock"] + arguments)
+            let message = text(errors)
+            backend.waitUntilExit()
+            XCTAssertEqual(backend.terminationStatus, 64, "\(arguments): \(message)")
+        }
+        for arguments in [["--ip", "192.0.2"], ["--ip", "192.0.2.2", "--mac", "nope"]] {
+            let (responder, _, errors) = try launch("ping-responder", ["--socket", "/tmp/x.sock"] + arguments)
+            let message = text(errors)
+            responder.waitUntilExit()
+            XCTAssertEqual(responder.terminationStatus, 64, "\(arguments): \(message)")
+        }
+    }
+
+    /// A TAP that cannot be opened (here: the name of an interface that is not a TAP) is a
+    /// one-line error saying why, with exit status 2.
+    func testBackendExplainsATapItCannotOpen() throws {
+        guard getuid() == 0 else { throw XCTSkip("as another user the error is EPERM, not the one checked here") }
+        let (backend, _, errors) = try launch("vhost-user-backend", ["--socket", try makeSocketPath(self), "--mode", "tap", "--tap", "lo"])
         let message = text(errors)
         backend.waitUntilExit()
-        XCTAssertEqual(backend.terminationStatus, 64, message)
+        XCTAssertEqual(backend.terminationStatus, 2, message)
+        XCTAssertTrue(message.contains("Opening TAP 'lo' failed") && message.contains("exists and is not a TAP"), message)
     }
 
     /// `--json`: stdout is one JSON object and nothing else, with the summary's figures;

@@ -1,0 +1,298 @@
+import CAllocationCounter
+import Foundation
+import VhostUserBackend
+import VirtioUser
+import XCTest
+
+/// `vhost-user-backend --mode tap`: our device talks to the kernel's network stack through a
+/// TAP that the test moves into a network namespace of its own (addresses from TEST-NET-1,
+/// 192.0.2.0/24, so nothing can leave it).
+final class TapBridgeTests: XCTestCase {
+    private let kernelAddress: [UInt8] = [192, 0, 2, 1]
+    private let deviceAddress: [UInt8] = [192, 0, 2, 2]
+
+    /// The back-end in tap mode, with its TAP in a fresh namespace as 192.0.2.1/24, and our
+    /// device connected to it.
+    private struct KernelPeer {
+        let backend: VhostUserBackend
+        let device: VirtioUserDevice
+        let namespace: String
+        let tap: String
+    }
+
+    private func kernelPeer(
+        packed: Bool = false, offloads: VirtioUserDevice.Offloads = [],
+        adjust: (inout VhostUserBackend.Configuration) -> Void = { _ in }
+    ) throws -> KernelPeer {
+        guard getuid() == 0 else { throw XCTSkip("a TAP and a network namespace need root; CI runs as root") }
+        let suffix = String(UUID().uuidString.prefix(6)).lowercased()
+        var configuration = VhostUserBackend.Configuration(socketPath: try makeSocketPath(self), mode: .tap)
+        configuration.tapInterface = "usvt\(suffix)"
+        adjust(&configuration)
+        let backend = try VhostUserBackend(configuration: configuration)
+        try backend.start()
+        addTeardownBlock { backend.stop() }
+        let tap = try XCTUnwrap(backend.tapInterfaceName)
+        XCTAssertEqual(tap, "usvt\(suffix)")
+        let namespace = "usv-test-\(suffix)"
+        try ip(["netns", "add", namespace])
+        addTeardownBlock { _ = try? runProgram("/usr/sbin/ip", ["netns", "del", namespace]) }
+        try ip(["link", "set", tap, "netns", namespace])
+        try ip(["-n", namespace, "addr", "add", "192.0.2.1/24", "dev", tap])
+        try ip(["-n", namespace, "link", "set", tap, "up"])
+        let device = try connectDevice(to: backend, packed: packed, offloads: offloads)
+        return KernelPeer(backend: backend, device: device, namespace: namespace, tap: tap)
+    }
+
+    private func connectDevice(to backend: VhostUserBackend, packed: Bool = false, offloads: VirtioUserDevice.Offloads = []) throws -> VirtioUserDevice {
+        var configuration = VirtioUserDevice.Configuration(socketPath: backend.configuration.socketPath)
+        configuration.packedRing = packed
+        configuration.offloads = offloads
+        let device = try VirtioUserDevice(configuration: configuration)
+        try device.start()
+        addTeardownBlock { device.stop() }
+        return device
+    }
+
+    @discardableResult
+    private func ip(_ arguments: [String]) throws -> String {
+        let result = try runProgram("/usr/sbin/ip", arguments)
+        guard result.status == 0 else {
+            throw VirtioError(.system, "ip \(arguments.joined(separator: " ")) failed: \(result.errors)")
+        }
+        return result.output
+    }
+
+    func testDeviceResolvesAndPingsTheKernelOnSplitRings() throws {
+        try resolveAndPing(try kernelPeer())
+    }
+
+    func testDeviceResolvesAndPingsTheKernelOnPackedRings() throws {
+        let peer = try kernelPeer(packed: true)
+        XCTAssertTrue(peer.device.negotiatedFeatures.contains(.ringPacked))
+        try resolveAndPing(peer)
+    }
+
+    /// ARP for the kernel's address, then 60 echo requests of 0…1,416 data bytes: every reply
+    /// carries the request's identifier, sequence number and data, with checksums that verify.
+    private func resolveAndPing(_ peer: KernelPeer) throws {
+        let kernelMAC = try resolveKernelMAC(peer)
+        for sequence in 0..<60 {
+            let data = (0..<(sequence * 24)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ sequence) }
+            let request = echoRequest(from: peer.device.macAddress, to: kernelMAC, identifier: 0x5157, sequence: UInt16(sequence), data: data)
+            try send(request, on: peer.device)
+            let reply = try XCTUnwrap(receive(on: peer.device) { self.isEchoReply($0) }, "echo reply \(sequence)")
+            XCTAssertEqual(Array(reply.bytes[0..<6]), macBytes(peer.device.macAddress))
+            XCTAssertEqual(Array(reply.bytes[26..<30]), kernelAddress)
+            XCTAssertEqual(Array(reply.bytes[30..<34]), deviceAddress)
+            XCTAssertEqual(Array(reply.bytes[38..<42]), [0x51, 0x57, 0, UInt8(sequence)])
+            XCTAssertEqual(Array(reply.bytes[42...]), data, "echo reply \(sequence) carries the request's data")
+            XCTAssertEqual(checksum(reply.bytes[14..<34]), 0, "IPv4 header checksum")
+            XCTAssertEqual(checksum(reply.bytes[34...]), 0, "ICMP checksum")
+        }
+        let statistics = peer.backend.statistics
+        XCTAssertEqual(statistics.drops, 0)
+        XCTAssertEqual(statistics.protocolErrors, 0)
+        XCTAssertEqual(statistics.framesReceived, 61, "the ARP request and 60 echo requests went to the TAP")
+        XCTAssertGreaterThanOrEqual(statistics.framesSent, 61, "the replies (and whatever else the kernel sent) came back")
+    }
+
+    /// The back-end's serving thread allocates nothing per frame in tap mode: 1,000 pings
+    /// through the kernel, counted after a warm-up. (It never sleeps here: the idle path, which
+    /// runs after 20,000 empty polls, is not per frame.)
+    func testTapForwardingAllocatesNothing() throws {
+        try XCTSkipUnless(allocation_counter_available() == 1, "allocation counting runs in the plain (unsanitized) pass")
+        let peer = try kernelPeer { configuration in
+            configuration.onServingThreadStart = { allocation_counter_watch_this_thread() }
+            configuration.idlePollsBeforeSleep = .max
+        }
+        let kernelMAC = try resolveKernelMAC(peer)
+        let data = [UInt8](repeating: 0x3C, count: 56)
+        func ping(_ count: Int) throws {
+            for sequence in 0..<count {
+                try send(echoRequest(from: peer.device.macAddress, to: kernelMAC, identifier: 9, sequence: UInt16(sequence), data: data), on: peer.device)
+                _ = try XCTUnwrap(receive(on: peer.device) { self.isEchoReply($0) })
+            }
+        }
+        try ping(200)
+        let before = allocation_counter_watched_total()
+        let framesBefore = peer.backend.statistics.framesReceived
+        try ping(1000)
+        let allocations = allocation_counter_watched_total() - before
+        XCTAssertEqual(peer.backend.statistics.framesReceived - framesBefore, 1000)
+        XCTAssertEqual(allocations, 0, "back-end allocations while 1,000 frames went each way through the TAP")
+    }
+
+    /// A front-end that negotiated checksum offload sends an echo request with its checksum
+    /// left open (NEEDS_CSUM): the header reaches the kernel, which fills it in and answers.
+    /// And with GUEST_CSUM the kernel leaves its own UDP checksum to us.
+    func testChecksumOffloadCrossesTheTapBothWays() throws {
+        let peer = try kernelPeer(offloads: [.transmitChecksum, .receiveChecksum])
+        let kernelMAC = try resolveKernelMAC(peer)
+        var request = echoRequest(from: peer.device.macAddress, to: kernelMAC, identifier: 7, sequence: 1, data: Array(repeating: 0xA5, count: 100))
+        request[36] = 0; request[37] = 0  // the ICMP checksum: left to the offload
+        try send(request, on: peer.device, offload: VirtioNetOffload(flags: VirtioNetOffload.needsChecksum, checksumStart: 34, checksumOffset: 2))
+        let reply = try XCTUnwrap(receive(on: peer.device) { self.isEchoReply($0) }, "the kernel answers only if it filled in the checksum")
+        XCTAssertEqual(Array(reply.bytes[42...]), Array(repeating: 0xA5, count: 100))
+
+        let udp = try udpFromKernel(peer)
+        XCTAssertEqual(udp.offload.flags & VirtioNetOffload.needsChecksum, VirtioNetOffload.needsChecksum, "GUEST_CSUM: the kernel leaves the checksum to us")
+        XCTAssertEqual(udp.offload.checksumStart, 34)
+        XCTAssertEqual(udp.offload.checksumOffset, 6)
+    }
+
+    /// Without GUEST_CSUM, whatever the kernel sends arrives with its checksum done and no
+    /// offload flags.
+    func testWithoutChecksumOffloadKernelFramesArriveComplete() throws {
+        let peer = try kernelPeer()
+        _ = try resolveKernelMAC(peer)
+        let udp = try udpFromKernel(peer)
+        XCTAssertEqual(udp.offload, VirtioNetOffload())
+        XCTAssertTrue(udpChecksumVerifies(udp.bytes))
+    }
+
+    private func udpChecksumVerifies(_ frame: [UInt8]) -> Bool {
+        let udpLength = frame.count - 34
+        let pseudo = kernelAddress + deviceAddress + [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xFF)]
+        return checksum(pseudo + frame[34...]) == 0
+    }
+
+    /// A front-end with GUEST_CSUM lets the kernel leave checksums open; a datagram the kernel
+    /// sends after it left is still queued that way when the next front-end, without
+    /// GUEST_CSUM, connects: the back-end fills the checksum in and clears the flags.
+    func testAChecksumLeftOpenForAnEarlierFrontEndIsFilledIn() throws {
+        let first = try kernelPeer(offloads: [.receiveChecksum])
+        let mac = macBytes(first.device.macAddress).map { String(format: "%02x", $0) }.joined(separator: ":")
+        XCTAssertEqual(try udpFromKernel(first).offload.flags & VirtioNetOffload.needsChecksum, VirtioNetOffload.needsChecksum)
+        first.device.stop()
+        XCTAssertTrue(waitUntil { first.backend.requestTraces.count == 1 }, "the back-end saw the front-end go")
+        try sendUDPFromKernel(first, to: mac)
+        let second = try connectDevice(to: first.backend)
+        XCTAssertFalse(second.negotiatedFeatures.contains(.netGuestCsum))
+        let udp = try receiveUDP(on: second)
+        XCTAssertEqual(udp.offload, VirtioNetOffload())
+        XCTAssertTrue(udpChecksumVerifies(udp.bytes), "the back-end filled in the checksum")
+    }
+
+    /// The README's TAP example: Scripts/tap-demo.sh runs vhost-user-backend --mode tap and the
+    /// ping-responder example app, and the namespace's kernel pings it 100 times.
+    func testPingResponderAnswersAHundredPingsFromTheKernel() throws {
+        guard getuid() == 0 else { throw XCTSkip("a TAP and a network namespace need root; CI runs as root") }
+        let script = repositoryRoot.appendingPathComponent("Scripts/tap-demo.sh").path
+        let result = try runProgram(script, ["--bin", productsDirectory.path, "--count", "100"])
+        let text = result.output + result.errors
+        XCTAssertEqual(result.status, 0, text)
+        XCTAssertTrue(text.contains("100 packets transmitted, 100 received, 0% packet loss"), text)
+        XCTAssertTrue(text.contains("and 100 echo requests"), text)
+        XCTAssertTrue(text.contains("0 replies found no room"), text)
+        XCTAssertTrue(text.contains("drops 0  protocol errors 0"), text)
+    }
+
+    // MARK: - Frames
+
+    private struct Frame {
+        var bytes: [UInt8]
+        var offload: VirtioNetOffload
+    }
+
+    /// Sends an ARP request for 192.0.2.1 and returns the MAC in the kernel's reply.
+    private func resolveKernelMAC(_ peer: KernelPeer) throws -> [UInt8] {
+        let mac = macBytes(peer.device.macAddress)
+        var request = [UInt8](repeating: 0, count: 60)
+        request[0..<6] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
+        request[6..<12] = mac[...]
+        request[12..<22] = [0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]
+        request[22..<28] = mac[...]
+        request[28..<32] = deviceAddress[...]
+        request[38..<42] = kernelAddress[...]
+        try send(request, on: peer.device)
+        let reply = try XCTUnwrap(receive(on: peer.device) { frame in
+            frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x06 && frame[21] == 2
+        }, "the kernel answers ARP for its address")
+        XCTAssertEqual(Array(reply.bytes[28..<32]), kernelAddress)
+        XCTAssertEqual(Array(reply.bytes[32..<38]), mac)
+        return Array(reply.bytes[22..<28])
+    }
+
+    /// Has the namespace's kernel send a UDP datagram to 192.0.2.2 (with a static neighbour
+    /// entry for our MAC) and returns it as received.
+    private func udpFromKernel(_ peer: KernelPeer) throws -> Frame {
+        try sendUDPFromKernel(peer, to: macBytes(peer.device.macAddress).map { String(format: "%02x", $0) }.joined(separator: ":"))
+        return try receiveUDP(on: peer.device)
+    }
+
+    private func sendUDPFromKernel(_ peer: KernelPeer, to mac: String) throws {
+        try ip(["-n", peer.namespace, "neigh", "replace", "192.0.2.2", "lladdr", mac, "dev", peer.tap, "nud", "permanent"])
+        let result = try runProgram("/usr/sbin/ip", ["netns", "exec", peer.namespace, "bash", "-c", "printf 'datagram for the device' > /dev/udp/192.0.2.2/9"])
+        XCTAssertEqual(result.status, 0, result.errors)
+    }
+
+    private func receiveUDP(on device: VirtioUserDevice) throws -> Frame {
+        let frame = try XCTUnwrap(receive(on: device) { frame in
+            frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 17
+        }, "the kernel's UDP datagram arrives")
+        XCTAssertEqual(Array(frame.bytes[42...]), Array("datagram for the device".utf8))
+        return frame
+    }
+
+    private func echoRequest(from source: MACAddress, to destination: [UInt8], identifier: UInt16, sequence: UInt16, data: [UInt8]) -> [UInt8] {
+        let ipLength = 20 + 8 + data.count
+        var frame = destination + macBytes(source) + [0x08, 0x00]
+        frame += [0x45, 0, UInt8(ipLength >> 8), UInt8(ipLength & 0xFF), 0, 0, 0x40, 0, 64, 1, 0, 0] + deviceAddress + kernelAddress
+        let ipSum = checksum(frame[14..<34])
+        frame[24] = UInt8(ipSum >> 8); frame[25] = UInt8(ipSum & 0xFF)
+        frame += [8, 0, 0, 0, UInt8(identifier >> 8), UInt8(identifier & 0xFF), UInt8(sequence >> 8), UInt8(sequence & 0xFF)] + data
+        let icmpSum = checksum(frame[34...])
+        frame[36] = UInt8(icmpSum >> 8); frame[37] = UInt8(icmpSum & 0xFF)
+        return frame
+    }
+
+    private func isEchoReply(_ frame: UnsafeRawBufferPointer) -> Bool {
+        frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 1 && frame[34] == 0
+    }
+
+    private func send(_ bytes: [UInt8], on device: VirtioUserDevice, offload: VirtioNetOffload? = nil) throws {
+        let tx = PacketBurst(capacity: 1)
+        XCTAssertEqual(device.allocate(into: tx, count: 1), 1)
+        var packet = tx[0]
+        bytes.withUnsafeBytes { packet.data.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        packet.length = bytes.count
+        if let offload { packet.setOffload(offload) }
+        tx[0] = packet
+        guard waitUntil({ device.transmit(tx) == 1 }) else {
+            device.release(tx)
+            throw VirtioError(.timeout, "the frame could not be transmitted")
+        }
+    }
+
+    /// The first frame within 5 s that `matches` (others, like the kernel's IPv6 chatter, are
+    /// skipped).
+    private func receive(on device: VirtioUserDevice, matching matches: (UnsafeRawBufferPointer) -> Bool) -> Frame? {
+        let rx = PacketBurst(capacity: 32)
+        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        while MonotonicClock.nanoseconds() < deadline {
+            guard device.receive(into: rx, timeoutMilliseconds: 100) > 0 else { continue }
+            defer { device.release(rx) }
+            for i in 0..<rx.count where rx[i].segments == 1 {
+                let bytes = UnsafeRawBufferPointer(rx[i].bytes)
+                if matches(bytes) { return Frame(bytes: Array(bytes), offload: rx[i].offload) }
+            }
+        }
+        return nil
+    }
+
+    private func macBytes(_ mac: MACAddress) -> [UInt8] {
+        withUnsafeBytes(of: mac.bytes) { Array($0) }
+    }
+
+    private func checksum<C: Collection>(_ bytes: C) -> UInt16 where C.Element == UInt8 {
+        var sum: UInt32 = 0
+        var high = true
+        for byte in bytes {
+            sum += high ? UInt32(byte) << 8 : UInt32(byte)
+            high.toggle()
+        }
+        while sum >> 16 != 0 { sum = (sum & 0xFFFF) + (sum >> 16) }
+        return ~UInt16(sum)
+    }
+}
