@@ -8,7 +8,8 @@ public struct BackendStatistics: Sendable, Equatable {
     public var bytesReceived: UInt64 = 0
     /// Frames put on front-ends' receive queues.
     public var framesSent: UInt64 = 0
-    /// Frames dropped because they did not fit the receive buffer offered.
+    /// Frames dropped: too large for the receive buffers offered, or (tap mode) refused by the
+    /// kernel or too large to read whole from the TAP.
     public var drops: UInt64 = 0
     /// Connections accepted.
     public var connections: UInt64 = 0

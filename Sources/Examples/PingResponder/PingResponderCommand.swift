@@ -18,10 +18,10 @@ struct PingResponderCommand: ParsableCommand {
         commandName: "ping-responder",
         abstract: "Example app: answers ARP and ICMP echo (ping) for one IPv4 address through a virtio-user port.",
         discussion: """
-        Connects to the vhost-user back-end at --socket (for example `vhost-user-backend --mode tap`, \\
-        which bridges to a Linux TAP) and answers ARP requests and echo requests for --ip; \\
-        everything else is counted and ignored. Sleeps while nothing arrives. Runs until \\
-        SIGINT/SIGTERM or --duration, then prints its totals. Exit status: 0; 2 on an error (a \\
+        Connects to the vhost-user back-end at --socket (for example `vhost-user-backend --mode tap`, \
+        which bridges to a Linux TAP) and answers ARP requests and echo requests for --ip; \
+        everything else is counted and ignored. Sleeps while nothing arrives. Runs until \
+        SIGINT/SIGTERM or --duration, then prints its totals. Exit status: 0; 2 on an error (a \
         one-line message on stderr); 64 for a bad or unknown option.
         """)
 
