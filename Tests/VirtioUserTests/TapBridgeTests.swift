@@ -150,6 +150,46 @@ final class TapBridgeTests: XCTestCase {
         XCTAssertTrue(udpChecksumVerifies(udp.bytes), "the back-end filled in the checksum")
     }
 
+    /// Every hostile ring of `HostileFrontendTests` against a back-end in tap mode: each one
+    /// closes that session with its error, and a well-behaved device then pings the kernel
+    /// through the same TAP. A broken receive ring is found when the kernel sends frames into
+    /// it: ten datagrams, whose unread rest a well-behaved device takes before the next case
+    /// (the cases assume an untouched receive ring).
+    func testHostileFrontEndsCloseOnlyTheirSessionAndTheTapKeepsWorking() throws {
+        let kernel = try tapBackendInNamespace(self)
+        let path = kernel.backend.configuration.socketPath
+        try runIP(["-n", kernel.namespace, "neigh", "replace", "192.0.2.2", "lladdr", "02:00:00:00:00:02", "dev", kernel.tap, "nud", "permanent"])
+        var tried = 0
+        for item in HostileFrontendTests.ringCases {
+            let before = kernel.backend.statistics.protocolErrors
+            let peer = try HostileFrontend(connectingTo: path)
+            try peer.startEverything()
+            try item.script(peer)
+            let breaksReceiveRing = item.name.contains("receive")
+            if breaksReceiveRing {
+                let sent = try runProgram("/usr/sbin/ip", ["netns", "exec", kernel.namespace, "bash", "-c", "for i in $(seq 10); do printf x > /dev/udp/192.0.2.2/9; done"])
+                XCTAssertEqual(sent.status, 0, sent.errors)
+            }
+            XCTAssertTrue(peer.waitForHangUp(), "\(item.name): the back-end kept the connection open")
+            XCTAssertTrue(waitUntil { kernel.backend.statistics.protocolErrors == before + 1 }, "\(item.name): not counted as a protocol error")
+            let message = kernel.backend.statistics.lastError ?? ""
+            XCTAssertTrue(message.contains(item.expected), "\(item.name): error was \"\(message)\", expected it to mention \"\(item.expected)\"")
+            if breaksReceiveRing {
+                let device = try connectDevice(to: kernel.backend)
+                XCTAssertTrue(waitUntil { self.receive(on: device, within: 200) == nil }, "\(item.name): the TAP's queue never emptied")
+                device.stop()
+            }
+            tried += 1
+        }
+        XCTAssertGreaterThanOrEqual(tried, 10)
+        let device = try connectDevice(to: kernel.backend)
+        let peer = KernelPeer(backend: kernel.backend, device: device, namespace: kernel.namespace, tap: kernel.tap)
+        let kernelMAC = try resolveKernelMAC(peer)
+        try send(echoRequest(from: device.macAddress, to: kernelMAC, identifier: 1, sequence: 1, data: [1, 2, 3]), on: device)
+        let reply = try XCTUnwrap(receive(on: device) { self.isEchoReply($0) }, "the TAP still works after \(tried) hostile sessions")
+        XCTAssertEqual(Array(reply.bytes[42...]), [1, 2, 3])
+    }
+
     /// The README's TAP example: Scripts/tap-demo.sh runs vhost-user-backend --mode tap and the
     /// ping-responder example app, and the namespace's kernel pings it 100 times.
     func testPingResponderAnswersAHundredPingsFromTheKernel() throws {
@@ -241,11 +281,13 @@ final class TapBridgeTests: XCTestCase {
         }
     }
 
-    /// The first frame within 5 s that `matches` (others, like the kernel's IPv6 chatter, are
+    /// The first frame within `milliseconds` that `matches` (others, like the kernel's IPv6 chatter, are
     /// skipped).
-    private func receive(on device: VirtioUserDevice, matching matches: (UnsafeRawBufferPointer) -> Bool) -> Frame? {
+    private func receive(
+        on device: VirtioUserDevice, within milliseconds: UInt64 = 5000, matching matches: (UnsafeRawBufferPointer) -> Bool = { _ in true }
+    ) -> Frame? {
         let rx = PacketBurst(capacity: 32)
-        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        let deadline = MonotonicClock.nanoseconds() + milliseconds * 1_000_000
         while MonotonicClock.nanoseconds() < deadline {
             guard device.receive(into: rx, timeoutMilliseconds: 100) > 0 else { continue }
             defer { device.release(rx) }
