@@ -271,6 +271,7 @@ final class BackendServer: Sendable {
         var idlePolls = 0
         var iterations = 0
         var announced = false
+        var tapLossLogged = false
         while !stopping.load(ordering: .relaxed) {
             if !announced, connection.isRunning {
                 announced = true
@@ -291,6 +292,10 @@ final class BackendServer: Sendable {
             iterations &+= 1
             // Control messages are rare: look for one every 256 bursts, or whenever idle.
             if handled == 0 || iterations & 255 == 0 {
+                if let tap, !tapLossLogged, tap.gone.load(ordering: .relaxed) {
+                    tapLossLogged = true
+                    configuration.logger.error("the TAP interface was deleted: frames for it are dropped until the back-end is restarted", metadata: ["tap": "\(tap.name)"])
+                }
                 if try Poll.waitReadable(socket, milliseconds: 0) != .timedOut {
                     try connection.handleNextMessage(timeoutMilliseconds: 5000)
                     continue
