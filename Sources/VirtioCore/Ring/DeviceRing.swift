@@ -25,18 +25,36 @@ public protocol DeviceRing: AnyObject {
     func peekAvailable(ahead: Int) -> UInt16?
     /// Takes the next `count` chains ``peekAvailable(ahead:)`` returned.
     func skipAvailable(_ count: Int)
-    /// Reads chain `head` into `segments` (at most `capacity`); nil, with ``violation`` set,
-    /// when it is malformed or uses indirect descriptors (not negotiated).
-    func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int?
-    /// ``readChain(head:into:capacity:)`` with indirect tables allowed: `indirect` maps a
-    /// table's driver address and length to local memory (nil when it is outside).
+    /// Reads chain `head` into `segments` (at most `capacity`) and returns how many segments it
+    /// has; nil, with ``violation`` set, when it is malformed, or uses an indirect table while
+    /// `allowsIndirect` is false (VIRTIO_RING_F_INDIRECT_DESC not negotiated). `indirect` maps a
+    /// table's driver address and byte length to local memory (nil when it is not all inside
+    /// the shared memory). Most callers use one of the two forms below.
     func readChain(
         head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
-        indirect: (_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?
+        allowsIndirect: Bool, _ indirect: (_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?
     ) -> Int?
     /// Returns chain `head` with `length` bytes written (unpublished until ``publishUsed()``).
     func putUsed(head: UInt16, length: UInt32)
     /// Publishes what ``putUsed(head:length:)`` returned since the last call, all at once, and
     /// reports whether the driver wants a used-buffer notification.
     func publishUsed() -> Bool
+}
+
+extension DeviceRing {
+    /// Reads chain `head` with indirect tables refused (not negotiated).
+    @inlinable
+    public func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+        readChain(head: head, into: segments, capacity: capacity, allowsIndirect: false) { _, _ in nil }
+    }
+
+    /// Reads chain `head` with indirect tables allowed, `indirect` mapping a table. (Not an
+    /// optional closure: that would escape, and allocate per call.)
+    @inlinable
+    public func readChain(
+        head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
+        indirect: (_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?
+    ) -> Int? {
+        readChain(head: head, into: segments, capacity: capacity, allowsIndirect: true, indirect)
+    }
 }

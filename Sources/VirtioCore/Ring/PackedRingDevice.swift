@@ -142,21 +142,9 @@ public final class PackedRingDevice: DeviceRing {
         foundCount &-= count
     }
 
-    @inlinable
-    public func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
-        readChain(head: head, into: segments, capacity: capacity, allowsIndirect: false) { _, _ in nil }
-    }
-
+    /// Reads the chain starting at slot `head` (see ``DeviceRing/readChain(head:into:capacity:allowsIndirect:_:)``).
     @inlinable
     public func readChain(
-        head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
-        indirect: (_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?
-    ) -> Int? {
-        readChain(head: head, into: segments, capacity: capacity, allowsIndirect: true, indirect)
-    }
-
-    @inlinable
-    func readChain(
         head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
         allowsIndirect: Bool, _ indirect: (UInt64, Int) -> UnsafeMutableRawPointer?
     ) -> Int? {

@@ -109,32 +109,13 @@ public final class SplitRingDevice: DeviceRing {
         return head
     }
 
-    /// Reads the chain starting at `head` into `segments` (at most `capacity`). Returns the
-    /// number of segments, or nil with ``violation`` set when a link leaves the table, the chain
-    /// is longer than the queue or `capacity`, or a descriptor is indirect while `indirect` is
-    /// nil (not negotiated).
-    ///
-    /// With VIRTIO_RING_F_INDIRECT_DESC, `indirect` maps a table's driver address and byte
-    /// length to local memory (nil when it is not all inside shared memory). A head that is
-    /// indirect (VRING_DESC_F_INDIRECT, alone) names a table of up to the queue size
-    /// descriptors, read with the same checks; a table may not nest another.
-    @inlinable
-    public func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
-        readChain(head: head, into: segments, capacity: capacity, allowsIndirect: false) { _, _ in nil }
-    }
-
-    /// ``readChain(head:into:capacity:)`` with indirect tables allowed, `indirect` mapping a
-    /// table. (Not an optional closure: that would escape, and allocate per call.)
+    /// Reads the chain starting at `head` (see ``DeviceRing/readChain(head:into:capacity:allowsIndirect:_:)``):
+    /// nil with ``violation`` set when a link leaves the table or the chain is longer than the
+    /// queue or `capacity`. A head that is indirect (VRING_DESC_F_INDIRECT, alone) names a
+    /// table of up to the queue size descriptors, read with the same checks; a table may not
+    /// nest another.
     @inlinable
     public func readChain(
-        head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
-        indirect: (_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?
-    ) -> Int? {
-        readChain(head: head, into: segments, capacity: capacity, allowsIndirect: true, indirect)
-    }
-
-    @inlinable
-    func readChain(
         head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
         allowsIndirect: Bool, _ indirect: (UInt64, Int) -> UnsafeMutableRawPointer?
     ) -> Int? {
