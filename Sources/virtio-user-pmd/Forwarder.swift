@@ -88,9 +88,8 @@ struct Forwarder {
 
     private func printStatsLine(elapsed: UInt64, interval: UInt64, from a: VirtioUserDevice.Statistics, to b: VirtioUserDevice.Statistics) {
         let link = device.linkState
-        let seconds = Double(interval) / 1e9
-        let txMpps = Double(b.tx.packets - a.tx.packets) / seconds / 1e6
-        let rxMpps = Double(b.rx.packets - a.rx.packets) / seconds / 1e6
+        let txMpps = Rate(packets: b.tx.packets - a.tx.packets, nanoseconds: interval).mpps
+        let rxMpps = Rate(packets: b.rx.packets - a.rx.packets, nanoseconds: interval).mpps
         print("  \(format(Double(elapsed) / 1e9, 1))s  TX \(format(txMpps, 2)) Mpps  RX \(format(rxMpps, 2)) Mpps  "
               + "tx=\(b.tx.packets) rx=\(b.rx.packets) ring-full=\(b.tx.ringFull) drops=\(b.tx.drops + b.rx.drops) errors=\(b.tx.errors + b.rx.errors)"
               + (link == .up ? "" : "  link \(link)"))

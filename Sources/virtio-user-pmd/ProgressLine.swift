@@ -19,9 +19,8 @@ struct ProgressLine {
     mutating func update(now: UInt64, device: VirtioUserDevice) {
         guard enabled, now - last.time >= 250_000_000 else { return }
         let stats = device.statistics
-        let seconds = Double(now - last.time) / 1e9
-        let tx = Double(stats.tx.packets - last.stats.tx.packets) / seconds / 1e6
-        let rx = Double(stats.rx.packets - last.stats.rx.packets) / seconds / 1e6
+        let tx = Rate(packets: stats.tx.packets - last.stats.tx.packets, nanoseconds: now - last.time).mpps
+        let rx = Rate(packets: stats.rx.packets - last.stats.rx.packets, nanoseconds: now - last.time).mpps
         let elapsed = Double(now - start) / 1e9
         let percent = min(100, Int(elapsed / duration * 100))
         let link = device.linkState == .up ? "link up" : "link DOWN"

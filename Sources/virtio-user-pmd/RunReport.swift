@@ -21,9 +21,9 @@ struct RunReport {
 
     func printSummary(linkAtEnd: VirtioUserDevice.LinkState) {
         let stats = device.statistics
-        let seconds = max(result.seconds, 1e-9)
         func rate(_ packets: UInt64, _ bytes: UInt64) -> String {
-            "\(format(Double(packets) / seconds / 1e6, 2)) Mpps, \(format(Double(bytes) * 8 / seconds / 1e9, 2)) Gbit/s"
+            let rate = Rate(packets: packets, bytes: bytes, seconds: result.seconds)
+            return "\(format(rate.mpps, 2)) Mpps, \(format(rate.gbps, 2)) Gbit/s"
         }
         print("---- summary (\(format(result.seconds, 2)) s of forwarding) ----")
         print("  TX packets: \(stats.tx.packets)  bytes: \(stats.tx.bytes)  (\(rate(result.atEnd.tx.packets, result.atEnd.tx.bytes)))")
@@ -49,11 +49,10 @@ struct RunReport {
     /// The summary as one JSON object (`--json`); the fields are those of the text summary.
     func json(linkAtEnd: VirtioUserDevice.LinkState) -> String {
         let stats = device.statistics
-        let seconds = max(result.seconds, 1e-9)
         func direction(_ queue: QueueStatistics, _ atEnd: QueueStatistics) -> Summary.Direction {
-            Summary.Direction(
-                packets: queue.packets, bytes: queue.bytes,
-                mpps: Double(atEnd.packets) / seconds / 1e6, gbps: Double(atEnd.bytes) * 8 / seconds / 1e9,
+            let rate = Rate(packets: atEnd.packets, bytes: atEnd.bytes, seconds: result.seconds)
+            return Summary.Direction(
+                packets: queue.packets, bytes: queue.bytes, mpps: rate.mpps, gbps: rate.gbps,
                 drops: queue.drops, errors: queue.errors, kicks: queue.kicks,
                 ringFull: queue.ringFull, noBuffers: queue.noBuffers)
         }
