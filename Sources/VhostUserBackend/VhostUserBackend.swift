@@ -225,12 +225,14 @@ final class BackendServer: Sendable {
                     logger.info("front-end disconnected", metadata: ["socket": "\(configuration.socketPath)"])
                 }
             }
-            traces.withLock { $0.append(connection.received.map(\.description)) }
+            // The negotiation before the trace: a caller that waits for a connection's trace
+            // then finds its negotiation too.
             negotiations.withLock {
                 $0.append(.init(
                     features: connection.features, protocolFeatures: connection.protocolFeatures,
                     mtu: connection.announcedMTU))
             }
+            traces.withLock { $0.append(connection.received.map(\.description)) }
             // `connection` goes out of scope here: its mappings and fds are released.
         }
     }

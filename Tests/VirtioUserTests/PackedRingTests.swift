@@ -43,7 +43,9 @@ final class PackedRingTests: XCTestCase {
         XCTAssertEqual(result.intact, total)
         device.stop()
         assertBalanced(device, backend, total: total)
-        // The rings were described as packed: SET_VRING_BASE carried wrap counter 1.
+        // The rings were described as packed: SET_VRING_BASE carried wrap counter 1. (The
+        // back-end records a negotiation when the session ends, on its own thread.)
+        XCTAssertTrue(waitUntil { backend.negotiations.count == 1 })
         XCTAssertEqual(backend.negotiations.first?.features.contains(.ringPacked), true)
     }
 
