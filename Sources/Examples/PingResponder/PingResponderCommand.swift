@@ -64,7 +64,8 @@ struct PingResponderCommand: ParsableCommand {
             throw ExitCode(2)
         }
         defer { device.stop() }
-        let responder = EchoResponder(address: Self.parseIPv4(ip)!, mac: device.macAddress)
+        guard let address = Self.parseIPv4(ip) else { throw ValidationError("--ip '\(ip)' is not an IPv4 address (a.b.c.d).") }
+        let responder = EchoResponder(address: address, mac: device.macAddress)
         print("ping-responder: answering for \(ip) at \(device.macAddress) on \(socket)")
         Console.flush()
         let totals = answer(on: device, with: responder)
