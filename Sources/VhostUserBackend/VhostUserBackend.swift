@@ -330,7 +330,10 @@ final class BackendServer: Sendable {
         if hasWork(connection) { return true }
         var fds = [connection.channel.socket.raw]
         fds += connection.vrings.compactMap { $0.kick?.descriptor.raw }
-        if let tap, !tap.gone.load(ordering: .relaxed), let rx = connection.vrings.first?.ring, rx.availableCount() > 0 {
+        // Only while its frames have somewhere to go: a readable TAP would otherwise end every
+        // sleep at once.
+        if let tap, !tap.gone.load(ordering: .relaxed), let rxVring = connection.vrings.first, rxVring.enabled,
+           let rx = rxVring.ring, rx.availableCount() > 0 {
             fds.append(tap.descriptor.raw)
         }
         let ready = try Poll.waitAny(fds, milliseconds: 100)
