@@ -11,10 +11,14 @@ final class TapScratch {
     let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: maximumSegments)
     /// The checked virtio-net header written ahead of a transmitted frame's bytes.
     let header = UnsafeMutableRawPointer.allocate(byteCount: VirtioNetHeader.size, alignment: 8)
+    /// One byte read past a frame's receive buffers: a read that reaches it was a frame too
+    /// long for them (the kernel truncates silently, reporting only what it copied).
+    let overflow = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
 
     deinit {
         iovecs.deallocate()
         header.deallocate()
+        overflow.deallocate()
     }
 }
 
@@ -129,13 +133,14 @@ extension BackendConnection {
             guard let (chains, segmentCount, _) = try gatherReceiveChains(target, available: available, needed: needed) else { break }
             var iovecCount = 0
             var room = 0
-            while iovecCount < min(segmentCount, TapScratch.maximumSegments) {
+            while iovecCount < min(segmentCount, TapScratch.maximumSegments &- 1) {
                 let length = Int(segments[iovecCount].length)
                 iovecs[iovecCount] = iovec(iov_base: try memory.translate(segments[iovecCount]), iov_len: length)
                 room &+= length
                 iovecCount &+= 1
             }
-            let segmentsToRead = Int32(iovecCount)
+            iovecs[iovecCount] = iovec(iov_base: tapScratch.overflow, iov_len: 1)
+            let segmentsToRead = Int32(iovecCount &+ 1)
             let (count, error) = SystemCall.attempt { readv(tap.descriptor.raw, iovecs, segmentsToRead) }
             if count < 0 {
                 switch error {
@@ -156,8 +161,8 @@ extension BackendConnection {
             reads &+= 1
             let total = Int(count)
             guard total > VirtioNetHeader.size, total <= room else {
-                // Truncated (the kernel reports the whole length) or empty: the buffers stay
-                // on the ring, the frame is lost.
+                // Longer than the buffers (it reached the overflow byte) or empty: the buffers
+                // stay on the ring, the frame is lost.
                 dropped &+= 1
                 continue
             }

@@ -212,6 +212,25 @@ final class TapBridgeTests: XCTestCase {
         XCTAssertEqual(peer.device.linkState, .up)
     }
 
+    /// The TAP's MTU raised above the front-end's (1,500): a 3,042-byte frame from the kernel
+    /// does not fit the receive buffers gathered for it. The kernel would silently hand over its
+    /// first 2,048 bytes: the back-end sees the read reach past the buffers and drops the frame,
+    /// counted; the buffers stay on the ring and the next frame arrives.
+    func testAFrameLargerThanTheFrontEndsMTUIsDroppedAndCounted() throws {
+        let peer = try kernelPeer()
+        try runIP(["-n", peer.namespace, "link", "set", peer.tap, "mtu", "9000"])
+        let mac = macBytes(peer.device.macAddress).map { String(format: "%02x", $0) }.joined(separator: ":")
+        try runIP(["-n", peer.namespace, "neigh", "replace", "192.0.2.2", "lladdr", mac, "dev", peer.tap, "nud", "permanent"])
+        let before = peer.backend.statistics.drops
+        let sent = try runProgram("/usr/sbin/ip", ["netns", "exec", peer.namespace, "bash", "-c", "printf '%3000s' x > /dev/udp/192.0.2.2/9"])
+        XCTAssertEqual(sent.status, 0, sent.errors)
+        XCTAssertTrue(waitUntil { peer.backend.statistics.drops == before + 1 }, "\(peer.backend.statistics)")
+        XCTAssertNil(receive(on: peer.device, within: 200) { $0.count > 1514 }, "no truncated frame reached the device")
+        let udp = try udpFromKernel(peer)
+        XCTAssertEqual(udp.bytes.count, 42 + "datagram for the device".utf8.count)
+        XCTAssertEqual(peer.backend.statistics.drops, before + 1)
+    }
+
     /// The README's TAP example: Scripts/tap-demo.sh runs vhost-user-backend --mode tap and the
     /// ping-responder example app, and the namespace's kernel pings it 100 times.
     func testPingResponderAnswersAHundredPingsFromTheKernel() throws {
