@@ -20,6 +20,20 @@ extension BackendConnection {
     /// Throws when the front-end broke the ring protocol.
     /// `tap` is the interface of ``BackendMode/tap`` (nil in the other modes).
     func forward(mode: BackendMode, tap: TapDevice? = nil, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+        do {
+            return try forwardBurst(mode: mode, tap: tap, burst: burst, counters: counters)
+        } catch {
+            // Memory the front-end shrank reads as zeros once the guard has absorbed the fault,
+            // so a ring may look broken first: name the real cause.
+            if cvs_guard_total_faults() != guardFaultsSeen {
+                guardFaultsSeen = cvs_guard_total_faults()
+                try memory.checkTruncation()
+            }
+            throw error
+        }
+    }
+
+    private func forwardBurst(mode: BackendMode, tap: TapDevice?, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
         var handled = 0
         var pair = 0
         while pair &* 2 < vrings.count {
