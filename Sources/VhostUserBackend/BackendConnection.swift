@@ -178,13 +178,17 @@ final class BackendConnection {
             vring.size = Int(state.num)
         case .setVringBase(let state):
             let vring = try vring(state.index, .setVringBase)
-            guard state.num <= UInt32(UInt16.max) else {
-                throw VirtioError(.protocolViolation, "SET_VRING_BASE \(state.num) for ring \(state.index) does not fit a 16-bit index.")
+            // A packed ring's base is two 16-bit halves: the available position (with its wrap
+            // counter in bit 15) low, the used one high (QEMU sends both; DPDK only the low
+            // half). Every chain we take is used before the next burst, so the used position
+            // equals the available one whenever the ring is stopped: the low half is all we keep.
+            guard features.contains(.ringPacked) || state.num <= UInt32(UInt16.max) else {
+                throw VirtioError(.protocolViolation, "SET_VRING_BASE \(state.num) for split ring \(state.index) does not fit a 16-bit index.")
             }
             guard vring.ring == nil else {
                 throw VirtioError(.protocolViolation, "SET_VRING_BASE for ring \(state.index) while it runs.")
             }
-            vring.base = UInt16(state.num)
+            vring.base = UInt16(truncatingIfNeeded: state.num)
         case .setVringAddr(let address):
             let vring = try vring(address.index, .setVringAddr)
             vring.address = address
@@ -204,8 +208,11 @@ final class BackendConnection {
             _ = try vring(file.index, .setVringErr)
         case .setVringEnable(let state):
             let vring = try vring(state.index, .setVringEnable)
-            guard features.contains(.vhostUserProtocolFeatures) else {
-                throw VirtioError(.protocolViolation, "SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated.")
+            // QEMU counts PROTOCOL_FEATURES as agreed once GET_FEATURES offered it, and sends
+            // SET_VRING_ENABLE at device creation and every reset, before SET_FEATURES
+            // (hw/virtio/vhost-user.c): only a front-end that was never offered it is wrong.
+            guard offeredFeatures.contains(.vhostUserProtocolFeatures) else {
+                throw VirtioError(.protocolViolation, "SET_VRING_ENABLE from a front-end that was not offered VHOST_USER_F_PROTOCOL_FEATURES.")
             }
             guard state.num <= 1 else {
                 throw VirtioError(.protocolViolation, "SET_VRING_ENABLE \(state.num) for ring \(state.index); only 0 and 1 are meaningful.")
@@ -213,10 +220,12 @@ final class BackendConnection {
             vring.enabled = state.num == 1
         case .getVringBase(let state):
             let vring = try vring(state.index, .getVringBase)
-            let base = vring.stop()
+            let base = UInt32(vring.stop())
             var bytes: [UInt8] = []
             bytes.appendLittleEndianU32(state.index)
-            bytes.appendLittleEndianU32(UInt32(base))
+            // Packed: the used half repeats the available one (see SET_VRING_BASE), so a
+            // front-end that restores both (QEMU) resumes where we stopped.
+            bytes.appendLittleEndianU32(features.contains(.ringPacked) ? base | base << 16 : base)
             try channel.reply(to: .getVringBase, payload: bytes)
         case .setStatus(let value):
             status = value

@@ -140,10 +140,6 @@ final class HostileFrontendTests: XCTestCase {
             try $0.send(.setVringAddr($0.ringAddress(1)))
             try $0.send(.setVringKick(VringFile(index: 1, hasDescriptor: false)))
         },
-        Case(name: "SET_VRING_ENABLE without protocol features", expected: "without VHOST_USER_F_PROTOCOL_FEATURES") {
-            try $0.negotiate(protocolFeatures: false)
-            try $0.send(.setVringEnable(VringState(index: 1, num: 1)))
-        },
         Case(name: "GET_CONFIG without the CONFIG protocol feature", expected: "without the CONFIG protocol feature") {
             try $0.negotiate()
             try $0.send(.getConfig(VhostUserConfigSpace(offset: 0, size: 12)))
