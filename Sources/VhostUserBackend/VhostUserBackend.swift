@@ -60,7 +60,10 @@ public final class VhostUserBackend: Sendable {
         /// The MTU served in the config space (VIRTIO_NET_F_MTU) until a front-end announces
         /// its own with NET_SET_MTU.
         public var mtu = VirtioNetMTU.ethernetDefault
-        /// Protocol features offered (when `offeredFeatures` has PROTOCOL_FEATURES).
+        /// Protocol features offered (when `offeredFeatures` has PROTOCOL_FEATURES). CONFIG
+        /// serves ``macAddress``, ``mtu`` and the link state to front-ends that read them
+        /// (virtio-user); QEMU, which keeps a config space of its own, warns when it is offered:
+        /// remove it for QEMU guests.
         public var offeredProtocolFeatures: VhostUserProtocolFeatures = .implemented
         /// Called with a 64-bit FNV-1a digest and the length of every frame taken from a
         /// front-end's transmit queue, in order. For verifying peers we do not control (such as

@@ -54,6 +54,9 @@ struct VhostUserBackendCommand: ParsableCommand {
     @Option(help: "Queue pairs offered to each front-end (1…64; what GET_QUEUE_NUM answers). One thread serves them all.")
     var queues: Int = 8
 
+    @Flag(name: .customLong("no-config-space"), help: "Do not offer the CONFIG protocol feature (GET_CONFIG: the MAC, MTU and link status that virtio-user front-ends read). QEMU keeps a config space of its own and warns when a back-end offers it.")
+    var noConfigSpace = false
+
     @Option(name: .customLong("log-level"), help: "Connection log messages to stderr at this level and above: trace, debug, info (connected, rings started, disconnected), notice, warning, error (a session closed for a protocol error), critical.")
     var logLevel: Logger.Level = .notice
 
@@ -81,6 +84,7 @@ struct VhostUserBackendCommand: ParsableCommand {
             configuration.macAddress = mac.flatMap(MACAddress.init)
             configuration.mtu = mtu
             configuration.tapInterface = tap
+            if noConfigSpace { configuration.offeredProtocolFeatures.remove(.config) }
             LoggingSystem.bootstrap(StreamLogHandler.standardError)
             var logger = Logger(label: "vhost-user-backend")
             logger.logLevel = logLevel
