@@ -13,6 +13,9 @@ source Scripts/setup.sh
 ./Scripts/install-dpdk.sh
 # tshark reads our pcap captures back (PacketCaptureTests); ping and ip drive the TAP tests.
 ./Scripts/install-tools.sh
+# QEMU, a guest kernel and busybox-static: QEMUGuestTests boot a Linux guest on our back-ends.
+./Scripts/install-qemu.sh
+./Scripts/qemu-guest.sh image >/dev/null
 swift build --build-tests
 swift test --skip-build "$@"
 [ "$#" -eq 0 ] || exit 0

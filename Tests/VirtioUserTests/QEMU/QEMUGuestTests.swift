@@ -35,6 +35,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertEqual(statistics.bytesReceived, UInt64(guest.value("tx_bytes") ?? -1))
         XCTAssertEqual(statistics.protocolErrors, 0, statistics.lastError ?? "")
         XCTAssertEqual(guest.qemuMessages, [], "QEMU warned")
+        print("qemu: loopback: guest sent \(guest.value("tx_packets") ?? -1) and received \(guest.value("rx_packets") ?? -1) frames; back-end received \(statistics.framesReceived), sent \(statistics.framesSent), protocol errors \(statistics.protocolErrors)")
         let trace = backend.requestTraces[0]
         let firstEnable = try XCTUnwrap(trace.firstIndex(of: "SET_VRING_ENABLE"), "\(trace)")
         let firstFeatures = try XCTUnwrap(trace.firstIndex(of: "SET_FEATURES"), "\(trace)")
@@ -63,6 +64,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertEqual(statistics.protocolErrors, 0, statistics.lastError ?? "")
         XCTAssertTrue(backend.negotiations.first?.features.contains(.netMultiqueue) == true)
         let perPair = statistics.framesReceivedByQueuePair
+        print("qemu: mq=on, 2 pairs: back-end received per pair \(perPair.prefix(2).map(String.init).joined(separator: "/")), sent \(statistics.framesSentByQueuePair.prefix(2).map(String.init).joined(separator: "/"))")
         XCTAssertEqual(perPair.prefix(2).reduce(0, +), 40, "\(perPair)")
         XCTAssertGreaterThan(perPair.count > 1 ? perPair[1] : 0, 0, "pair 1 carried nothing: \(perPair)")
         XCTAssertGreaterThan(perPair.first ?? 0, 0, "pair 0 carried nothing: \(perPair)")
@@ -117,6 +119,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertTrue(summaries.allSatisfy { $0.transmitted == 10 && $0.received == 10 }, "\(summaries)")
         XCTAssertEqual(fabric.statistics[0].protocolErrors, 0)
         XCTAssertEqual(fabric.statistics[0].connections, 1, "the reload is a reset on the same connection")
+        print("qemu: driver reload: \(summaries.map { "\($0.received)/\($0.transmitted)" }.joined(separator: " before, ")) after; sessions \(fabric.statistics[0].connections)")
     }
 
     /// vhost-user-switch is killed (SIGKILL) while the guest runs and started again 4 s later; QEMU
@@ -153,6 +156,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertEqual(summaries.last?.transmitted, 20, guest.console)
         XCTAssertEqual(summaries.last?.received, 20, guest.console)
         XCTAssertGreaterThan(guest.value("pings lost while the back-end was away") ?? 0, 0, "the back-end was really gone")
+        print("qemu: reconnect: \(summaries.first?.received ?? 0)/5 before the kill, \(guest.value("pings lost while the back-end was away") ?? -1) one-second pings lost, \(summaries.last?.received ?? 0)/20 after the restart")
         fabric.terminate()
         fabric.waitUntilExit()
     }
@@ -181,6 +185,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertEqual(tap.backend.negotiations.first?.mtu, 9000, "QEMU announced host_mtu with NET_SET_MTU")
         XCTAssertEqual(tap.backend.statistics.protocolErrors, 0, tap.backend.statistics.lastError ?? "")
         XCTAssertEqual(guest.qemuMessages, [])
+        print("qemu: host_mtu=9000: guest MTU \(guest.value("mtu") ?? -1), \(guest.pingSummaries.last?.received ?? 0)/20 pings of 8,000 bytes answered by the kernel through the TAP")
     }
 
     /// TSO/GSO from the guest: with its offloads on, the guest's TCP stack hands virtio_net
@@ -216,6 +221,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertTrue(features.contains(.netHostTSO4), "QEMU's guest did not negotiate HOST_TSO4: \(features)")
         XCTAssertGreaterThan(large.withLock { $0 }, 0, "no frame larger than the MTU crossed (largest \(largest.withLock { $0 }) bytes)")
         XCTAssertEqual(tap.backend.statistics.protocolErrors, 0, tap.backend.statistics.lastError ?? "")
+        print("qemu: TSO: \(size) bytes intact (SHA-256 equal); \(large.withLock { $0 }) frames above 1,514 bytes crossed, the largest \(largest.withLock { $0 }) bytes")
     }
 
     // MARK: Helpers
@@ -241,6 +247,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertEqual(fabric.statistics[0].protocolErrors, 0)
         XCTAssertEqual(guest.qemuMessages, [], "QEMU warned")
         let features = try XCTUnwrap(guest.features, guest.console)
+        print("qemu: \(netOptions ?? "defaults"): \(summaries.map { "\($0.received)/\($0.transmitted)" }.joined(separator: " and ")) pings answered through the switch; the guest negotiated \(features)")
         XCTAssertTrue(features.isSuperset(of: expect), "the guest's driver negotiated \(features)")
         XCTAssertTrue(features.isDisjoint(with: expectAbsent), "the guest's driver negotiated \(features)")
     }
