@@ -19,7 +19,13 @@
 # so the device has none (vectors=0: legacy interrupts). The guest's /init prints
 # "GUEST: scenario exit N" when the scenario ends.
 set -euo pipefail
+origin=$PWD
 cd "$(dirname "$0")/.."
+
+# A path given relative to where the script was called from.
+from_origin() { case "$1" in /*) echo "$1" ;; *) echo "$origin/$1" ;; esac; }
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 build_image() {
   local dir=$1
@@ -78,18 +84,20 @@ run_guest() {
   local socket="" scenario="" net_options="" queues=1 reconnect="" mac=52:54:00:12:34:56 memory=256 timeout=300
   while [ $# -gt 0 ]; do
     case "$1" in
-      --socket) socket=$2; shift 2 ;;
-      --scenario) scenario=$2; shift 2 ;;
+      --socket) socket=$(from_origin "$2"); shift 2 ;;
+      --scenario) scenario=$(from_origin "$2"); shift 2 ;;
       --net-options) net_options=$2; shift 2 ;;
       --queues) queues=$2; shift 2 ;;
       --reconnect) reconnect=$2; shift 2 ;;
       --mac) mac=$2; shift 2 ;;
       --memory) memory=$2; shift 2 ;;
       --timeout) timeout=$2; shift 2 ;;
-      *) echo "qemu-guest: error: unknown option $1 (see the top of $0)" >&2; exit 64 ;;
+      -h|--help) usage; exit 0 ;;
+      *) echo "qemu-guest: error: unknown option $1 (see $0 --help)" >&2; exit 64 ;;
     esac
   done
   [ -n "$socket" ] || { echo "qemu-guest: error: --socket PATH is required" >&2; exit 64; }
+  [ -z "$scenario" ] || [ -f "$scenario" ] || { echo "qemu-guest: error: no scenario file at $scenario" >&2; exit 64; }
   local dir
   dir=$(build_image .build/qemu-guest)
   local initrd="$dir/initramfs.cpio.gz"
@@ -121,7 +129,8 @@ run_guest() {
 }
 
 case "${1:-}" in
-  image) build_image "${2:-.build/qemu-guest}" ;;
+  image) build_image "$(from_origin "${2:-$PWD/.build/qemu-guest}")" ;;
   run) shift; run_guest "$@" ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
+  -h|--help) usage ;;
+  *) usage >&2; exit 64 ;;
 esac
