@@ -171,6 +171,17 @@ func runProgram(_ path: String, _ arguments: [String]) throws -> (status: Int32,
     return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
 }
 
+/// Starts one of the package's executables with its output discarded.
+func launchProduct(_ product: String, _ arguments: [String]) throws -> Process {
+    let process = Process()
+    process.executableURL = productsDirectory.appendingPathComponent(product)
+    process.arguments = arguments
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
 /// Polls `condition` every millisecond for up to `seconds`; true as soon as it holds. A bound
 /// against hanging, not a timing assertion.
 func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {

@@ -14,7 +14,7 @@ final class FaultToleranceTests: XCTestCase {
 
     func testBackendKilledTwentyTimesDuringTraffic() throws {
         let path = try makeSocketPath(self)
-        var backend = try launch("vhost-user-backend", ["--socket", path, "--mode", "loopback", "--stats-period", "0"])
+        var backend = try launchProduct("vhost-user-backend", ["--socket", path, "--mode", "loopback", "--stats-period", "0"])
         defer { kill(backend.processIdentifier, SIGKILL) }
         XCTAssertTrue(waitUntil { FileManager.default.fileExists(atPath: path) })
         var configuration = VirtioUserDevice.Configuration(socketPath: path)
@@ -42,7 +42,7 @@ final class FaultToleranceTests: XCTestCase {
             kill(backend.processIdentifier, SIGKILL)
             backend.waitUntilExit()
             XCTAssertTrue(waitUntil { pump(device, tx, rx); return device.linkState != .up }, "round \(round): link stayed up")
-            backend = try launch("vhost-user-backend", ["--socket", path, "--mode", "loopback", "--stats-period", "0"])
+            backend = try launchProduct("vhost-user-backend", ["--socket", path, "--mode", "loopback", "--stats-period", "0"])
         }
         device.release(tx)
         XCTAssertEqual(device.connectionCount, Self.rounds + 1)
@@ -72,7 +72,7 @@ final class FaultToleranceTests: XCTestCase {
                 mapsBefore = mappingCount()
             }
             let receivedBefore = backend.statistics.framesReceived
-            let frontend = try launch("virtio-user-pmd", ["--socket", path, "--duration", "60", "--stats-period", "0"])
+            let frontend = try launchProduct("virtio-user-pmd", ["--socket", path, "--duration", "60", "--stats-period", "0"])
             XCTAssertTrue(waitUntil { backend.statistics.framesReceived > receivedBefore + 1000 }, "round \(round): no traffic")
             kill(frontend.processIdentifier, SIGKILL)
             frontend.waitUntilExit()
@@ -107,16 +107,6 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertTrue(waitUntil { mappingCount() == mapsBefore }, "mappings: \(mapsBefore) before, \(mappingCount()) after")
         XCTAssertEqual(backend.statistics.protocolErrors, 0)
         print("faults: 1000 connect/disconnect cycles; fds \(fdsBefore) -> \(openDescriptorCount()), mappings \(mapsBefore) -> \(mappingCount())")
-    }
-
-    private func launch(_ product: String, _ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = productsDirectory.appendingPathComponent(product)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
     }
 }
 

@@ -273,12 +273,7 @@ final class QEMUGuestTests: XCTestCase {
     }
 
     private func launch(_ product: String, _ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = productsDirectory.appendingPathComponent(product)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try launchProduct(product, arguments)
         addTeardownBlock {
             if process.isRunning { process.terminate() }
             process.waitUntilExit()
@@ -311,7 +306,7 @@ final class QEMUGuestTests: XCTestCase {
             """
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", namespace, "python3", "-c", program]
+        process.arguments = ["netns", "exec", namespace, "/usr/bin/python3", "-c", program]
         let output = Pipe()
         let errors = Pipe()
         process.standardOutput = output
