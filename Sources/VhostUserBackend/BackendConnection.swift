@@ -195,6 +195,7 @@ final class BackendConnection {
             if vring.ring != nil { try vring.start(memory: memory) }
         case .setVringKick(let file):
             let vring = try vring(file.index, .setVringKick)
+            if let kick = descriptors.first { try PeerDescriptorCheck.requireEventFD(kick, .setVringKick, ring: file.index) }
             guard !memory.isEmpty else {
                 throw VirtioError(.protocolViolation, "SET_VRING_KICK for ring \(file.index) before SET_MEM_TABLE.")
             }
@@ -203,6 +204,7 @@ final class BackendConnection {
             vring.kick = descriptors.first.map { EventNotifier(adopting: $0) }
         case .setVringCall(let file):
             let vring = try vring(file.index, .setVringCall)
+            if let call = descriptors.first { try PeerDescriptorCheck.requireEventFD(call, .setVringCall, ring: file.index) }
             vring.call = descriptors.first.map { EventNotifier(adopting: $0) }
         case .setVringErr(let file):
             _ = try vring(file.index, .setVringErr)

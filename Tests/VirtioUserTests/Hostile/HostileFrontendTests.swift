@@ -140,6 +140,29 @@ final class HostileFrontendTests: XCTestCase {
             try $0.send(.setVringAddr($0.ringAddress(1)))
             try $0.send(.setVringKick(VringFile(index: 1, hasDescriptor: false)))
         },
+        Case(name: "call fd that is a pipe", expected: "carries a pipe, not an eventfd") {
+            try $0.negotiate()
+            var ends: [Int32] = [0, 0]
+            guard pipe(&ends) == 0 else { throw VirtioError.system("pipe", errno: errno) }
+            defer { close(ends[0]); close(ends[1]) }
+            // Its reader closed: a write would raise SIGPIPE, killing every session.
+            try $0.send(.setVringCall(VringFile(index: 1, hasDescriptor: true)), descriptors: [ends[1]])
+        },
+        Case(name: "kick fd that is a regular file", expected: "carries the file") {
+            try $0.negotiate()
+            try $0.sendMemoryTable()
+            let file = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            defer { close(file) }
+            try $0.send(.setVringKick(VringFile(index: 1, hasDescriptor: true)), descriptors: [file])
+        },
+        Case(name: "kick fd that is a socket", expected: "carries a socket, not an eventfd") {
+            try $0.negotiate()
+            try $0.sendMemoryTable()
+            var pair: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0 else { throw VirtioError.system("socketpair", errno: errno) }
+            defer { close(pair[0]); close(pair[1]) }
+            try $0.send(.setVringKick(VringFile(index: 0, hasDescriptor: true)), descriptors: [pair[0]])
+        },
         Case(name: "GET_CONFIG without the CONFIG protocol feature", expected: "without the CONFIG protocol feature") {
             try $0.negotiate()
             try $0.send(.getConfig(VhostUserConfigSpace(offset: 0, size: 12)))
