@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -34,6 +35,12 @@ int64_t cvs_file_size(int fd) {
     struct stat st;
     if (fstat(fd, &st) != 0) return -1;
     return (int64_t)st.st_size;
+}
+
+int64_t cvs_file_system_page_size(int fd) {
+    struct statfs fs;
+    if (fstatfs(fd, &fs) != 0) return -1;
+    return (int64_t)fs.f_bsize;
 }
 
 int cvs_numa_bind_local(void *addr, size_t length) {

@@ -2,9 +2,16 @@
 //
 // A vhost-user front-end hands us fds for files we map; if it later shrinks a file (DPDK does
 // not seal its memfds), any access to a page past the new end raises SIGBUS, which would kill
-// the whole back-end. Instead, the handler maps an anonymous zero page over the faulting page
-// (so the access completes harmlessly) and counts the fault against the registered range; the
-// owner polls the counters and ends that peer's session.
+// the whole back-end. Instead, the handler maps anonymous zero memory over the whole registered
+// range (so the access, and every later one, completes harmlessly) and counts the fault against
+// the range; the owner polls the counters and ends that peer's session.
+//
+// The whole range, not the faulting page: a page at a time would split the file mapping once
+// per page the caller goes on to touch, and a peer that shrinks its memory under a long burst
+// (or many peers at once, on a switch) could then drive the process into the kernel's limit on
+// mappings (vm.max_map_count), where the next replacement fails and SIGBUS kills everything.
+// One replacement per range leaves the number of mappings as it was, never reaches outside the
+// range, and needs no page size (so no hugepage for a hugepage-backed range).
 #define _GNU_SOURCE
 #include "CVirtioShim.h"
 
@@ -14,12 +21,13 @@
 #include <string.h>
 #include <sys/mman.h>
 
-enum { SLOTS = 256 };
+// 64 switch ports × 8 regions each, twice over for sessions being replaced, and room for
+// other back-ends and devices in the same process.
+enum { SLOTS = 2048 };
 
 struct guarded_range {
     uintptr_t start;   // 0 when the slot is free (all fields via __atomic builtins)
     uintptr_t length;
-    uintptr_t page;     // page size of the mapping (4 KiB, or the hugepage size)
     uint64_t faults;
 };
 
@@ -36,16 +44,9 @@ static void on_sigbus(int sig, siginfo_t *info, void *context) {
         if (start == 0) continue;
         uintptr_t length = __atomic_load_n(&ranges[i].length, __ATOMIC_RELAXED);
         if (address - start >= length) continue;
-        uintptr_t page = __atomic_load_n(&ranges[i].page, __ATOMIC_RELAXED);
-        void *base = (void *)(address & ~(page - 1));
-        int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
-        if (page > 4096) flags |= MAP_HUGETLB;
         int saved = errno;
-        void *p = mmap(base, page, PROT_READ | PROT_WRITE, flags, -1, 0);
-        if (p == MAP_FAILED && page > 4096) {
-            // No hugepage free for the stand-in: a run of small pages covers the same range.
-            p = mmap(base, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-        }
+        void *p = mmap((void *)start, length, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
         errno = saved;
         if (p == MAP_FAILED) break;  // cannot recover: fall through to the previous disposition
         __atomic_fetch_add(&ranges[i].faults, 1, __ATOMIC_RELAXED);
@@ -72,13 +73,13 @@ static void install(void) {
     if (sigaction(SIGBUS, &action, &previous) != 0) install_error = errno;
 }
 
-int cvs_guard_register(void *start, size_t length, size_t page_size) {
+int cvs_guard_register(void *start, size_t length) {
     pthread_once(&install_once, install);
     if (install_error != 0) {
         errno = install_error;
         return -1;
     }
-    if (start == NULL || length == 0 || page_size == 0 || (page_size & (page_size - 1)) != 0) {
+    if (start == NULL || length == 0) {
         errno = EINVAL;
         return -1;
     }
@@ -88,7 +89,6 @@ int cvs_guard_register(void *start, size_t length, size_t page_size) {
         if (!__atomic_compare_exchange_n(&ranges[i].start, &expected, (uintptr_t)1, 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) continue;
         __atomic_store_n(&ranges[i].length, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&ranges[i].page, (uintptr_t)page_size, __ATOMIC_RELAXED);
         __atomic_store_n(&ranges[i].faults, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&ranges[i].length, (uintptr_t)length, __ATOMIC_RELAXED);
         __atomic_store_n(&ranges[i].start, (uintptr_t)start, __ATOMIC_RELEASE);

@@ -144,6 +144,9 @@ void *cvs_mmap_shared(int fd, size_t length, off_t offset);
 int cvs_munmap(void *addr, size_t length);
 /// Size of `fd` as fstat(2) reports it, or -1 with errno.
 int64_t cvs_file_size(int fd);
+/// The page size of the file system holding `fd` as fstatfs(2) reports it (f_bsize: the
+/// hugepage size on hugetlbfs, 4 KiB on tmpfs), or -1 with errno.
+int64_t cvs_file_system_page_size(int fd);
 /// Binds [addr, addr+len) to the NUMA node of the CPU the caller runs on. Returns the node, or
 /// -1 when libnuma reports no NUMA support (nothing to do then), or -2 when binding failed.
 int cvs_numa_bind_local(void *addr, size_t length);
@@ -151,12 +154,12 @@ int cvs_numa_bind_local(void *addr, size_t length);
 // MARK: - Peer memory that may shrink under us
 
 /// Registers [start, start + length), a mapping of a peer's file, as memory the peer may
-/// truncate. A SIGBUS inside it no longer kills the process: the faulting page (of
-/// `page_size`, a power of two: 4 KiB, or the hugepage size) is replaced by an anonymous zero
-/// page so the access completes, and the range's fault count goes up for the owner to notice
-/// and end the peer's session. SIGBUS elsewhere keeps its previous disposition. The handler is
-/// installed on first use. Returns a slot, or -1 with errno (ENOSPC: 256 ranges in use).
-int cvs_guard_register(void *start, size_t length, size_t page_size);
+/// truncate. A SIGBUS inside it no longer kills the process: the whole range is replaced by
+/// anonymous zero memory at the first fault, so that access and every later one complete, and
+/// the range's fault count goes up for the owner to notice and end the peer's session. SIGBUS
+/// elsewhere keeps its previous disposition. The handler is installed on first use. Returns a
+/// slot, or -1 with errno (ENOSPC: 2048 ranges in use).
+int cvs_guard_register(void *start, size_t length);
 /// Forgets a slot (before the range is unmapped).
 void cvs_guard_unregister(int slot);
 /// SIGBUS faults absorbed in a slot's range since it was registered.

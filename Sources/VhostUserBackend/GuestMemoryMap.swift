@@ -14,8 +14,8 @@ final class MappedRegion {
     let host: UnsafeMutableRawPointer
     private let mapping: UnsafeMutableRawPointer
     private let mappingLength: Int
-    /// Our truncation-guard slot: a front-end that shrinks the file later faults a zero page in,
-    /// not SIGBUS into the process (see `cvs_guard_register`).
+    /// Our truncation-guard slot: a front-end that shrinks the file later turns the mapping into
+    /// zero memory, not SIGBUS into the process (see `cvs_guard_register`).
     private let guardSlot: Int32
 
     /// Maps `descriptor` after checking the region against the file: offset + size must lie
@@ -37,17 +37,16 @@ final class MappedRegion {
             throw VirtioError(.protocolViolation, "A memory region ends at byte \(fileEnd) of its file, which has only \(fileSize) bytes.")
         }
         // Map from offset 0 (mmap offsets must be page aligned; region offsets need not be),
-        // rounded to the file's block size, which is the page size for hugetlbfs.
-        var info = stat()
+        // rounded to the file system's page size: the hugepage size on hugetlbfs, which
+        // fstatfs reports (st_blksize is only an I/O size hint).
         var block = UInt64(SharedMemoryRegion.systemPageSize)
-        if fstat(descriptor.raw, &info) == 0, info.st_blksize > 0, info.st_blksize & (info.st_blksize - 1) == 0 {
-            block = max(block, UInt64(info.st_blksize))
-        }
+        let pageSize = cvs_file_system_page_size(descriptor.raw)
+        if pageSize > 0, pageSize & (pageSize - 1) == 0 { block = max(block, UInt64(pageSize)) }
         let length = min((fileEnd + block - 1) & ~(block - 1), UInt64(fileSize))
         guard let mapping = cvs_mmap_shared(descriptor.raw, Int(length), 0) else {
             throw VirtioError.system("mmap of a \(length)-byte memory region", errno: errno)
         }
-        let slot = cvs_guard_register(mapping, Int(length), Int(block))
+        let slot = cvs_guard_register(mapping, Int(length))
         guard slot >= 0 else {
             let code = errno
             _ = cvs_munmap(mapping, Int(length))

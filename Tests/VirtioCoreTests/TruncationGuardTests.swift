@@ -1,0 +1,41 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioShim
+import Foundation
+import VirtioCore
+import XCTest
+
+/// The SIGBUS guard over memory a peer may shrink: however many pages are touched after the
+/// file shrank, the process survives, and the number of mappings stays where it was.
+final class TruncationGuardTests: XCTestCase {
+    func testTouchingEveryPageOfAShrunkFileCostsOneReplacement() throws {
+        let size = 64 << 20
+        let fd = cvs_memfd_create("guard-test", 0x0001)  // MFD_CLOEXEC, not sealed: it can shrink
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        XCTAssertEqual(ftruncate(fd, off_t(size)), 0)
+        let mapping = try XCTUnwrap(cvs_mmap_shared(fd, size, 0))
+        defer { _ = cvs_munmap(mapping, size) }
+        let slot = cvs_guard_register(mapping, size)
+        XCTAssertGreaterThanOrEqual(slot, 0)
+        defer { cvs_guard_unregister(slot) }
+        let mappingsBefore = mappingCount()
+
+        XCTAssertEqual(ftruncate(fd, 0), 0)  // every page of the mapping is now past the end
+        // A page at a time with gaps between: each would split the mapping under a per-page
+        // replacement (16,384 faults, up to twice as many new mappings).
+        var sum = 0
+        for page in stride(from: 0, to: size, by: 8192) {
+            sum &+= Int(mapping.load(fromByteOffset: page, as: UInt8.self))
+            mapping.storeBytes(of: 7, toByteOffset: page + 4096, as: UInt8.self)
+        }
+        XCTAssertEqual(sum, 0, "replaced memory reads as zeros")
+        XCTAssertEqual(cvs_guard_faults(slot), 1, "one replacement for the whole range")
+        XCTAssertLessThanOrEqual(mappingCount(), mappingsBefore + 1, "the replacement split nothing")
+    }
+
+    private func mappingCount() -> Int {
+        (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8))?.split(separator: "\n").count ?? 0
+    }
+}
