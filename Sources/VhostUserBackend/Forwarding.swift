@@ -220,6 +220,9 @@ extension BackendConnection {
         guard total >= UInt64(VirtioNetHeader.size) else {
             throw VirtioError(.protocolViolation, "A transmit chain of \(total) bytes is shorter than the 12-byte virtio-net header.")
         }
+        guard total <= UInt64(VirtioNetHeader.size + VirtioNetHeader.maximumFrameLength) else {
+            throw VirtioError(.protocolViolation, "A transmit chain of \(total) bytes is longer than the header and the longest frame (\(VirtioNetHeader.maximumFrameLength) bytes) together.")
+        }
         return Int(total) - VirtioNetHeader.size
     }
 

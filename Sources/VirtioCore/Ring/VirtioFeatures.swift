@@ -55,6 +55,10 @@ public struct VirtioFeatures: OptionSet, Sendable, Hashable, CustomStringConvert
 public enum VirtioNetHeader {
     /// Its size in bytes.
     public static let size = 12
+    /// The longest frame a chain may carry after the header: the largest segmentation-offload
+    /// frame Linux builds (64 KiB) with room for link-layer headers. A longer chain is corrupt,
+    /// and its length could not be reported in a used entry's 32 bits once summed.
+    public static let maximumFrameLength = 65_536 + 64
 }
 
 /// The offload fields of the virtio-net header (VIRTIO 1.1 §5.1.6): checksum and segmentation

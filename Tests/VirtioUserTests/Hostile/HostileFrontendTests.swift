@@ -223,6 +223,13 @@ final class HostileFrontendTests: XCTestCase {
             $0.writeDescriptor(ring: 1, 0, address: $0.bufferAddress(0), length: 72, flags: 2)
             $0.makeAvailable(ring: 1, heads: [0])
         },
+        Case(name: "transmit chain longer than any frame", expected: "longer than the header and the longest frame") {
+            // Three 512 KiB descriptors over the same memory: 1.5 MiB claimed for one frame.
+            for i in 0..<3 {
+                $0.writeDescriptor(ring: 1, i, address: $0.bufferAddress(0), length: 512 << 10, flags: i < 2 ? 1 : 0, next: UInt16(i + 1))
+            }
+            $0.makeAvailable(ring: 1, heads: [0])
+        },
         Case(name: "transmit chain shorter than the virtio-net header", expected: "shorter than the 12-byte") {
             $0.writeDescriptor(ring: 1, 0, address: $0.bufferAddress(0), length: 4, flags: 0)
             $0.makeAvailable(ring: 1, heads: [0])
