@@ -33,8 +33,11 @@ final class BackendConnection {
     private(set) var announcedMTU: Int?
     /// Reads the back-end's administrative link state (``VhostUserBackend/setLinkUp(_:)``).
     let linkUp: @Sendable () -> Bool
-    /// Requests received, in order (for traces).
+    /// The first ``tracedRequests`` requests received, in order (for traces).
     private(set) var received: [VhostUserRequest] = []
+    /// How many requests a trace keeps: enough for any session's set-up, bounded against a
+    /// front-end that sends requests forever.
+    static let tracedRequests = 1024
     /// The process-wide truncation-fault count last checked (see ``GuestMemoryMap/checkTruncation()``).
     var guardFaultsSeen: UInt64 = cvs_guard_total_faults()
     /// Scatter lists for ``BackendMode/tap``, allocated on first use.
@@ -72,7 +75,7 @@ final class BackendConnection {
     /// the whole message once it starts). Throws when the session must end.
     func handleNextMessage(timeoutMilliseconds: Int) throws(VirtioError) {
         let frame = try channel.receive(timeoutMilliseconds: timeoutMilliseconds)
-        received.append(frame.header.request)
+        if received.count < Self.tracedRequests { received.append(frame.header.request) }
         let message: VhostUserMessage
         do {
             message = try VhostUserMessage.decode(header: frame.header, payload: frame.payload, descriptorCount: frame.descriptors.count)

@@ -24,6 +24,9 @@ public final class VhostUserBackend: Sendable {
     public struct Configuration: Sendable {
         /// Where to listen.
         public var socketPath: String
+        /// The listening socket file's mode and group (server mode), for front-ends that run
+        /// as another user: `.init(mode: 0o660, group: "kvm")`.
+        public var socketAccess = SocketFileAccess()
         /// What to do with frames.
         public var mode: BackendMode
         /// `.server` (default): listen on `socketPath` for front-ends. `.client`: connect to a
@@ -102,7 +105,7 @@ public final class VhostUserBackend: Sendable {
             throw VirtioError(.invalidArgument, "A TAP interface is only used in tap mode (the mode is \(configuration.mode.rawValue)).")
         }
         let tap = configuration.mode == .tap ? try TapDevice(name: configuration.tapInterface ?? "") : nil
-        let listener = configuration.connectionMode == .server ? try UnixListener(path: configuration.socketPath) : nil
+        let listener = configuration.connectionMode == .server ? try UnixListener(path: configuration.socketPath, access: configuration.socketAccess) : nil
         server = BackendServer(configuration: configuration, listener: listener, tap: tap)
     }
 
@@ -118,12 +121,16 @@ public final class VhostUserBackend: Sendable {
     public var statistics: BackendStatistics { server.counters.snapshot }
 
     /// The requests each finished connection sent, in order, one list per connection (for
-    /// checking a front-end's message order).
+    /// checking a front-end's message order): the last ``tracedConnections`` connections, and
+    /// each one's first 1,024 requests, so a long-running back-end holds a bounded amount.
     public var requestTraces: [[String]] { server.traces.withLock { $0 } }
 
     /// What each finished connection's front-end set with SET_FEATURES and
-    /// SET_PROTOCOL_FEATURES, one entry per connection.
+    /// SET_PROTOCOL_FEATURES, one entry per connection (the last ``tracedConnections``).
     public var negotiations: [Negotiation] { server.negotiations.withLock { $0 } }
+
+    /// How many finished connections ``requestTraces`` and ``negotiations`` remember.
+    public static let tracedConnections = 64
 
     /// The features one front-end chose.
     public struct Negotiation: Sendable, Equatable {
@@ -234,8 +241,12 @@ final class BackendServer: Sendable {
                 $0.append(.init(
                     features: connection.features, protocolFeatures: connection.protocolFeatures,
                     mtu: connection.announcedMTU))
+                if $0.count > VhostUserBackend.tracedConnections { $0.removeFirst() }
             }
-            traces.withLock { $0.append(connection.received.map(\.description)) }
+            traces.withLock {
+                $0.append(connection.received.map(\.description))
+                if $0.count > VhostUserBackend.tracedConnections { $0.removeFirst() }
+            }
             // `connection` goes out of scope here: its mappings and fds are released.
         }
     }

@@ -22,6 +22,8 @@ public final class VhostUserSwitch: Sendable {
     public struct Configuration: Sendable {
         /// One socket path per port (2…64); each is listened on, replacing a stale socket.
         public var portPaths: [String]
+        /// Every port's socket file mode and group, for front-ends that run as other users.
+        public var socketAccess = SocketFileAccess()
         /// Frames taken from one port per round.
         public var burstSize = 32
         /// Empty polls before the thread sleeps on kicks.
@@ -74,7 +76,7 @@ public final class VhostUserSwitch: Sendable {
             throw VirtioError(.invalidArgument, "Switch burst size \(configuration.burstSize) must be 1…1024.")
         }
         var listeners: [UnixListener] = []
-        for path in configuration.portPaths { listeners.append(try UnixListener(path: path)) }
+        for path in configuration.portPaths { listeners.append(try UnixListener(path: path, access: configuration.socketAccess)) }
         self.configuration = configuration
         core = SwitchCore(configuration: configuration, listeners: listeners)
     }

@@ -57,10 +57,22 @@ struct VhostUserBackendCommand: ParsableCommand {
     @Flag(name: .customLong("no-config-space"), help: "Do not offer the CONFIG protocol feature (GET_CONFIG: the MAC, MTU and link status that virtio-user front-ends read). QEMU keeps a config space of its own and warns when a back-end offers it.")
     var noConfigSpace = false
 
+    @Option(name: .customLong("socket-mode"), help: "Permission bits of the listening socket file, in octal (such as 660), for front-ends running as another user.")
+    var socketMode: String?
+
+    @Option(name: .customLong("socket-group"), help: "Group (name or number) of the listening socket file: with --socket-mode 660, its members may connect.")
+    var socketGroup: String?
+
     @Option(name: .customLong("log-level"), help: "Connection log messages to stderr at this level and above: trace, debug, info (connected, rings started, disconnected), notice, warning, error (a session closed for a protocol error), critical.")
     var logLevel: Logger.Level = .notice
 
     func validate() throws {
+        if client, socketMode != nil || socketGroup != nil {
+            throw ValidationError("--socket-mode and --socket-group set the socket we listen on; with --client the front-end listens.")
+        }
+        if let socketMode, SocketFileAccess.parseMode(socketMode) == nil {
+            throw ValidationError("--socket-mode '\(socketMode)' is not octal permission bits (such as 660).")
+        }
         if tap != nil, mode != .tap { throw ValidationError("--tap needs --mode tap.") }
         if let tap, tap.utf8.count > 15 || tap.contains("/") || tap.contains(" ") {
             throw ValidationError("--tap '\(tap)' is not an interface name (at most 15 characters, no '/' or spaces).")
@@ -84,6 +96,7 @@ struct VhostUserBackendCommand: ParsableCommand {
             configuration.macAddress = mac.flatMap(MACAddress.init)
             configuration.mtu = mtu
             configuration.tapInterface = tap
+            configuration.socketAccess = SocketFileAccess(mode: socketMode.flatMap(SocketFileAccess.parseMode), group: socketGroup)
             if noConfigSpace { configuration.offeredProtocolFeatures.remove(.config) }
             LoggingSystem.bootstrap(StreamLogHandler.standardError)
             var logger = Logger(label: "vhost-user-backend")

@@ -34,10 +34,19 @@ struct VhostUserSwitchCommand: ParsableCommand {
     @Option(help: "Pin the serving thread to this CPU.")
     var cpu: Int?
 
+    @Option(name: .customLong("socket-mode"), help: "Permission bits of the listening socket file, in octal (such as 660), for front-ends running as another user.")
+    var socketMode: String?
+
+    @Option(name: .customLong("socket-group"), help: "Group (name or number) of the listening socket file: with --socket-mode 660, its members may connect.")
+    var socketGroup: String?
+
     @Option(name: .customLong("log-level"), help: "Port log messages to stderr at this level and above: trace, debug, info (a front-end connected or left), notice, warning, error (a session closed for a protocol error), critical.")
     var logLevel: Logger.Level = .notice
 
     func validate() throws {
+        if let socketMode, SocketFileAccess.parseMode(socketMode) == nil {
+            throw ValidationError("--socket-mode '\(socketMode)' is not octal permission bits (such as 660).")
+        }
         guard (2...64).contains(port.count) else { throw ValidationError("Give 2…64 --port sockets; \(port.count) given.") }
         guard Set(port).count == port.count else { throw ValidationError("Each --port needs its own socket path.") }
         guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
@@ -50,6 +59,7 @@ struct VhostUserSwitchCommand: ParsableCommand {
         let fabric: VhostUserSwitch
         do throws(VirtioError) {
             var configuration = VhostUserSwitch.Configuration(portPaths: port)
+            configuration.socketAccess = SocketFileAccess(mode: socketMode.flatMap(SocketFileAccess.parseMode), group: socketGroup)
             var logger = Logger(label: "vhost-user-switch")
             logger.logLevel = logLevel
             configuration.logger = logger

@@ -19,9 +19,8 @@ final class BackendLifecycleTests: XCTestCase {
     /// A stale socket left by a dead process is replaced; a regular file is never deleted.
     func testStaleSocketIsReplacedButOtherFilesAreRefused() throws {
         let path = try makeSocketPath(self)
-        // A socket file nobody serves, as a crashed process leaves it.
-        let stale = try UnixSocket.listen(at: path)
-        _ = stale
+        // A socket file nobody serves, as a crashed process leaves it (its listener closed).
+        do { _ = try UnixSocket.listen(at: path) }
         let backend = try VhostUserBackend(configuration: .init(socketPath: path))
         try backend.start()
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
@@ -43,7 +42,9 @@ final class BackendLifecycleTests: XCTestCase {
     func testDroppingABackendNeverRemovesAnotherBackendsSocket() throws {
         let path = try makeSocketPath(self)
         var first: VhostUserBackend? = try VhostUserBackend(configuration: .init(socketPath: path))
-        let second = try VhostUserBackend(configuration: .init(socketPath: path))  // replaces the file
+        // A live socket is never replaced (SocketFileTests); an operator removed it by hand.
+        XCTAssertEqual(unlink(path), 0)
+        let second = try VhostUserBackend(configuration: .init(socketPath: path))
         try second.start()
         withExtendedLifetime(first) {}
         first = nil

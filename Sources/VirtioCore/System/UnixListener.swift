@@ -11,9 +11,10 @@ public final class UnixListener: Sendable {
     public let path: String
     private let identity: FileIdentity?
 
-    /// Listens at `path` (replacing a stale socket file; refusing any other kind of file).
-    public init(path: String, backlog: Int32 = 4) throws(VirtioError) {
-        descriptor = try UnixSocket.listen(at: path, backlog: backlog)
+    /// Listens at `path`, with `access` applied to its file (replacing a stale socket file;
+    /// refusing a live one and any other kind of file).
+    public init(path: String, backlog: Int32 = 4, access: SocketFileAccess = .init()) throws(VirtioError) {
+        descriptor = try UnixSocket.listen(at: path, backlog: backlog, access: access)
         self.path = path
         identity = FileIdentity(path: path)
     }

@@ -42,14 +42,19 @@ public enum UnixSocket {
         }
     }
 
-    /// Creates a listening socket at `path`. A stale socket file left by a dead process is
-    /// removed first; any other existing file is refused rather than deleted.
-    public static func listen(at path: String, backlog: Int32 = 4) throws(VirtioError) -> OwnedDescriptor {
+    /// Creates a listening socket at `path`, with `access` applied to its file. A stale socket
+    /// file left by a dead process is removed first; a socket another process still listens on,
+    /// and any other existing file, are refused rather than deleted.
+    public static func listen(at path: String, backlog: Int32 = 4, access: SocketFileAccess = .init()) throws(VirtioError) -> OwnedDescriptor {
         try checkPathLength(path)
+        try access.validate()
         var info = stat()
         if lstat(path, &info) == 0 {
             guard (info.st_mode & S_IFMT) == S_IFSOCK else {
                 throw VirtioError(.invalidArgument, "\(path) exists and is not a socket; choose another path or remove it.")
+            }
+            if let reason = liveness(of: path) {
+                throw VirtioError(.invalidState, "\(path) \(reason); stop that process or choose another path (a socket is removed only when nothing listens on it).")
             }
             _ = unlink(path)
         }
@@ -57,8 +62,28 @@ public enum UnixSocket {
         _ = try SystemCall.run("bind(\(path))", hint: "Check that the directory exists and is writable.") {
             cvs_unix_bind(socket.raw, path)
         }
+        do throws(VirtioError) {
+            try access.apply(to: path)
+        } catch {
+            _ = unlink(path)
+            throw error
+        }
         _ = try SystemCall.run("listen(\(path))") { Glibc.listen(socket.raw, backlog) }
         return socket
+    }
+
+    /// Why the socket file at `path` must not be removed — a process listens on it, or we cannot
+    /// tell — or nil when nobody does (connecting is refused: its process is gone).
+    static func liveness(of path: String) -> String? {
+        let probe = cvs_unix_socket()
+        guard probe >= 0 else { return nil }
+        defer { close(probe) }
+        // Non-blocking: a listener whose backlog is full answers EAGAIN instead of making us wait.
+        _ = fcntl(probe, F_SETFL, fcntl(probe, F_GETFL) | O_NONBLOCK)
+        let (result, code) = SystemCall.attempt { cvs_unix_connect(probe, path) }
+        if result == 0 || code == EAGAIN || code == EINPROGRESS { return "is a live socket: another process listens on it" }
+        if code == ECONNREFUSED || code == ENOENT { return nil }
+        return "is a socket whose listener cannot be checked (connect: \(String(cString: strerror(code))))"
     }
 
     /// Accepts one connection on a listening socket, waiting at most `milliseconds`

@@ -1,0 +1,61 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import VhostUserBackend
+import VirtioUser
+import XCTest
+
+/// The listening socket file: never taken from a process that still listens on it (a stale one
+/// is replaced: `BackendLifecycleTests`), and given the mode and group an operator asks for.
+final class SocketFileTests: XCTestCase {
+    /// A second back-end on the path of a live one is refused, and the first goes on serving.
+    func testALiveListenerIsNeverReplaced() throws {
+        let first = try startBackend(self)
+        let path = first.configuration.socketPath
+        XCTAssertThrowsError(try VhostUserBackend(configuration: .init(socketPath: path))) { error in
+            XCTAssertTrue((error as? VirtioError)?.message.contains("is a live socket") == true, "\(error)")
+        }
+        let (status, _, errors) = try runProgram(productsDirectory.appendingPathComponent("vhost-user-backend").path, ["--socket", path, "--duration", "1"])
+        XCTAssertEqual(status, 2, errors)
+        XCTAssertTrue(errors.contains("is a live socket: another process listens on it"), errors)
+        let device = try VirtioUserDevice(configuration: .init(socketPath: path))
+        try device.start()
+        defer { device.stop() }
+        XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 3), total: 1000).intact, 1000)
+    }
+
+    /// --socket-mode and --socket-group (as an operator gives a container's group access).
+    func testSocketModeAndGroupAreSet() throws {
+        guard getuid() == 0 else { throw XCTSkip("giving a file to another group needs root; CI runs as root") }
+        let backend = try startBackend(self) { $0.socketAccess = SocketFileAccess(mode: 0o660, group: "65534") }
+        var info = stat()
+        XCTAssertEqual(lstat(backend.configuration.socketPath, &info), 0)
+        XCTAssertEqual(info.st_mode & 0o7777, 0o660)
+        XCTAssertEqual(info.st_gid, 65534)
+        XCTAssertEqual(info.st_mode & S_IFMT, S_IFSOCK)
+
+        let path = try makeSocketPath(self, name: "cli.sock")
+        let binary = productsDirectory.appendingPathComponent("vhost-user-backend").path
+        let (status, output, errors) = try runProgram(binary, ["--socket", path, "--socket-mode", "640", "--socket-group", "65534", "--duration", "0.5"])
+        XCTAssertEqual(status, 0, errors)
+        XCTAssertTrue(output.contains("listening on"), output)
+    }
+
+    func testBadSocketModeOrGroupIsAClearError() throws {
+        XCTAssertThrowsError(try VhostUserBackend(configuration: {
+            var configuration = VhostUserBackend.Configuration(socketPath: try! makeSocketPath(self))
+            configuration.socketAccess = SocketFileAccess(group: "no-such-group-here")
+            return configuration
+        }())) { error in
+            XCTAssertTrue((error as? VirtioError)?.message.contains("No group named 'no-such-group-here'") == true, "\(error)")
+        }
+        let binary = productsDirectory.appendingPathComponent("vhost-user-backend").path
+        let path = try makeSocketPath(self)
+        let (status, _, errors) = try runProgram(binary, ["--socket", path, "--socket-mode", "99"])
+        XCTAssertEqual(status, 64, errors)
+        XCTAssertTrue(errors.contains("is not octal permission bits"), errors)
+        let (clientStatus, _, clientErrors) = try runProgram(binary, ["--socket", path, "--client", "--socket-mode", "660"])
+        XCTAssertEqual(clientStatus, 64, clientErrors)
+    }
+}
