@@ -7,8 +7,8 @@ import XCTest
 /// connection must be bounded, whatever they send.
 final class LongRunningBackendTests: XCTestCase {
     /// 1,000 connections, each sending 500 requests, grow the process by less than 10 MiB, and
-    /// the back-end remembers only the last connections' traces (100 connections under the
-    /// sanitizers, which are several times slower).
+    /// the back-end remembers only the last connections' traces (under the sanitizers, which
+    /// are slower and keep freed memory, 100 connections and the traces alone).
     func testThousandsOfChattyConnectionsKeepMemoryBounded() throws {
         let backend = try startBackend(self)
         let path = backend.configuration.socketPath
@@ -27,7 +27,8 @@ final class LongRunningBackendTests: XCTestCase {
         MonotonicClock.sleep(milliseconds: 200)
         let growth = residentBytes() - before
         print("long-running: \(connections) connections of 500 requests; resident memory grew \(growth / 1024) KiB")
-        XCTAssertLessThan(growth, 10 << 20)
+        // Only without a sanitizer: ASan holds freed memory in quarantine (hundreds of MiB).
+        if allocation_counter_available() == 1 { XCTAssertLessThan(growth, 10 << 20) }
         XCTAssertEqual(backend.requestTraces.count, VhostUserBackend.tracedConnections)
         XCTAssertEqual(backend.negotiations.count, VhostUserBackend.tracedConnections)
         XCTAssertEqual(backend.requestTraces.last?.count, 500)
