@@ -172,6 +172,22 @@ uint64_t cvs_guard_total_faults(void);
 /// eventfd(initval, EFD_CLOEXEC | EFD_NONBLOCK). Returns the fd or -1 with errno.
 int cvs_eventfd(unsigned int initval);
 
+/// Signals an eventfd a peer gave us (a call fd) without ever sleeping on the peer's terms:
+/// nothing is written while the counter is non-zero (the peer is already signalled) or full;
+/// otherwise the write runs under a one-shot timer of `timeout_ms` whose signal
+/// (cvs_peer_write_signal) interrupts it if the peer cleared O_NONBLOCK and filled the counter.
+/// Returns 0, -ETIMEDOUT when the write had to be interrupted, or -errno.
+int cvs_peer_eventfd_signal(int fd, int timeout_ms);
+/// Reads and clears a peer's eventfd (a kick fd) with RWF_NOWAIT, so it never sleeps whatever
+/// the file's flags. Returns 1 with the count in *value, 0 when it was zero, or -errno.
+int cvs_peer_eventfd_drain(int fd, uint64_t *value);
+/// write(2) under a one-shot per-thread timer of `timeout_ms`: returns bytes written, or
+/// -ETIMEDOUT when the write slept that long and was interrupted, or -errno.
+ssize_t cvs_write_bounded(int fd, const void *buf, size_t len, int timeout_ms);
+/// The real-time signal cvs_write_bounded's timer raises (SIGRTMAX - 2); its handler,
+/// installed on first use, does nothing.
+int cvs_peer_write_signal(void);
+
 // MARK: - AF_UNIX stream sockets
 
 /// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC). Returns the fd or -1 with errno.
@@ -194,7 +210,8 @@ enum { CVS_MAX_RECV_FDS = 16 };
 enum { CVS_POLLRDHUP = 0x2000 };
 
 /// sendmsg(2) of `len` bytes with `nfds` descriptors attached (MSG_NOSIGNAL: a dead peer is
-/// EPIPE, never SIGPIPE). Returns bytes sent or -1 with errno.
+/// EPIPE, never SIGPIPE; MSG_DONTWAIT: a peer that stops reading is EAGAIN, never a sleep).
+/// Returns bytes sent or -1 with errno.
 ssize_t cvs_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
 
 /// Result flags of cvs_recv_with_fds.

@@ -20,16 +20,23 @@ public struct VhostUserFrame: Sendable {
 
 /// A framed vhost-user connection over an AF_UNIX stream socket, with fd passing.
 ///
-/// Sends are one `sendmsg` with MSG_NOSIGNAL (a dead peer is an error, not SIGPIPE); receives
-/// read exactly one message, waiting at most a deadline, and refuse oversized payloads and
-/// truncated or excess fds. Not thread-safe: one session drives a channel.
+/// Sends use MSG_NOSIGNAL (a dead peer is an error, not SIGPIPE) and MSG_DONTWAIT, waiting at
+/// most ``sendTimeoutMilliseconds`` for a peer that is slow to read; receives read exactly one
+/// message, waiting at most a deadline, and refuse oversized payloads and truncated or excess
+/// fds. A peer that stops reading or sends half a message costs a bounded time, never a hang.
+/// Not thread-safe: one session drives a channel.
 public final class VhostUserChannel {
     /// The connected socket.
     public let socket: OwnedDescriptor
 
+    /// How long one send may wait for the peer to make room (read what we sent before)
+    /// before it fails with ``VirtioError/Kind/timeout``.
+    public var sendTimeoutMilliseconds: Int
+
     /// Wraps a connected socket.
-    public init(socket: OwnedDescriptor) {
+    public init(socket: OwnedDescriptor, sendTimeoutMilliseconds: Int = 5000) {
         self.socket = socket
+        self.sendTimeoutMilliseconds = sendTimeoutMilliseconds
     }
 
     /// Sends one message.
@@ -41,6 +48,7 @@ public final class VhostUserChannel {
         bytes.reserveCapacity(VhostUserHeader.byteCount + payload.count)
         VhostUserHeader(request: request, flags: flags | VhostUserHeader.version, size: UInt32(payload.count)).encode(into: &bytes)
         bytes.append(contentsOf: payload)
+        let deadline = MonotonicClock.nanoseconds() + UInt64(max(0, sendTimeoutMilliseconds)) * 1_000_000
         var sent = 0
         while sent < bytes.count {
             // The fds ride on the first chunk only.
@@ -52,6 +60,14 @@ public final class VhostUserChannel {
                     }
                 }
             }
+            if n < 0 && (code == EAGAIN || code == EWOULDBLOCK) {
+                let remaining = Int64(deadline) - Int64(MonotonicClock.nanoseconds())
+                guard remaining > 0, try Poll.waitWritable(socket.raw, milliseconds: Int32(clamping: (remaining + 999_999) / 1_000_000)) else {
+                    throw VirtioError(.timeout, "The vhost-user peer has not read what we sent for \(sendTimeoutMilliseconds) ms, so \(request) could not be sent; it may be hung.")
+                }
+                continue
+            }
+            if code == EINTR && n < 0 { continue }
             if n < 0 {
                 if code == EPIPE || code == ECONNRESET {
                     throw VirtioError(.peerGone, "The vhost-user peer closed the connection while we sent \(request).", errno: code)

@@ -50,7 +50,7 @@ final class BackendConnection {
         queuePairs: Int = 1, macAddress: MACAddress? = nil, mtu: Int = VirtioNetMTU.ethernetDefault,
         linkUp: @escaping @Sendable () -> Bool = { true }
     ) {
-        channel = VhostUserChannel(socket: socket)
+        channel = VhostUserChannel(socket: socket, sendTimeoutMilliseconds: Self.messageDeadlineMilliseconds)
         self.queuePairs = queuePairs
         self.linkUp = linkUp
         netConfig = VirtioNetConfig(
@@ -71,10 +71,32 @@ final class BackendConnection {
         return false
     }
 
-    /// Reads and handles one message (waiting at most `timeoutMilliseconds`, which must cover
-    /// the whole message once it starts). Throws when the session must end.
-    func handleNextMessage(timeoutMilliseconds: Int) throws(VirtioError) {
-        let frame = try channel.receive(timeoutMilliseconds: timeoutMilliseconds)
+    /// How long a message may take to arrive once its first byte has, and a reply to leave:
+    /// every front-end we know sends a message in one `sendmsg`, so only a hostile or hung one
+    /// is ever cut off. It bounds what one session's control traffic costs the serving thread
+    /// (and so a switch's other ports) per message.
+    static let messageDeadlineMilliseconds = 100
+    /// Messages handled per call of ``handlePendingMessages()``: a front-end that floods
+    /// requests waits for the next round, while the data path and other ports run.
+    static let messagesPerRound = 16
+
+    /// Handles the messages waiting on the socket, at most ``messagesPerRound``; returns how
+    /// many. Throws when the session must end.
+    @discardableResult
+    func handlePendingMessages() throws(VirtioError) -> Int {
+        var handled = 0
+        while handled < Self.messagesPerRound, try Poll.waitReadable(channel.socket.raw, milliseconds: 0) != .timedOut {
+            try handleNextMessage()
+            handled &+= 1
+        }
+        return handled
+    }
+
+    /// Reads and handles one message, which must be complete within
+    /// ``messageDeadlineMilliseconds`` (call it once the socket is readable). Throws when the
+    /// session must end.
+    func handleNextMessage() throws(VirtioError) {
+        let frame = try channel.receive(timeoutMilliseconds: Self.messageDeadlineMilliseconds)
         if received.count < Self.tracedRequests { received.append(frame.header.request) }
         let message: VhostUserMessage
         do {

@@ -104,8 +104,8 @@ extension BackendConnection {
         // receives (testpmd io) must find its transmit buffers returned by the time the copies
         // arrive. DPDK's in-order transmit path frees descriptors only from completions already
         // visible, and with 32 jumbo frames outstanding it found none and dropped frames.
-        if handled > 0, tx.publishUsed() { txVring.call?.signal() }
-        if handled > 0, mode == .loopback, let rx, rx.publishUsed() { rxVring.call?.signal() }
+        if handled > 0, tx.publishUsed() { try txVring.notifyCall() }
+        if handled > 0, mode == .loopback, let rx, rx.publishUsed() { try rxVring.notifyCall() }
         if let violation = tx.violation ?? rx?.violation {
             throw VirtioError(.protocolViolation, violation)
         }
@@ -196,10 +196,17 @@ extension BackendConnection {
         return done
     }
 
-    /// Reads a chain, following an indirect table when VIRTIO_RING_F_INDIRECT_DESC was
-    /// negotiated (the table must lie inside the shared memory).
+    /// Most descriptors one chain may have, however long the queue: what DPDK's vhost accepts
+    /// (BUF_VECTOR_MAX), far above what any front-end sends (Linux: 19). It bounds the work one
+    /// frame can cost.
+    static let maximumSegmentsPerChain = 256
+
+    /// Reads a chain of at most ``maximumSegmentsPerChain`` descriptors, following an indirect
+    /// table when VIRTIO_RING_F_INDIRECT_DESC was negotiated (the table must lie inside the
+    /// shared memory).
     @inline(__always)
     func readChain<Ring: DeviceRing>(_ ring: Ring, head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+        let capacity = min(capacity, Self.maximumSegmentsPerChain)
         guard acceptsIndirect else { return ring.readChain(head: head, into: segments, capacity: capacity) }
         let memory = self.memory
         return ring.readChain(head: head, into: segments, capacity: capacity) { address, length in

@@ -38,7 +38,7 @@ extension BackendConnection {
         }
         if indirectTablesRead != 0 { indirectTablesRead = 0 }
         // Completions before any copy is published on another port (see `forward`).
-        if done > 0, tx.publishUsed() { vring.call?.signal() }
+        if done > 0, tx.publishUsed() { try vring.notifyCall() }
         if let violation = tx.violation { throw VirtioError(.protocolViolation, violation) }
         return done
     }
@@ -91,11 +91,12 @@ extension BackendConnection {
         }
     }
 
-    /// Makes the frames delivered since the last call visible, notifying when asked.
-    func publishReceived() {
+    /// Makes the frames delivered since the last call visible, notifying when asked. Throws
+    /// when the front-end made its call fd block.
+    func publishReceived() throws(VirtioError) {
         let vring = vrings[0]
         let notify = vring.split?.publishUsed() ?? vring.packed?.publishUsed() ?? false
-        if notify { vring.call?.signal() }
+        if notify { try vring.notifyCall() }
     }
 
     private func receiveTarget<Ring: DeviceRing>(_ ring: Ring, _ vring: BackendVring) -> ReceiveTarget<Ring>? {

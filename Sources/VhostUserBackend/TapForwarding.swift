@@ -186,7 +186,7 @@ extension BackendConnection {
             available &-= used
             sent &+= 1
         }
-        if sent > 0, rx.publishUsed() { vring.call?.signal() }
+        if sent > 0, rx.publishUsed() { try vring.notifyCall() }
         if let violation = rx.violation { throw VirtioError(.protocolViolation, violation) }
         BackendCounters.add(counters.framesSent, sent)
         BackendCounters.add(counters.pairs[0].framesSent, sent)

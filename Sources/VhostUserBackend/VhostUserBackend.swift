@@ -300,7 +300,7 @@ final class BackendServer: Sendable {
             guard connection.isRunning else {
                 // Nothing to forward: wait for the next control message.
                 if try Poll.waitReadable(socket, milliseconds: 100) != .timedOut {
-                    try connection.handleNextMessage(timeoutMilliseconds: 5000)
+                    try connection.handlePendingMessages()
                 }
                 continue
             }
@@ -312,10 +312,7 @@ final class BackendServer: Sendable {
                     tapLossLogged = true
                     configuration.logger.error("the TAP interface was deleted: frames for it are dropped until the back-end is restarted", metadata: ["tap": "\(tap.name)"])
                 }
-                if try Poll.waitReadable(socket, milliseconds: 0) != .timedOut {
-                    try connection.handleNextMessage(timeoutMilliseconds: 5000)
-                    continue
-                }
+                if try connection.handlePendingMessages() > 0 { continue }
             }
             if handled > 0 {
                 idlePolls = 0
@@ -351,7 +348,7 @@ final class BackendServer: Sendable {
             fds.append(tap.descriptor.raw)
         }
         let ready = try Poll.waitAny(fds, milliseconds: 100)
-        for vring in connection.vrings { vring.kick?.drain() }
+        for vring in connection.vrings { vring.kick?.drainPeer() }
         return !ready.isEmpty
     }
 

@@ -215,7 +215,9 @@ final class SwitchCore: Sendable {
                 // completions (published by takeTransmitted).
                 for other in 0..<count where touched[other] {
                     touched[other] = false
-                    connections[other]?.publishReceived()
+                    do throws(VirtioError) { try connections[other]?.publishReceived() } catch {
+                        end(other, &connections, &table, error)
+                    }
                 }
             }
             if tally.any { flush(&tally) }
@@ -335,9 +337,7 @@ final class SwitchCore: Sendable {
         for port in connections.indices {
             if let connection = connections[port] {
                 do throws(VirtioError) {
-                    while try Poll.waitReadable(connection.channel.socket.raw, milliseconds: 0) != .timedOut {
-                        try connection.handleNextMessage(timeoutMilliseconds: 5000)
-                    }
+                    try connection.handlePendingMessages()
                     let up = connection.vrings[0].isLive && connection.vrings[1].isLive
                     statistics.withLock { if $0[port].isUp != up { $0[port].isUp = up } }
                 } catch {
@@ -389,7 +389,7 @@ final class SwitchCore: Sendable {
         if let listeners = listeners.withLock({ $0 }) { fds += listeners.map(\.descriptor.raw) }
         let ready = (try? Poll.waitAny(fds, milliseconds: 100)) ?? []
         for connection in connections.compactMap({ $0 }) {
-            for vring in connection.vrings { vring.kick?.drain() }
+            for vring in connection.vrings { vring.kick?.drainPeer() }
         }
         return !ready.isEmpty
     }

@@ -24,6 +24,13 @@ public enum Poll {
         return .hungUp
     }
 
+    /// Waits up to `milliseconds` (negative: forever) for `fd` to take more data; false when
+    /// the time ran out first. A descriptor in error counts as ready (the write reports it).
+    public static func waitWritable(_ fd: Int32, milliseconds: Int32) throws(VirtioError) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        return try SystemCall.run("poll") { Glibc.poll(&entry, 1, milliseconds) } > 0
+    }
+
     /// Waits up to `milliseconds` for any of `fds` to become readable; returns the indices
     /// that are (readable or hung up). Used by idle loops that sleep on kicks and a socket.
     public static func waitAny(_ fds: [Int32], milliseconds: Int32) throws(VirtioError) -> [Int] {

@@ -20,6 +20,11 @@ final class HostileFrontend {
     let memfd: Int32
     let base: UnsafeMutableRawPointer
     private var notifiers: [EventNotifier] = []
+    /// Each ring's queue size (``startRing(_:size:enable:)`` may choose another).
+    private var sizes = [queueSize, queueSize]
+    /// The kick and call fds of each ring started, by ring index.
+    private(set) var kicks: [Int: EventNotifier] = [:]
+    private(set) var calls: [Int: EventNotifier] = [:]
 
     init(connectingTo path: String) throws {
         channel = VhostUserChannel(socket: try UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 5000)))
@@ -90,7 +95,7 @@ final class HostileFrontend {
     // MARK: Rings
 
     func ring(_ index: Int) -> SplitRingMemory {
-        SplitRingMemory.place(at: base + index * (16 << 10), size: Self.queueSize)
+        SplitRingMemory.place(at: base + index * (16 << 10), size: sizes[index])
     }
 
     func ringAddress(_ index: Int) -> VringAddress {
@@ -100,15 +105,19 @@ final class HostileFrontend {
                             usedRing: at(ring.used), availableRing: at(ring.avail))
     }
 
-    /// Sets up and enables ring `index` the way a correct front-end does.
-    func startRing(_ index: Int, enable: Bool = true) throws {
+    /// Sets up and enables ring `index` the way a correct front-end does. Ring 1 may be as
+    /// large as 1024 (it ends below the frame buffers); ring 0 holds 256.
+    func startRing(_ index: Int, size: Int = queueSize, enable: Bool = true) throws {
         let i = UInt32(index)
-        try send(.setVringNum(VringState(index: i, num: UInt32(Self.queueSize))))
+        sizes[index] = size
+        try send(.setVringNum(VringState(index: i, num: UInt32(size))))
         try send(.setVringBase(VringState(index: i, num: 0)))
         try send(.setVringAddr(ringAddress(index)))
         let kick = try EventNotifier()
         let call = try EventNotifier()
         notifiers += [kick, call]
+        kicks[index] = kick
+        calls[index] = call
         try send(.setVringKick(VringFile(index: i, hasDescriptor: true)), descriptors: [kick.descriptor.raw])
         try send(.setVringCall(VringFile(index: i, hasDescriptor: true)), descriptors: [call.descriptor.raw])
         if enable { try send(.setVringEnable(VringState(index: i, num: 1))) }

@@ -230,6 +230,15 @@ final class HostileFrontendTests: XCTestCase {
             }
             $0.makeAvailable(ring: 1, heads: [0])
         },
+        Case(name: "transmit chain of more descriptors than a frame may have", expected: "longer than 256 descriptors") {
+            // A 1,024-entry ring: 300 descriptors of 64 bytes fit it, and the frame-length cap.
+            _ = try $0.get(.getVringBase(VringState(index: 1, num: 0)))
+            try $0.startRing(1, size: 1024)
+            for i in 0..<300 {
+                $0.writeDescriptor(ring: 1, i, address: $0.bufferAddress(0), length: 64, flags: i < 299 ? 1 : 0, next: UInt16(i + 1))
+            }
+            $0.makeAvailable(ring: 1, heads: [0])
+        },
         Case(name: "transmit chain shorter than the virtio-net header", expected: "shorter than the 12-byte") {
             $0.writeDescriptor(ring: 1, 0, address: $0.bufferAddress(0), length: 4, flags: 0)
             $0.makeAvailable(ring: 1, heads: [0])

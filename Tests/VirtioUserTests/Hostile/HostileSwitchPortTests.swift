@@ -46,8 +46,51 @@ final class HostileSwitchPortTests: XCTestCase {
         XCTAssertEqual(b.linkState, .up)
     }
 
+    /// A port whose call fds are blocking and full and whose kick fds are blocking and empty:
+    /// the switch never sleeps on them, and the other ports go on exchanging frames.
+    func testAPortsBlockingEventFdsStallNothing() throws {
+        let (fabric, a, b, paths) = try startSwitchWithTwoDevices(ports: 3, configure: { $0.idlePollsBeforeSleep = 10 })
+        defer { fabric.stop(); a.stop(); b.stop() }
+        let peer = try HostileFrontend(connectingTo: paths[0])
+        try peer.startEverything()
+        XCTAssertTrue(waitUntil { fabric.statistics[0].isUp })
+        for call in peer.calls.values { try makeBlocking(call, count: 0xFFFF_FFFF_FFFF_FFFE) }
+        for kick in peer.kicks.values { try makeBlocking(kick, count: 0) }
+        // A broadcast reaches the port (its call fd is signalled), and the switch sleeps and
+        // drains kicks while idle.
+        XCTAssertEqual(send(from: a, destination: MACAddress(0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF), source: MACAddress(0x02, 0, 0, 0, 0, 0x01)), 1)
+        XCTAssertTrue(waitUntil { fabric.statistics[0].sent == 1 })
+        MonotonicClock.sleep(milliseconds: 400)
+        drain(b)
+        XCTAssertEqual(exchange(from: a, to: b, destination: MACAddress(0x02, 0, 0, 0, 0, 0x02), source: MACAddress(0x02, 0, 0, 0, 0, 0x01)), 1)
+        XCTAssertEqual(exchange(from: b, to: a, destination: MACAddress(0x02, 0, 0, 0, 0, 0x01), source: MACAddress(0x02, 0, 0, 0, 0, 0x02)), 1)
+        XCTAssertTrue(VirtioFeatures(rawValue: try peer.get(.getFeatures)).contains(.version1))
+    }
+
+    /// A switch with `ports` ports and well-behaved devices on the last two (MACs …:01 and
+    /// …:02), both up.
+    func startSwitchWithTwoDevices(
+        ports: Int, configure: (inout VhostUserSwitch.Configuration) -> Void = { _ in }
+    ) throws -> (VhostUserSwitch, VirtioUserDevice, VirtioUserDevice, [String]) {
+        let paths = try (0..<ports).map { try makeSocketPath(self, name: "port\($0).sock") }
+        var switchConfiguration = VhostUserSwitch.Configuration(portPaths: paths)
+        configure(&switchConfiguration)
+        let fabric = try VhostUserSwitch(configuration: switchConfiguration)
+        try fabric.start()
+        var configuration = VirtioUserDevice.Configuration(socketPath: paths[ports - 2])
+        configuration.macAddress = MACAddress(0x02, 0, 0, 0, 0, 0x01)
+        let a = try VirtioUserDevice(configuration: configuration)
+        configuration.socketPath = paths[ports - 1]
+        configuration.macAddress = MACAddress(0x02, 0, 0, 0, 0, 0x02)
+        let b = try VirtioUserDevice(configuration: configuration)
+        try a.start()
+        try b.start()
+        XCTAssertTrue(waitUntil { fabric.statistics[ports - 2].isUp && fabric.statistics[ports - 1].isUp })
+        return (fabric, a, b, paths)
+    }
+
     /// Sends one 60-byte frame; returns 1 when it went.
-    private func send(from sender: VirtioUserDevice, destination: MACAddress, source: MACAddress) -> Int {
+    func send(from sender: VirtioUserDevice, destination: MACAddress, source: MACAddress) -> Int {
         let burst = PacketBurst(capacity: 8)
         sender.allocate(into: burst, count: 1)
         var packet = burst[0]
@@ -62,7 +105,7 @@ final class HostileSwitchPortTests: XCTestCase {
     }
 
     /// Receives and releases whatever arrives within 100 ms.
-    private func drain(_ device: VirtioUserDevice) {
+    func drain(_ device: VirtioUserDevice) {
         let burst = PacketBurst(capacity: 32)
         let deadline = MonotonicClock.nanoseconds() + 100_000_000
         while MonotonicClock.nanoseconds() < deadline {
@@ -72,7 +115,7 @@ final class HostileSwitchPortTests: XCTestCase {
     }
 
     /// Sends one 60-byte frame from `sender`; returns how many frames `receiver` then got.
-    private func exchange(from sender: VirtioUserDevice, to receiver: VirtioUserDevice, destination: MACAddress, source: MACAddress) -> Int {
+    func exchange(from sender: VirtioUserDevice, to receiver: VirtioUserDevice, destination: MACAddress, source: MACAddress) -> Int {
         let burst = PacketBurst(capacity: 8)
         guard send(from: sender, destination: destination, source: source) == 1 else { return -1 }
         var received = 0
