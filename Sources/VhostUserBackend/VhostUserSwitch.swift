@@ -12,11 +12,22 @@ import VirtioCore
 ///
 /// It learns each source MAC's port, sends a frame for a known unicast address to that port
 /// only, and floods broadcast, multicast and unknown destinations to every other connected port.
-/// A unicast frame whose port has no room holds its sender back (its frames wait on its
-/// transmit ring) rather than being lost; a flooded copy for a port with no room is dropped
-/// for that port and counted, so one stuck front-end cannot stop the others, as is a frame too
-/// long for a port that cannot take it (no mergeable buffers). One thread serves every port,
-/// allocating nothing per frame. Ports serve split or packed rings, as each front-end asks.
+/// One thread serves every port, allocating nothing per frame. Ports serve split or packed
+/// rings, as each front-end asks.
+///
+/// Every port is a tenant nobody trusts, and none can take from another:
+/// - an address belongs to the port that taught it until that port's session ends or the
+///   address ages out; another port's frames from it are dropped and counted (``PortStatistics/spoofed``);
+/// - a port holds at most ``Configuration/addressesPerPort`` addresses, and the table has room
+///   for every port's share;
+/// - a unicast frame whose port has no room holds its sender back at most
+///   ``Configuration/fullDestinationWaitMilliseconds`` (back-pressure, not loss, for a brief
+///   hiccup); then that port's frames are dropped and counted while it stays full, so a
+///   front-end that posts no buffers costs only its own frames. A flooded copy for a port with
+///   no room is dropped at once, as is a frame too long for a port that cannot take it;
+/// - a port's control messages must each arrive within 100 ms of their first byte, its
+///   replies leave within 100 ms, and it gets 16 messages per round: it delays the others by
+///   at most about 100 ms, once, before its session is closed.
 public final class VhostUserSwitch: Sendable {
     /// What to serve.
     public struct Configuration: Sendable {
@@ -34,6 +45,14 @@ public final class VhostUserSwitch: Sendable {
             .version1, .vhostUserProtocolFeatures, .netMergeableRxBuffers, .ringIndirectDescriptors,
             .ringEventIndex, .ringPacked, .inOrder,
         ]
+        /// Source addresses one port may have learned at once (1…65,536); beyond it, new
+        /// addresses are not learned and frames to them are flooded.
+        public var addressesPerPort = 256
+        /// How long a learned address lasts without a frame from it (OVS's default: 300 s).
+        public var addressAgeingMilliseconds = 300_000
+        /// How long a unicast frame for a port without receive buffers may hold its sender
+        /// back before that port's frames are dropped instead (1…10,000).
+        public var fullDestinationWaitMilliseconds = 100
         /// Where port events go: a front-end connected or left, a session closed for an error.
         public var logger = Logger(label: "swift-virtio-user.switch")
         /// Runs on the serving thread before it serves (to pin it to a CPU).
@@ -51,8 +70,11 @@ public final class VhostUserSwitch: Sendable {
         public var sent: UInt64 = 0
         /// Frames it sent that were flooded (broadcast, multicast, unknown destination).
         public var flooded: UInt64 = 0
-        /// Copies meant for it that it had no room for (flooded ones) or could never fit.
+        /// Copies meant for it that it had no room for (flooded ones, or unicast ones after the
+        /// wait) or could never fit.
         public var dropped: UInt64 = 0
+        /// Frames it sent from a source address learned on another port: dropped.
+        public var spoofed: UInt64 = 0
         /// Sessions it served.
         public var connections: UInt64 = 0
         public var protocolErrors: UInt64 = 0
@@ -74,6 +96,15 @@ public final class VhostUserSwitch: Sendable {
         }
         guard (1...1024).contains(configuration.burstSize) else {
             throw VirtioError(.invalidArgument, "Switch burst size \(configuration.burstSize) must be 1…1024.")
+        }
+        guard (1...65536).contains(configuration.addressesPerPort) else {
+            throw VirtioError(.invalidArgument, "Addresses per port \(configuration.addressesPerPort) must be 1…65536.")
+        }
+        guard configuration.addressAgeingMilliseconds >= 1 else {
+            throw VirtioError(.invalidArgument, "Address ageing \(configuration.addressAgeingMilliseconds) ms must be at least 1 ms.")
+        }
+        guard (1...10_000).contains(configuration.fullDestinationWaitMilliseconds) else {
+            throw VirtioError(.invalidArgument, "The full-destination wait \(configuration.fullDestinationWaitMilliseconds) ms must be 1…10000.")
         }
         var listeners: [UnixListener] = []
         for path in configuration.portPaths { listeners.append(try UnixListener(path: path, access: configuration.socketAccess)) }
@@ -137,6 +168,7 @@ final class SwitchCore: Sendable {
         var sent: [UInt64]
         var flooded: [UInt64]
         var dropped: [UInt64]
+        var spoofed: [UInt64]
         var any = false
 
         init(ports: Int) {
@@ -144,6 +176,7 @@ final class SwitchCore: Sendable {
             sent = received
             flooded = received
             dropped = received
+            spoofed = received
         }
 
         mutating func clear() {
@@ -152,121 +185,160 @@ final class SwitchCore: Sendable {
                 sent[i] = 0
                 flooded[i] = 0
                 dropped[i] = 0
+                spoofed[i] = 0
             }
             any = false
+        }
+    }
+
+    /// What the serving loop keeps between rounds, in one place so each step takes it whole.
+    private struct State {
+        var connections: [BackendConnection?]
+        var table: MACTable
+        var tally: Tally
+        var pressure: DestinationBackPressure
+        /// A destination that broke its receive ring while a frame was switched to it: its
+        /// session ends after the sender's burst, not the sender's.
+        var failures: [VirtioError?]
+        /// The round's time (monotonic nanoseconds): read once per round, not per frame.
+        var now: UInt64 = MonotonicClock.nanoseconds()
+    }
+
+    /// Scratch for one frame: its destination and source addresses, and its destinations with
+    /// the chains each takes; which ports got copies this burst.
+    private struct Scratch {
+        let addresses = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
+        let targets: UnsafeMutablePointer<Int>
+        let chains: UnsafeMutablePointer<Int>
+        let touched: UnsafeMutablePointer<Bool>
+
+        init(ports: Int) {
+            targets = .allocate(capacity: ports)
+            chains = .allocate(capacity: ports)
+            touched = .allocate(capacity: ports)
+            touched.initialize(repeating: false, count: ports)
+        }
+
+        func deallocate() {
+            addresses.deallocate()
+            targets.deallocate()
+            chains.deallocate()
+            touched.deallocate()
         }
     }
 
     func serve() {
         configuration.onServingThreadStart?()
         let count = configuration.portPaths.count
-        var connections = [BackendConnection?](repeating: nil, count: count)
-        var table = MACTable()
-        var tally = Tally(ports: count)
-        // A destination that broke its receive ring while a frame was switched to it: its
-        // session ends after the round, not the sender's.
-        var failures = [VirtioError?](repeating: nil, count: count)
-        // Scratch for one frame's destination and source addresses, and its destinations.
-        let addresses = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
-        let targets = UnsafeMutablePointer<Int>.allocate(capacity: count)
-        let chains = UnsafeMutablePointer<Int>.allocate(capacity: count)
-        let touched = UnsafeMutablePointer<Bool>.allocate(capacity: count)
-        touched.initialize(repeating: false, count: count)
-        defer {
-            addresses.deallocate()
-            targets.deallocate()
-            chains.deallocate()
-            touched.deallocate()
-        }
+        var state = State(
+            connections: Array(repeating: nil, count: count),
+            table: MACTable(
+                ports: count, limitPerPort: configuration.addressesPerPort,
+                ageingNanoseconds: UInt64(configuration.addressAgeingMilliseconds) * 1_000_000),
+            tally: Tally(ports: count),
+            pressure: DestinationBackPressure(ports: count, waitNanoseconds: UInt64(configuration.fullDestinationWaitMilliseconds) * 1_000_000),
+            failures: Array(repeating: nil, count: count))
+        let scratch = Scratch(ports: count)
+        defer { scratch.deallocate() }
+        // Aged addresses are swept at most once a second (more often for a shorter ageing).
+        let sweepInterval = min(1_000_000_000, state.table.ageingNanoseconds)
+        var lastSweep = state.now
         var idlePolls = 0
         var iterations = 0
         var faultsSeen = cvs_guard_total_faults()
         while !stopping.load(ordering: .relaxed) {
             iterations &+= 1
             var handled = 0
+            state.now = MonotonicClock.nanoseconds()
+            if state.now &- lastSweep >= sweepInterval {
+                lastSweep = state.now
+                state.table.expire(now: state.now)
+                learned.store(state.table.count, ordering: .relaxed)
+            }
             // One load per round: did a front-end shrink its memory under us (a guarded fault)?
             let faults = cvs_guard_total_faults()
             if faults != faultsSeen {
                 faultsSeen = faults
                 for port in 0..<count {
-                    guard let connection = connections[port] else { continue }
-                    do throws(VirtioError) { try connection.memory.checkTruncation() } catch { end(port, &connections, &table, error) }
+                    guard let connection = state.connections[port] else { continue }
+                    do throws(VirtioError) { try connection.memory.checkTruncation() } catch { end(port, &state, error) }
                 }
             }
             for port in 0..<count {
-                guard let source = connections[port], source.vrings[1].isLive else { continue }
+                guard let source = state.connections[port], source.vrings[1].isLive else { continue }
                 do throws(VirtioError) {
                     handled += try source.takeTransmitted(burst: configuration.burstSize) { (segments, segmentCount, length) throws(VirtioError) in
-                        try route(
-                            from: port, source, segments, segmentCount, length, connections: connections, table: &table,
-                            tally: &tally, failures: &failures, scratch: (addresses, targets, chains, touched))
+                        try route(from: port, source, segments, segmentCount, length, &state, scratch)
                     }
                 } catch {
-                    end(port, &connections, &table, error)
+                    end(port, &state, error)
                 }
                 for other in 0..<count {
-                    if let failure = failures[other] {
-                        failures[other] = nil
-                        touched[other] = false
-                        end(other, &connections, &table, failure)
+                    if let failure = state.failures[other] {
+                        state.failures[other] = nil
+                        scratch.touched[other] = false
+                        end(other, &state, failure)
                     }
                 }
                 // Copies become visible on the ports that got them, after the sender's
                 // completions (published by takeTransmitted).
-                for other in 0..<count where touched[other] {
-                    touched[other] = false
-                    do throws(VirtioError) { try connections[other]?.publishReceived() } catch {
-                        end(other, &connections, &table, error)
+                for other in 0..<count where scratch.touched[other] {
+                    scratch.touched[other] = false
+                    do throws(VirtioError) { try state.connections[other]?.publishReceived() } catch {
+                        end(other, &state, error)
                     }
                 }
             }
-            if tally.any { flush(&tally) }
+            if state.tally.any { flush(&state.tally) }
             if handled == 0 || iterations & 255 == 0 {
-                serviceControl(&connections, &table)
+                serviceControl(&state)
             }
             if handled > 0 {
                 idlePolls = 0
                 continue
             }
             idlePolls &+= 1
-            if idlePolls >= configuration.idlePollsBeforeSleep, sleepUntilKicked(connections) { idlePolls = 0 }
+            if idlePolls >= configuration.idlePollsBeforeSleep, sleepUntilKicked(state.connections) { idlePolls = 0 }
         }
-        for port in 0..<count where connections[port] != nil {
+        for port in 0..<count where state.connections[port] != nil {
             configuration.logger.info("session ended: the switch is stopping", metadata: ["port": "\(port)"])
         }
     }
 
     /// Sends one frame from `port` where it belongs; false to hold it back (a destination has
-    /// no room yet).
+    /// no room yet, and has not made its senders wait too long).
     private func route(
         from port: Int, _ source: BackendConnection, _ segments: UnsafeMutablePointer<ChainSegment>, _ segmentCount: Int,
-        _ length: Int, connections: [BackendConnection?], table: inout MACTable, tally: inout Tally,
-        failures: inout [VirtioError?],
-        scratch: (addresses: UnsafeMutableRawPointer, targets: UnsafeMutablePointer<Int>, chains: UnsafeMutablePointer<Int>, touched: UnsafeMutablePointer<Bool>)
+        _ length: Int, _ state: inout State, _ scratch: Scratch
     ) throws(VirtioError) -> Bool {
+        state.tally.any = true
         guard try source.readAddresses(segments, segmentCount, into: scratch.addresses) else {
             // Shorter than two addresses: nothing to switch on.
-            tally.received[port] &+= 1
-            tally.dropped[port] &+= 1
-            tally.any = true
+            state.tally.received[port] &+= 1
+            state.tally.dropped[port] &+= 1
             return true
         }
         let destination = MACTable.key(scratch.addresses)
         let sourceKey = MACTable.key(scratch.addresses + 6)
-        let before = table.count
-        table.learn(sourceKey, port: port)
-        if table.count != before { learned.store(table.count, ordering: .relaxed) }
+        let before = state.table.count
+        guard state.table.learn(sourceKey, port: port, now: state.now) else {
+            // Another port's address: taken, never forwarded.
+            state.tally.received[port] &+= 1
+            state.tally.spoofed[port] &+= 1
+            return true
+        }
+        if state.table.count != before { learned.store(state.table.count, ordering: .relaxed) }
         // Destinations: the learned port, or every other connected port.
         var targetCount = 0
         var flooded = false
-        if !MACTable.isGroup(destination), let known = table.port(of: destination) {
-            if known != port, connections[known] != nil {
+        if !MACTable.isGroup(destination), let known = state.table.port(of: destination, now: state.now) {
+            if known != port, state.connections[known] != nil {
                 scratch.targets[0] = known
                 targetCount = 1
             }
         } else {
             flooded = true
-            for other in connections.indices where other != port && connections[other] != nil {
+            for other in state.connections.indices where other != port && state.connections[other] != nil {
                 scratch.targets[targetCount] = other
                 targetCount &+= 1
             }
@@ -275,19 +347,24 @@ final class SwitchCore: Sendable {
         var k = 0
         while k < targetCount {
             let other = scratch.targets[k]
-            guard failures[other] == nil, let target = connections[other] else { scratch.chains[k] = 0; k &+= 1; continue }
+            guard state.failures[other] == nil, let target = state.connections[other] else { scratch.chains[k] = 0; k &+= 1; continue }
             let room: BackendConnection.ReceiveRoom
             do throws(VirtioError) { room = try target.receiveRoom(length: length) } catch {
-                failures[other] = error
+                state.failures[other] = error
                 scratch.chains[k] = 0
                 k &+= 1
                 continue
             }
             switch room {
-            case .ready(let chains): scratch.chains[k] = chains
-            // A unicast frame waits for its port; a flooded copy does not wait for a port that
-            // is not taking frames (one stuck front-end must not stop the others).
-            case .full: if flooded { scratch.chains[k] = -1 } else { return false }
+            case .ready(let chains):
+                scratch.chains[k] = chains
+                state.pressure.hadRoom(other)
+            // A unicast frame waits for its port, for a bounded time; a flooded copy does not
+            // wait for a port that is not taking frames (one stuck front-end must not stop the
+            // others).
+            case .full:
+                if !flooded, state.pressure.holds(for: other, now: state.now) { return false }
+                scratch.chains[k] = -1
             case .tooLong: scratch.chains[k] = -1
             // A front-end still setting up its rings is not a destination yet: a flooded copy
             // skips it; a unicast frame for it is dropped and counted.
@@ -298,24 +375,23 @@ final class SwitchCore: Sendable {
         k = 0
         while k < targetCount {
             let other = scratch.targets[k]
-            if scratch.chains[k] > 0, let target = connections[other] {
+            if scratch.chains[k] > 0, let target = state.connections[other] {
                 do throws(VirtioError) {
                     try target.deliver(segments, segmentCount, from: source.memory, length: length, chains: scratch.chains[k])
                     scratch.touched[other] = true
-                    tally.sent[other] &+= 1
+                    state.tally.sent[other] &+= 1
                 } catch {
                     // The sender's segments were all checked when taken (takeTransmitted), so a
                     // failure here is the receiving front-end's.
-                    failures[other] = error
+                    state.failures[other] = error
                 }
             } else if scratch.chains[k] < 0 {
-                tally.dropped[other] &+= 1
+                state.tally.dropped[other] &+= 1
             }
             k &+= 1
         }
-        tally.received[port] &+= 1
-        if flooded { tally.flooded[port] &+= 1 }
-        tally.any = true
+        state.tally.received[port] &+= 1
+        if flooded { state.tally.flooded[port] &+= 1 }
         return true
     }
 
@@ -326,28 +402,30 @@ final class SwitchCore: Sendable {
                 ports[i].sent &+= tally.sent[i]
                 ports[i].flooded &+= tally.flooded[i]
                 ports[i].dropped &+= tally.dropped[i]
+                ports[i].spoofed &+= tally.spoofed[i]
             }
         }
         tally.clear()
     }
 
     /// Accepts front-ends on free ports and handles pending control messages.
-    private func serviceControl(_ connections: inout [BackendConnection?], _ table: inout MACTable) {
+    private func serviceControl(_ state: inout State) {
         guard let listeners = listeners.withLock({ $0 }) else { return }
-        for port in connections.indices {
-            if let connection = connections[port] {
+        for port in state.connections.indices {
+            if let connection = state.connections[port] {
                 do throws(VirtioError) {
                     try connection.handlePendingMessages()
                     let up = connection.vrings[0].isLive && connection.vrings[1].isLive
                     statistics.withLock { if $0[port].isUp != up { $0[port].isUp = up } }
                 } catch {
-                    end(port, &connections, &table, error)
+                    end(port, &state, error)
                 }
                 continue
             }
             do throws(VirtioError) {
                 guard let socket = try listeners[port].accept(milliseconds: 0) else { continue }
-                connections[port] = BackendConnection(
+                state.pressure.reset(port)
+                state.connections[port] = BackendConnection(
                     socket: socket, offeredFeatures: configuration.offeredFeatures,
                     offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
                         ? [.replyAck, .status] : [],
@@ -361,11 +439,11 @@ final class SwitchCore: Sendable {
     }
 
     /// Ends port `port`'s session: its addresses are forgotten, the port is free again.
-    private func end(_ port: Int, _ connections: inout [BackendConnection?], _ table: inout MACTable, _ error: VirtioError) {
-        connections[port] = nil
+    private func end(_ port: Int, _ state: inout State, _ error: VirtioError) {
+        state.connections[port] = nil
         statistics.withLock { $0[port].isUp = false }
-        table.forget(port: port)
-        learned.store(table.count, ordering: .relaxed)
+        state.table.forget(port: port)
+        learned.store(state.table.count, ordering: .relaxed)
         if error.kind == .peerGone {
             configuration.logger.info("front-end disconnected", metadata: ["port": "\(port)"])
         } else {

@@ -42,14 +42,17 @@ extension XCTestCase {
         return sent
     }
 
-    /// Receives and releases whatever arrives within 100 ms.
-    func drain(_ device: VirtioUserDevice) {
+    /// Receives and releases whatever arrives within 100 ms; returns how many frames did.
+    @discardableResult
+    func drain(_ device: VirtioUserDevice) -> Int {
         let burst = PacketBurst(capacity: 32)
         let deadline = MonotonicClock.nanoseconds() + 100_000_000
+        var received = 0
         while MonotonicClock.nanoseconds() < deadline {
-            device.receive(into: burst)
+            received += device.receive(into: burst)
             device.release(burst)
         }
+        return received
     }
 
     /// Sends one 60-byte frame from `sender`; returns how many frames `receiver` then got.
