@@ -96,11 +96,25 @@ final class GuestMemoryMap {
         hosts.deallocate()
     }
 
+    /// Most bytes one session's regions may span together. Mappings cost only address space,
+    /// but a process has 128 TiB of it: without a cap, one front-end's sparse terabyte files
+    /// would leave none for a switch's other ports. 1 TiB covers any guest QEMU runs here, and
+    /// 64 ports at the cap fit.
+    static let maximumBytes: UInt64 = 1 << 40
+
     /// Maps a new table, replacing the old one only if every region is valid: sizes within
-    /// their files, no overlaps in either address space.
+    /// their files and, together, within ``maximumBytes``; no overlaps in either address space.
     func replace(with table: [MemoryRegionDescriptor], descriptors: [OwnedDescriptor]) throws(VirtioError) {
         guard table.count == descriptors.count, table.count <= MemoryRegionDescriptor.maximumCount else {
             throw VirtioError(.protocolViolation, "SET_MEM_TABLE has \(table.count) regions and \(descriptors.count) fds; they must match, at most \(MemoryRegionDescriptor.maximumCount).")
+        }
+        var total: UInt64 = 0
+        for region in table {
+            let (sum, overflow) = total.addingReportingOverflow(region.size)
+            guard !overflow, sum <= Self.maximumBytes else {
+                throw VirtioError(.protocolViolation, "SET_MEM_TABLE's regions span more than \(Self.maximumBytes >> 30) GiB together, the most one session may map.")
+            }
+            total = sum
         }
         for i in table.indices {
             for j in table.indices where j > i {

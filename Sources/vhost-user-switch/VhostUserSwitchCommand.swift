@@ -17,8 +17,12 @@ struct VhostUserSwitchCommand: ParsableCommand {
         discussion: """
         Listens on every --port socket and serves one front-end (ours, or DPDK's virtio-user) on each. \
         A frame goes to the port its destination MAC was last seen on; broadcast, multicast and unknown \
-        destinations go to every other connected port. A port without room holds its senders back \
-        instead of losing frames. Runs until SIGINT/SIGTERM or --duration, then prints per-port totals. \
+        destinations go to every other connected port. Ports are confined from each other: an address \
+        stays with the port that taught it until that session ends or the address ages out (frames \
+        from another port claiming it are dropped, counted as spoofed); each port learns at most \
+        --addresses-per-port addresses; a port without room holds its senders back at most \
+        --full-destination-wait ms, then its frames are dropped. Runs until SIGINT/SIGTERM or \
+        --duration, then prints per-port totals. \
         Exit status: 0; 2 on an error (a one-line message on stderr); 64 for a bad or unknown option.
         """)
 
@@ -30,6 +34,15 @@ struct VhostUserSwitchCommand: ParsableCommand {
 
     @Option(name: .customLong("stats-period"), help: "Seconds between stats lines; 0 for none.")
     var statsPeriod: Double = 0
+
+    @Option(name: .customLong("addresses-per-port"), help: "Source MAC addresses one port may have learned at once (1…65536); frames to addresses beyond it are flooded.")
+    var addressesPerPort = 256
+
+    @Option(name: .customLong("address-ageing"), help: "Seconds a learned address lasts without a frame from it.")
+    var addressAgeing: Double = 300
+
+    @Option(name: .customLong("full-destination-wait"), help: "Milliseconds a unicast frame for a port without receive buffers may hold its sender back before that port's frames are dropped instead (1…10000).")
+    var fullDestinationWait = 100
 
     @Option(help: "Pin the serving thread to this CPU.")
     var cpu: Int?
@@ -50,6 +63,9 @@ struct VhostUserSwitchCommand: ParsableCommand {
         guard (2...64).contains(port.count) else { throw ValidationError("Give 2…64 --port sockets; \(port.count) given.") }
         guard Set(port).count == port.count else { throw ValidationError("Each --port needs its own socket path.") }
         guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
+        guard (1...65536).contains(addressesPerPort) else { throw ValidationError("--addresses-per-port must be 1…65536.") }
+        guard addressAgeing >= 0.001, addressAgeing <= 86_400 * 365 else { throw ValidationError("--address-ageing must be 0.001 seconds to a year.") }
+        guard (1...10_000).contains(fullDestinationWait) else { throw ValidationError("--full-destination-wait must be 1…10000 ms.") }
     }
 
     func run() throws {
@@ -60,6 +76,9 @@ struct VhostUserSwitchCommand: ParsableCommand {
         do throws(VirtioError) {
             var configuration = VhostUserSwitch.Configuration(portPaths: port)
             configuration.socketAccess = SocketFileAccess(mode: socketMode.flatMap(SocketFileAccess.parseMode), group: socketGroup)
+            configuration.addressesPerPort = addressesPerPort
+            configuration.addressAgeingMilliseconds = Int(addressAgeing * 1000)
+            configuration.fullDestinationWaitMilliseconds = fullDestinationWait
             var logger = Logger(label: "vhost-user-switch")
             logger.logLevel = logLevel
             configuration.logger = logger
@@ -92,7 +111,7 @@ struct VhostUserSwitchCommand: ParsableCommand {
 
     private func printTotals(_ fabric: VhostUserSwitch) {
         for (index, port) in fabric.statistics.enumerated() {
-            print("port \(index): received \(port.received)  sent \(port.sent)  flooded \(port.flooded)  dropped \(port.dropped)  sessions \(port.connections)  protocol errors \(port.protocolErrors)")
+            print("port \(index): received \(port.received)  sent \(port.sent)  flooded \(port.flooded)  dropped \(port.dropped)  spoofed \(port.spoofed)  sessions \(port.connections)  protocol errors \(port.protocolErrors)")
         }
         print("learned addresses \(fabric.learnedAddresses)")
         Console.flush()

@@ -72,6 +72,17 @@ final class HostileFrontendTests: XCTestCase {
             region.mmapOffset = UInt64(HostileFrontend.memorySize)
             try $0.sendMemoryTable([region])
         },
+        Case(name: "regions spanning more than a session may map", expected: "the most one session may map") {
+            // Two 768 GiB regions of one sparse file: each fits it, together they pass 1 TiB.
+            guard ftruncate($0.memfd, off_t(2) << 40) == 0 else { throw VirtioError.system("ftruncate", errno: errno) }
+            var first = $0.region
+            first.size = 768 << 30
+            var second = first
+            second.guestPhysicalAddress += first.size
+            second.userAddress += first.size
+            second.mmapOffset = first.size
+            try $0.sendMemoryTable([first, second])
+        },
         Case(name: "overlapping regions", expected: "overlap") {
             var second = $0.region
             second.guestPhysicalAddress += 4096
