@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .library(name: "VirtioUser", targets: ["VirtioUser"]),
         .library(name: "VhostUserBackend", targets: ["VhostUserBackend"]),
+        // The back-end's data path over arbitrary memory, for Fuzz/ and the tests: not API.
+        .library(name: "VhostUserBackendFuzzing", targets: ["VhostUserBackendFuzzing"]),
         .executable(name: "virtio-user-pmd", targets: ["virtio-user-pmd"]),
         .executable(name: "vhost-user-backend", targets: ["vhost-user-backend"]),
         .executable(name: "vhost-user-switch", targets: ["vhost-user-switch"]),
@@ -53,6 +55,11 @@ let package = Package(
                 "VirtioCore", "VhostUser", "CVirtioShim",
                 .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "VhostUserBackendFuzzing",
+            dependencies: ["VhostUserBackend", "VirtioCore", "VhostUser", "CVirtioShim"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -109,7 +116,7 @@ let package = Package(
         .testTarget(
             name: "VirtioUserTests",
             dependencies: [
-                "VirtioUser", "VhostUserBackend", "CAllocationCounter",
+                "VirtioUser", "VhostUserBackend", "VhostUserBackendFuzzing", "CAllocationCounter",
                 "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

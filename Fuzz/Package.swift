@@ -14,7 +14,7 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(
             name: "FuzzForwarding",
-            dependencies: ["FuzzDriver", .product(name: "VhostUserBackend", package: "swift-virtio-user")],
+            dependencies: ["FuzzDriver", .product(name: "VhostUserBackendFuzzing", package: "swift-virtio-user")],
             swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

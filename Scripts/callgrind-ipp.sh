@@ -10,31 +10,38 @@
 # counted: instructions per packet = (Ir long - Ir short) / (packets long - packets short), which
 # cancels start-up and teardown without needing symbols (Debian's testpmd is stripped).
 #
-#   Scripts/callgrind-ipp.sh [S] [--ours "FLAGS"] [--devargs A]
+#   Scripts/callgrind-ipp.sh [S] [--ours "FLAGS"] [--devargs A] [--backend]
 #     S               seconds (default 3)
+#     --backend       count our back-end (vhost-user-backend) instead, with testpmd's
+#                     virtio-user as the native front-end: sink <- testpmd txonly 64 B, and
+#                     loopback <-> testpmd flowgen 64 B (it sends, and takes back what we return).
+#                     Packets are the frames the back-end took from the transmit ring.
 #     --ours FLAGS    extra virtio-user-pmd flags for our runs, e.g. "--packed" or
 #                     "--in-order --event-idx"
 #     --devargs A     extra virtio_user devargs for DPDK's runs, e.g. packed_vq=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=3 ours_flags="" devargs=""
+seconds=3 ours_flags="" devargs="" measure_backend=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --backend) measure_backend=1; shift ;;
     --ours) ours_flags=$2; shift 2 ;;
     --devargs) devargs=",$2"; shift 2 ;;
     [0-9]*) seconds=$1; shift ;;
-    *) echo "callgrind-ipp: unknown argument $1 (usage: callgrind-ipp.sh [S] [--ours FLAGS] [--devargs A])" >&2; exit 2 ;;
+    *) echo "callgrind-ipp: unknown argument $1 (usage: callgrind-ipp.sh [S] [--ours FLAGS] [--devargs A] [--backend])" >&2; exit 2 ;;
   esac
 done
 source Scripts/setup.sh
 ./Scripts/install-dpdk.sh
 command -v valgrind >/dev/null || { apt-get install -y -qq valgrind >/dev/null; }
 swift build -c release --product virtio-user-pmd >&2
+swift build -c release --product vhost-user-backend >&2
 
 work=$(mktemp -d /tmp/callgrind-ipp.XXXXXX)
 trap 'for p in "$work"/*.pid; do [ -f "$p" ] && Scripts/testpmd.sh kill --pidfile "$p"; done; rm -rf "$work"' EXIT
 # valgrind 3.19 cannot read the DWARF 5 that Swift emits: count on a copy without debug info.
 objcopy --strip-debug .build/release/virtio-user-pmd "$work/pmd"
+objcopy --strip-debug .build/release/vhost-user-backend "$work/backend"
 
 ir_of() {  # total Ir inside the toggled function, from a callgrind output file
   callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }'
@@ -82,6 +89,34 @@ dpdk_once() {  # same for testpmd's virtio-user
   packets=$(awk -v l="$label:" '/Accumulated forward statistics/ { found = 1 } found && index($0, l) { print $2; exit }' "$work/dpdk.out")
   echo "${packets:-0} $(ir_of "$work/dpdk.cg")"
 }
+
+backend_once() {  # $1 = our back-end mode, $2 = testpmd's mode, $3 = seconds; prints "packets Ir"
+  rm -f "$work/sock"
+  valgrind --tool=callgrind --callgrind-out-file="$work/backend.cg" \
+    "$work/backend" --socket "$work/sock" --mode "$1" --queues 1 --duration "$3" \
+    > "$work/backend.out" 2> "$work/backend.err" &
+  local pid=$!
+  for _ in $(seq 600); do [ -S "$work/sock" ] && break; sleep 0.1; done
+  Scripts/testpmd.sh virtio-user --socket "$work/sock" --prefix "cgv$$" --forward-mode "$2" --txpkts 64 \
+    --pidfile "$work/frontend.pid" --log "$work/frontend.log" > /dev/null
+  wait "$pid"
+  Scripts/testpmd.sh stop --pidfile "$work/frontend.pid"
+  echo "$(awk '/^connections/ { for (i = 1; i < NF; i++) if ($i == "received") { print $(i + 1); exit } }' "$work/backend.out") $(ir_of "$work/backend.cg")"
+}
+
+if [ "$measure_backend" -eq 1 ]; then
+  # Two seconds for the short run: the front-end connects while the back-end already counts.
+  for pair in "sink txonly" "loopback flowgen"; do
+    set -- $pair
+    short=$(backend_once "$1" "$2" 2)
+    long=$(backend_once "$1" "$2" $((2 + 2 * seconds)))
+    echo "backend $1 $short $long"
+  done | awk '
+    BEGIN { printf "%-8s %-9s %14s %16s %10s\n", "side", "mode", "Δpackets", "Δinstructions", "Ir/packet" }
+    { dp = $5 - $3; di = $6 - $4; ipp = (dp > 0) ? di / dp : 0
+      printf "%-8s %-9s %14.0f %16.0f %10.1f\n", $1, $2, dp, di, ipp }'
+  exit 0
+fi
 
 measure() {  # $1 = ours|dpdk, $2 = loop, $3 = back-end mode
   local short long

@@ -2,7 +2,9 @@ import CVirtioShim
 import VhostUser
 import VirtioCore
 
-/// One front-end's session: its control messages and its rings. Driven by one thread.
+/// One front-end's session, the protocol side: the channel, the memory map, ring set-up and the
+/// config space. The frames move in its ``dataPath``, which shares the map and the rings.
+/// Driven by one thread.
 ///
 /// Every message is validated before anything changes; an invalid one ends the session with
 /// an error (after a failure REPLY_ACK when one was asked for), leaving the back-end free to
@@ -16,15 +18,10 @@ final class BackendConnection {
     let vrings: [BackendVring]
     /// Queue pairs served (what GET_QUEUE_NUM answers).
     let queuePairs: Int
-    private(set) var features: VirtioFeatures = []
-    /// VIRTIO_NET_F_MRG_RXBUF negotiated: a frame may fill several receive chains.
-    private(set) var mergeable = false
-    /// VIRTIO_RING_F_INDIRECT_DESC negotiated: a chain may be an indirect table.
-    private(set) var acceptsIndirect = false
-    /// CSUM or HOST_TSO negotiated: transmit headers may carry offload requests.
-    private(set) var sendsOffloads = false
-    /// Indirect tables read in the current burst (added to the counters once per burst).
-    var indirectTablesRead = 0
+    /// Moves the frames, over `memory` and `vrings`.
+    let dataPath: BackendDataPath
+    /// What SET_FEATURES agreed.
+    var features: VirtioFeatures { dataPath.features }
     private(set) var protocolFeatures: VhostUserProtocolFeatures = []
     private(set) var status: UInt8 = 0
     /// What GET_CONFIG serves: MAC, link status, pairs and MTU (NET_SET_MTU changes the MTU).
@@ -38,12 +35,6 @@ final class BackendConnection {
     /// How many requests a trace keeps: enough for any session's set-up, bounded against a
     /// front-end that sends requests forever.
     static let tracedRequests = 1024
-    /// The process-wide truncation-fault count last checked (see ``GuestMemoryMap/checkTruncation()``).
-    var guardFaultsSeen: UInt64 = cvs_guard_total_faults()
-    /// Scatter lists for ``BackendMode/tap``, allocated on first use.
-    lazy var tapScratch = TapScratch()
-    /// See ``VhostUserBackend/Configuration/frameObserver``.
-    var frameObserver: (@Sendable (UInt64, Int) -> Void)?
 
     init(
         socket: OwnedDescriptor, offeredFeatures: VirtioFeatures, offeredProtocolFeatures: VhostUserProtocolFeatures,
@@ -57,6 +48,7 @@ final class BackendConnection {
             macAddress: macAddress ?? MACAddress(0, 0, 0, 0, 0, 0), status: 0,
             maxQueuePairs: UInt16(queuePairs), mtu: UInt16(clamping: mtu))
         vrings = (0..<(2 * queuePairs)).map { BackendVring(index: $0) }
+        dataPath = BackendDataPath(memory: memory, vrings: vrings, mtu: mtu)
         self.offeredFeatures = offeredFeatures
         self.offeredProtocolFeatures = offeredProtocolFeatures
     }
@@ -139,18 +131,6 @@ final class BackendConnection {
         return vrings[Int(index)]
     }
 
-    /// Puts agreed features into force: the data path's modes and the rings' notifications.
-    func apply(_ requested: VirtioFeatures) {
-        features = requested
-        mergeable = requested.contains(.netMergeableRxBuffers)
-        acceptsIndirect = requested.contains(.ringIndirectDescriptors)
-        sendsOffloads = !requested.isDisjoint(with: [.netCsum, .netHostTSO4, .netHostTSO6])
-        for vring in vrings {
-            vring.usesEventIndex = requested.contains(.ringEventIndex)
-            vring.packedFormat = requested.contains(.ringPacked)
-        }
-    }
-
     private func handle(_ message: VhostUserMessage, descriptors: [OwnedDescriptor]) throws(VirtioError) {
         switch message {
         case .setOwner:
@@ -158,9 +138,7 @@ final class BackendConnection {
         case .resetOwner:
             for vring in vrings { vring.reset() }
             memory.clear()
-            features = []
-            mergeable = false
-            acceptsIndirect = false
+            dataPath.apply([])
             status = 0
         case .getFeatures:
             try replyU64(.getFeatures, offeredFeatures.rawValue)
@@ -168,7 +146,7 @@ final class BackendConnection {
             guard offeredFeatures.isSuperset(of: requested) else {
                 throw VirtioError(.protocolViolation, "SET_FEATURES asks for \(requested), beyond what was offered (\(offeredFeatures)).")
             }
-            apply(requested)
+            dataPath.apply(requested)
             // Without protocol features a ring is enabled as soon as it starts (vhost-user.rst).
             if !requested.contains(.vhostUserProtocolFeatures) {
                 for vring in vrings { vring.enabled = true }
@@ -282,6 +260,7 @@ final class BackendConnection {
             }
             announcedMTU = Int(mtu)
             netConfig.mtu = UInt16(mtu)
+            dataPath.mtu = Int(mtu)
         }
     }
 }

@@ -27,7 +27,7 @@ public struct BackendStatistics: Sendable, Equatable {
 }
 
 /// Shared counters: written by the serving thread once per burst, read by anyone.
-final class BackendCounters: Sendable {
+package final class BackendCounters: Sendable {
     /// One queue pair's counters.
     final class Pair: Sendable {
         let framesReceived = Atomic<UInt64>(0)
@@ -43,7 +43,7 @@ final class BackendCounters: Sendable {
     let indirectTables = Atomic<UInt64>(0)
     let lastError = Locked<String?>(nil)
 
-    init(queuePairs: Int) {
+    package init(queuePairs: Int) {
         pairs = (0..<queuePairs).map { _ in Pair() }
     }
 

@@ -6,14 +6,14 @@ import VirtioCore
 ///
 /// A ring starts when its kick fd arrives (SET_VRING_KICK) and its addresses translate;
 /// it carries traffic while also enabled; GET_VRING_BASE stops it.
-final class BackendVring {
+package final class BackendVring {
     let index: Int
-    var size = 0
-    var base: UInt16 = 0
-    var address: VringAddress?
+    package var size = 0
+    package var base: UInt16 = 0
+    package var address: VringAddress?
     var kick: EventNotifier?
     var call: EventNotifier?
-    var enabled = false
+    package var enabled = false
     /// VIRTIO_RING_F_EVENT_IDX negotiated: the ring's notifications use the event indices.
     var usesEventIndex = false {
         didSet {
@@ -38,7 +38,7 @@ final class BackendVring {
     private(set) var mergeHeads: UnsafeMutablePointer<UInt16>?
     private(set) var mergeCapacities: UnsafeMutablePointer<Int>?
 
-    init(index: Int) {
+    package init(index: Int) {
         self.index = index
     }
 
@@ -53,7 +53,7 @@ final class BackendVring {
 
     /// Starts the ring over `memory`, checking the size, the base and that each part lies,
     /// aligned, in the front-end's regions.
-    func start(memory: GuestMemoryMap) throws(VirtioError) {
+    package func start(memory: GuestMemoryMap) throws(VirtioError) {
         // Restarting a running ring (a new memory table or address): carry on from where it
         // stopped, not from the session's first base. Between bursts every chain taken has
         // been returned, so the position is all the state there is.
@@ -128,7 +128,8 @@ final class BackendVring {
     }
 
     /// Stops the ring; returns where it stopped (the next available index to process).
-    func stop() -> UInt16 {
+    @discardableResult
+    package func stop() -> UInt16 {
         if let ring { base = UInt16(truncatingIfNeeded: ring.vringBase) }
         split = nil
         packed = nil

@@ -15,11 +15,11 @@ public enum BackendMode: String, Sendable, CaseIterable {
 
 /// The data path of one connection: moves frames between the front-end's rings with bounded,
 /// validated descriptor walks. Allocates nothing per frame.
-extension BackendConnection {
+extension BackendDataPath {
     /// One burst on every queue pair whose transmit ring is live; returns the frames handled.
     /// Throws when the front-end broke the ring protocol.
     /// `tap` is the interface of ``BackendMode/tap`` (nil in the other modes).
-    func forward(mode: BackendMode, tap: TapDevice? = nil, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+    package func forward(mode: BackendMode, tap: TapDevice? = nil, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
         do {
             return try forwardBurst(mode: mode, tap: tap, burst: burst, counters: counters)
         } catch {

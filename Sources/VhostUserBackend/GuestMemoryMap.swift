@@ -76,7 +76,7 @@ final class MappedRegion {
 /// "guest physical" space) is translated only if the whole range `[address, address + length)`
 /// lies inside one region; anything else is refused, so a peer can never make us touch memory
 /// that is not its own.
-final class GuestMemoryMap {
+package final class GuestMemoryMap {
     private(set) var regions: [MappedRegion] = []
     // Flat copies of the region bounds for the hot path (no ARC, no array bounds checks).
     private let starts: UnsafeMutablePointer<UInt64>
@@ -84,7 +84,7 @@ final class GuestMemoryMap {
     private let hosts: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private var count = 0
 
-    init() {
+    package init() {
         starts = .allocate(capacity: MemoryRegionDescriptor.maximumCount)
         sizes = .allocate(capacity: MemoryRegionDescriptor.maximumCount)
         hosts = .allocate(capacity: MemoryRegionDescriptor.maximumCount)
@@ -104,7 +104,7 @@ final class GuestMemoryMap {
 
     /// Maps a new table, replacing the old one only if every region is valid: sizes within
     /// their files and, together, within ``maximumBytes``; no overlaps in either address space.
-    func replace(with table: [MemoryRegionDescriptor], descriptors: [OwnedDescriptor]) throws(VirtioError) {
+    package func replace(with table: [MemoryRegionDescriptor], descriptors: [OwnedDescriptor]) throws(VirtioError) {
         guard table.count == descriptors.count, table.count <= MemoryRegionDescriptor.maximumCount else {
             throw VirtioError(.protocolViolation, "SET_MEM_TABLE has \(table.count) regions and \(descriptors.count) fds; they must match, at most \(MemoryRegionDescriptor.maximumCount).")
         }

@@ -4,7 +4,7 @@ import VirtioCore
 /// loopback: a request is passed through when the receiving side negotiated the matching
 /// GUEST_* feature, a checksum is filled in here when it did not, and a large TCP frame it
 /// cannot take is dropped (this back-end does not segment).
-extension BackendConnection {
+extension BackendDataPath {
     /// What to do with one frame's offload request.
     enum OffloadAction {
         /// Nothing requested, or passed through: this goes into the receive header.

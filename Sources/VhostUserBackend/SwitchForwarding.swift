@@ -3,7 +3,7 @@ import VirtioCore
 /// The two halves of switching a frame between front-ends: a port's transmit ring gives frames
 /// up, other ports' receive rings take copies. Each side dispatches on its own ring format, so
 /// a packed port and a split port exchange frames. Nothing here allocates.
-extension BackendConnection {
+extension BackendDataPath {
     /// Offers up to `burst` frames from queue pair 0's transmit ring to `route`, in order, with
     /// their segments (in this front-end's memory) and frame length. `route` returns false to
     /// leave a frame (and those behind it) on the ring for later: back-pressure. Returns the

@@ -13,7 +13,7 @@ import VirtioCore
 /// segmentation requests reach the kernel unchanged. In the other direction the kernel segments
 /// large frames itself, and leaves checksums to the front-end only when it negotiated
 /// GUEST_CSUM. Only /dev/net/tun is needed, not /dev/vhost-net.
-final class TapDevice: Sendable {
+package final class TapDevice: Sendable {
     /// The interface's name (what the kernel picked when none was asked for).
     let name: String
     let descriptor: OwnedDescriptor

@@ -25,7 +25,7 @@ final class TapScratch {
 /// The data path of ``BackendMode/tap``: one writev per frame a front-end transmits (its bytes
 /// straight from the shared memory), one readv per frame the kernel sends (straight into the
 /// front-end's receive buffers). No copy in this process either way.
-extension BackendConnection {
+extension BackendDataPath {
     /// Moves up to `burst` frames from a transmit ring to the TAP. A frame the kernel refuses
     /// (malformed, the interface down) is dropped and counted; a full kernel queue leaves the
     /// rest on the ring for the next burst.
@@ -124,7 +124,7 @@ extension BackendConnection {
         // The kernel sends frames of up to the TAP's MTU plus an Ethernet header and a VLAN
         // tag; the front-end's MTU is what the TAP should be set to. Larger frames are
         // truncated by the kernel and dropped here.
-        let needed = VirtioNetHeader.size + Int(netConfig.mtu) + 18
+        let needed = VirtioNetHeader.size + mtu + 18
         var available = rx.availableCount()
         var sent = 0
         var dropped = 0

@@ -70,8 +70,9 @@ public final class VhostUserBackend: Sendable {
         public var offeredProtocolFeatures: VhostUserProtocolFeatures = .implemented
         /// Called with a 64-bit FNV-1a digest and the length of every frame taken from a
         /// front-end's transmit queue, in order. For verifying peers we do not control (such as
-        /// DPDK's testpmd); costs a hash per frame, so leave it nil for speed.
-        public var frameObserver: (@Sendable (_ digest: UInt64, _ length: Int) -> Void)?
+        /// DPDK's testpmd); costs a hash per frame, so leave it nil for speed. A test hook
+        /// (`package`), not API.
+        package var frameObserver: (@Sendable (_ digest: UInt64, _ length: Int) -> Void)?
         /// Where connection events go: a front-end connected, its rings started (with what it
         /// negotiated), its session ended (and why). Forwarding never logs.
         public var logger = Logger(label: "swift-virtio-user.backend")
@@ -123,21 +124,22 @@ public final class VhostUserBackend: Sendable {
     /// The requests each finished connection sent, in order, one list per connection (for
     /// checking a front-end's message order): the last ``tracedConnections`` connections, and
     /// each one's first 1,024 requests, so a long-running back-end holds a bounded amount.
-    public var requestTraces: [[String]] { server.traces.withLock { $0 } }
+    /// A test hook (`package`), not API.
+    package var requestTraces: [[String]] { server.traces.withLock { $0 } }
 
     /// What each finished connection's front-end set with SET_FEATURES and
     /// SET_PROTOCOL_FEATURES, one entry per connection (the last ``tracedConnections``).
-    public var negotiations: [Negotiation] { server.negotiations.withLock { $0 } }
+    package var negotiations: [Negotiation] { server.negotiations.withLock { $0 } }
 
     /// How many finished connections ``requestTraces`` and ``negotiations`` remember.
-    public static let tracedConnections = 64
+    package static let tracedConnections = 64
 
     /// The features one front-end chose.
-    public struct Negotiation: Sendable, Equatable {
-        public var features: VirtioFeatures
-        public var protocolFeatures: VhostUserProtocolFeatures
+    package struct Negotiation: Sendable, Equatable {
+        package var features: VirtioFeatures
+        package var protocolFeatures: VhostUserProtocolFeatures
         /// The MTU it announced with NET_SET_MTU, if it did.
-        public var mtu: Int? = nil
+        package var mtu: Int? = nil
     }
 
     /// Sets the link state served to front-ends in the config space (VIRTIO_NET_S_LINK_UP),
@@ -220,7 +222,7 @@ final class BackendServer: Sendable {
                     ? configuration.offeredProtocolFeatures : [],
                 queuePairs: configuration.queuePairs, macAddress: configuration.macAddress,
                 mtu: configuration.mtu, linkUp: { [self] in linkUp.load(ordering: .relaxed) })
-            connection.frameObserver = configuration.frameObserver
+            connection.dataPath.frameObserver = configuration.frameObserver
             let logger = configuration.logger
             logger.info("front-end connected", metadata: ["socket": "\(configuration.socketPath)"])
             do {
@@ -304,7 +306,7 @@ final class BackendServer: Sendable {
                 }
                 continue
             }
-            let handled = try connection.forward(mode: configuration.mode, tap: tap, burst: burst, counters: counters)
+            let handled = try connection.dataPath.forward(mode: configuration.mode, tap: tap, burst: burst, counters: counters)
             iterations &+= 1
             // Control messages are rare: look for one every 256 bursts, or whenever idle.
             if handled == 0 || iterations & 255 == 0 {

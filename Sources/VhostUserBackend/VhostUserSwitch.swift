@@ -267,8 +267,8 @@ final class SwitchCore: Sendable {
             for port in 0..<count {
                 guard let source = state.connections[port], source.vrings[1].isLive else { continue }
                 do throws(VirtioError) {
-                    handled += try source.takeTransmitted(burst: configuration.burstSize) { (segments, segmentCount, length) throws(VirtioError) in
-                        try route(from: port, source, segments, segmentCount, length, &state, scratch)
+                    handled += try source.dataPath.takeTransmitted(burst: configuration.burstSize) { (segments, segmentCount, length) throws(VirtioError) in
+                        try route(from: port, source.dataPath, segments, segmentCount, length, &state, scratch)
                     }
                 } catch {
                     end(port, &state, error)
@@ -284,7 +284,7 @@ final class SwitchCore: Sendable {
                 // completions (published by takeTransmitted).
                 for other in 0..<count where scratch.touched[other] {
                     scratch.touched[other] = false
-                    do throws(VirtioError) { try state.connections[other]?.publishReceived() } catch {
+                    do throws(VirtioError) { try state.connections[other]?.dataPath.publishReceived() } catch {
                         end(other, &state, error)
                     }
                 }
@@ -308,7 +308,7 @@ final class SwitchCore: Sendable {
     /// Sends one frame from `port` where it belongs; false to hold it back (a destination has
     /// no room yet, and has not made its senders wait too long).
     private func route(
-        from port: Int, _ source: BackendConnection, _ segments: UnsafeMutablePointer<ChainSegment>, _ segmentCount: Int,
+        from port: Int, _ source: BackendDataPath, _ segments: UnsafeMutablePointer<ChainSegment>, _ segmentCount: Int,
         _ length: Int, _ state: inout State, _ scratch: Scratch
     ) throws(VirtioError) -> Bool {
         state.tally.any = true
@@ -348,8 +348,8 @@ final class SwitchCore: Sendable {
         while k < targetCount {
             let other = scratch.targets[k]
             guard state.failures[other] == nil, let target = state.connections[other] else { scratch.chains[k] = 0; k &+= 1; continue }
-            let room: BackendConnection.ReceiveRoom
-            do throws(VirtioError) { room = try target.receiveRoom(length: length) } catch {
+            let room: BackendDataPath.ReceiveRoom
+            do throws(VirtioError) { room = try target.dataPath.receiveRoom(length: length) } catch {
                 state.failures[other] = error
                 scratch.chains[k] = 0
                 k &+= 1
@@ -377,7 +377,7 @@ final class SwitchCore: Sendable {
             let other = scratch.targets[k]
             if scratch.chains[k] > 0, let target = state.connections[other] {
                 do throws(VirtioError) {
-                    try target.deliver(segments, segmentCount, from: source.memory, length: length, chains: scratch.chains[k])
+                    try target.dataPath.deliver(segments, segmentCount, from: source.memory, length: length, chains: scratch.chains[k])
                     scratch.touched[other] = true
                     state.tally.sent[other] &+= 1
                 } catch {

@@ -1,4 +1,4 @@
-@_spi(Fuzzing) import VhostUserBackend
+import VhostUserBackendFuzzing
 
 /// One input: the first bytes of a front-end's shared memory, rings included (see
 /// ForwardingFuzzHarness for the layout). The back-end must walk whatever is there — loops,

@@ -1,4 +1,5 @@
-@_spi(Fuzzing) import VhostUserBackend
+import VhostUserBackend
+import VhostUserBackendFuzzing
 import XCTest
 
 /// The fuzz target's harness reaches the real data path: a well-formed input forwards a frame,

@@ -1,4 +1,5 @@
-@_spi(Fuzzing) import VhostUserBackend
+import VhostUserBackend
+import VhostUserBackendFuzzing
 import XCTest
 
 /// The back-end's packed device half over hostile ring memory, through the fuzz harness

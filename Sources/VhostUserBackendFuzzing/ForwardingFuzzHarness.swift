@@ -3,13 +3,16 @@ import Glibc
 #endif
 import CVirtioShim
 import VhostUser
+import VhostUserBackend
 import VirtioCore
 
 /// Drives the back-end's data path — available-ring reads, descriptor-chain walks, address
 /// translation, frame copies — over front-end memory filled with arbitrary bytes, for the
-/// libFuzzer target in Fuzz/ (`Scripts/fuzz.sh`). Not API: only the fuzzer and tests use it.
+/// libFuzzer target in Fuzz/ (`Scripts/fuzz.sh`) and tests: a product of its own, so the
+/// back-end's API has no fuzzing hooks. No socket: the data path runs over the memory map and
+/// rings alone, as the protocol handler would have set them up.
 ///
-/// The memory is a real memfd region mapped through ``GuestMemoryMap`` exactly as for a
+/// The memory is a real memfd region mapped through `GuestMemoryMap` exactly as for a
 /// front-end. Both rings (size 8) are packed into its first 512 bytes — receive ring at 0,
 /// transmit ring at 256: descriptors, then available ring at +128, used ring at +160 — and
 /// "guest physical" addresses start at 0, so short inputs with small numbers reach the chain
@@ -17,7 +20,6 @@ import VirtioCore
 /// descriptors, bit 1 mergeable receive buffers, bit 2 event indices, bit 3 checksum offload
 /// (CSUM), bit 4 receive checksum and TCP segmentation (GUEST_CSUM, HOST_TSO4), bit 5 packed
 /// rings (the same places hold the descriptor ring, then the driver and device event areas).
-@_spi(Fuzzing)
 public final class ForwardingFuzzHarness {
     /// Bytes of front-end memory; inputs longer than this are cut.
     public static let memorySize = 64 << 10
@@ -25,15 +27,14 @@ public final class ForwardingFuzzHarness {
     /// The front-end's virtual address of the region (ring addresses use it).
     static let userAddress: UInt64 = 0x7000_0000
 
-    private let connection: BackendConnection
-    private let peer: OwnedDescriptor
+    private let memory = GuestMemoryMap()
+    private let vrings = [BackendVring(index: 0), BackendVring(index: 1)]
+    private let dataPath: BackendDataPath
     private let mapping: UnsafeMutableRawPointer
     private let counters = BackendCounters(queuePairs: 1)
 
     public init() throws(VirtioError) {
-        let (ours, theirs) = try UnixSocket.pair()
-        peer = theirs
-        connection = BackendConnection(socket: ours, offeredFeatures: [.version1], offeredProtocolFeatures: [])
+        dataPath = BackendDataPath(memory: memory, vrings: vrings)
         let fd = try SystemCall.run("memfd_create", hint: "") { cvs_memfd_create("fuzz-frontend", UInt32(CVS_MEMFD_DEFAULT)) }
         let file = OwnedDescriptor(taking: fd)
         _ = try SystemCall.run("ftruncate", hint: "") { ftruncate(fd, off_t(Self.memorySize)) }
@@ -44,8 +45,8 @@ public final class ForwardingFuzzHarness {
         let region = MemoryRegionDescriptor(
             guestPhysicalAddress: 0, size: UInt64(Self.memorySize),
             userAddress: Self.userAddress, mmapOffset: 0)
-        try connection.memory.replace(with: [region], descriptors: [file])
-        for (index, vring) in connection.vrings.enumerated() {
+        try memory.replace(with: [region], descriptors: [file])
+        for (index, vring) in vrings.enumerated() {
             let base = Self.userAddress + UInt64(index * 256)
             vring.size = Self.queueSize
             vring.address = VringAddress(index: UInt32(index), descriptorTable: base, usedRing: base + 160, availableRing: base + 128)
@@ -71,17 +72,17 @@ public final class ForwardingFuzzHarness {
         if choice & 8 != 0 { features.insert(.netCsum) }
         if choice & 16 != 0 { features.formUnion([.netGuestCsum, .netHostTSO4]) }
         if choice & 32 != 0 { features.insert(.ringPacked) }
-        connection.apply(features)
+        dataPath.apply(features)
         var handled = 0
         do throws(VirtioError) {
-            for vring in connection.vrings {
-                _ = vring.stop()
+            for vring in vrings {
+                vring.stop()
                 // Both formats start at slot 0; a packed ring's wrap counters start at 1.
                 vring.base = features.contains(.ringPacked) ? 0x8000 : 0
-                try vring.start(memory: connection.memory)
+                try vring.start(memory: memory)
             }
             for _ in 0..<4 {
-                handled += try connection.forward(mode: .loopback, burst: 32, counters: counters)
+                handled += try dataPath.forward(mode: .loopback, burst: 32, counters: counters)
             }
         } catch {
             return handled
