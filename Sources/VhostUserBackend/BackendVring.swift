@@ -8,12 +8,12 @@ import VirtioCore
 /// it carries traffic while also enabled; GET_VRING_BASE stops it.
 package final class BackendVring {
     let index: Int
-    package var size = 0
-    package var base: UInt16 = 0
-    package var address: VringAddress?
+    var size = 0
+    var base: UInt16 = 0
+    var address: VringAddress?
     var kick: EventNotifier?
     var call: EventNotifier?
-    package var enabled = false
+    var enabled = false
     /// VIRTIO_RING_F_EVENT_IDX negotiated: the ring's notifications use the event indices.
     var usesEventIndex = false {
         didSet {
@@ -46,6 +46,16 @@ package final class BackendVring {
         segments?.deallocate()
         mergeHeads?.deallocate()
         mergeCapacities?.deallocate()
+    }
+
+    /// Sets what SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR and SET_VRING_ENABLE would, for
+    /// a data path driven without a front-end (the fuzz harness). A method, not `package`
+    /// stored properties: those would cost dynamic exclusivity checks on the hot path.
+    package func prepare(size: Int, base: UInt16, address: VringAddress, enabled: Bool) {
+        self.size = size
+        self.base = base
+        self.address = address
+        self.enabled = enabled
     }
 
     /// True when frames may move on this ring.

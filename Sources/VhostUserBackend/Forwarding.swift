@@ -114,11 +114,12 @@ extension BackendDataPath {
 
     private func sink<Ring: DeviceRing>(tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
         let count = min(tx.availableCount(), burst)
+        let chainCapacity = Self.chainCapacity(tx)
         var bytes = 0
         var done = 0
         while done < count {
             guard let head = tx.peekAvailable(ahead: 0),
-                  let n = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
+                  let n = readChain(tx, head: head, into: txSegments, capacity: chainCapacity) else { break }
             tx.skipAvailable(1)
             let length = try frameLength(txSegments, n)
             if let frameObserver { frameObserver(try digest(txSegments, n), length) }
@@ -148,6 +149,7 @@ extension BackendDataPath {
         // Only take a frame once there are receive buffers for it: the front-end sees
         // back-pressure (a full transmit ring) rather than loss.
         let count = min(tx.availableCount(), burst)
+        let chainCapacity = Self.chainCapacity(tx)
         var rxAvailable = rx.ring.availableCount()
         var bytes = 0
         var sent = 0
@@ -155,7 +157,7 @@ extension BackendDataPath {
         var done = 0
         while done < count, rxAvailable > 0 {
             guard let head = tx.peekAvailable(ahead: 0),
-                  let txCount = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
+                  let txCount = readChain(tx, head: head, into: txSegments, capacity: chainCapacity) else { break }
             let length = try frameLength(txSegments, txCount)
             let total = VirtioNetHeader.size + length
             guard let (chains, segmentCount, capacity) = try gatherReceiveChains(rx, available: rxAvailable, needed: total) else { break }
@@ -201,12 +203,18 @@ extension BackendDataPath {
     /// frame can cost.
     static let maximumSegmentsPerChain = 256
 
-    /// Reads a chain of at most ``maximumSegmentsPerChain`` descriptors, following an indirect
-    /// table when VIRTIO_RING_F_INDIRECT_DESC was negotiated (the table must lie inside the
-    /// shared memory).
+    /// How many descriptors a chain of `ring` may have: the queue's size, at most
+    /// ``maximumSegmentsPerChain`` (worked out once per burst, passed to ``readChain``).
+    @inline(__always)
+    static func chainCapacity<Ring: DeviceRing>(_ ring: Ring) -> Int {
+        min(ring.size, maximumSegmentsPerChain)
+    }
+
+    /// Reads a chain of at most `capacity` descriptors (``chainCapacity(_:)`` or less),
+    /// following an indirect table when VIRTIO_RING_F_INDIRECT_DESC was negotiated (the table
+    /// must lie inside the shared memory).
     @inline(__always)
     func readChain<Ring: DeviceRing>(_ ring: Ring, head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
-        let capacity = min(capacity, Self.maximumSegmentsPerChain)
         guard acceptsIndirect else { return ring.readChain(head: head, into: segments, capacity: capacity) }
         let memory = self.memory
         return ring.readChain(head: head, into: segments, capacity: capacity) { address, length in
@@ -243,7 +251,7 @@ extension BackendDataPath {
         var capacity = 0
         while capacity < needed, chains < available {
             guard let head = rx.ring.peekAvailable(ahead: chains),
-                  let n = readChain(rx.ring, head: head, into: rx.segments + segmentCount, capacity: rx.ring.size &- segmentCount) else { return nil }
+                  let n = readChain(rx.ring, head: head, into: rx.segments + segmentCount, capacity: min(rx.ring.size &- segmentCount, Self.maximumSegmentsPerChain)) else { return nil }
             var chainCapacity = 0
             for i in segmentCount..<(segmentCount &+ n) {
                 guard rx.segments[i].deviceWritable else {

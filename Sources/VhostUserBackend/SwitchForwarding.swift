@@ -23,10 +23,11 @@ extension BackendDataPath {
         _ route: (UnsafeMutablePointer<ChainSegment>, Int, Int) throws(VirtioError) -> Bool
     ) throws(VirtioError) -> Int {
         let count = min(tx.availableCount(), burst)
+        let chainCapacity = Self.chainCapacity(tx)
         var done = 0
         while done < count {
             guard let head = tx.peekAvailable(ahead: 0),
-                  let n = readChain(tx, head: head, into: segments, capacity: tx.size) else { break }
+                  let n = readChain(tx, head: head, into: segments, capacity: chainCapacity) else { break }
             let length = try frameLength(segments, n)
             // Every segment inside this front-end's memory before any copy starts: a bad one is
             // the sender's violation, never blamed on a port the frame was going to.

@@ -35,12 +35,13 @@ extension BackendDataPath {
         let scratch = tapScratch
         let iovecs = scratch.iovecs
         let count = min(tx.availableCount(), burst)
+        let chainCapacity = Self.chainCapacity(tx)
         var bytes = 0
         var dropped = 0
         var done = 0
         frames: while done < count {
             guard let head = tx.peekAvailable(ahead: 0),
-                  let n = readChain(tx, head: head, into: txSegments, capacity: tx.size) else { break }
+                  let n = readChain(tx, head: head, into: txSegments, capacity: chainCapacity) else { break }
             let length = try frameLength(txSegments, n)
             // The kernel gets our checked copy of the header, never the front-end's (which it
             // could change between our check and the kernel's read), and none of it unless the

@@ -46,12 +46,12 @@ public final class ForwardingFuzzHarness {
             guestPhysicalAddress: 0, size: UInt64(Self.memorySize),
             userAddress: Self.userAddress, mmapOffset: 0)
         try memory.replace(with: [region], descriptors: [file])
-        for (index, vring) in vrings.enumerated() {
-            let base = Self.userAddress + UInt64(index * 256)
-            vring.size = Self.queueSize
-            vring.address = VringAddress(index: UInt32(index), descriptorTable: base, usedRing: base + 160, availableRing: base + 128)
-            vring.enabled = true
-        }
+    }
+
+    /// Where ring `index` lies: descriptors, then the available ring at +128, used at +160.
+    private static func address(of index: Int) -> VringAddress {
+        let base = userAddress + UInt64(index * 256)
+        return VringAddress(index: UInt32(index), descriptorTable: base, usedRing: base + 160, availableRing: base + 128)
     }
 
     deinit { _ = cvs_munmap(mapping, Self.memorySize) }
@@ -75,10 +75,12 @@ public final class ForwardingFuzzHarness {
         dataPath.apply(features)
         var handled = 0
         do throws(VirtioError) {
-            for vring in vrings {
+            for (index, vring) in vrings.enumerated() {
                 vring.stop()
                 // Both formats start at slot 0; a packed ring's wrap counters start at 1.
-                vring.base = features.contains(.ringPacked) ? 0x8000 : 0
+                vring.prepare(
+                    size: Self.queueSize, base: features.contains(.ringPacked) ? 0x8000 : 0,
+                    address: Self.address(of: index), enabled: true)
                 try vring.start(memory: memory)
             }
             for _ in 0..<4 {
