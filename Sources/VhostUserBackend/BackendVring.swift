@@ -33,6 +33,8 @@ package final class BackendVring {
     }
     /// Scratch space for one chain (as long as the queue), allocated when the ring starts.
     private(set) var segments: UnsafeMutablePointer<ChainSegment>?
+    /// Our addresses of those segments, once translated (see ``HostChain``).
+    private(set) var hosts: UnsafeMutablePointer<UnsafeMutableRawPointer>?
     /// Scratch space for the receive chains one frame is merged into (mergeable buffers): their
     /// heads and capacities, as many as the queue holds.
     private(set) var mergeHeads: UnsafeMutablePointer<UInt16>?
@@ -44,6 +46,7 @@ package final class BackendVring {
 
     deinit {
         segments?.deallocate()
+        hosts?.deallocate()
         mergeHeads?.deallocate()
         mergeCapacities?.deallocate()
     }
@@ -110,6 +113,8 @@ package final class BackendVring {
         }
         segments?.deallocate()
         segments = .allocate(capacity: size)
+        hosts?.deallocate()
+        hosts = .allocate(capacity: size)
         mergeHeads?.deallocate()
         mergeHeads = .allocate(capacity: size)
         mergeCapacities?.deallocate()

@@ -84,20 +84,18 @@ extension BackendDataPath {
         tx: Ring, rx: Ring?, rxVring: BackendVring, txVring: BackendVring, mode: BackendMode, tap: TapDevice?, burst: Int,
         counters: BackendCounters, pairCounters: BackendCounters.Pair
     ) throws(VirtioError) -> Int {
-        guard let txSegments = txVring.segments else { return 0 }
+        guard let txSegments = txVring.segments, let txHosts = txVring.hosts else { return 0 }
         let handled: Int
         switch mode {
         case .sink:
-            handled = try sink(tx: tx, txSegments: txSegments, burst: burst, counters: counters)
+            handled = try sink(tx: tx, txSegments: txSegments, txHosts: txHosts, burst: burst, counters: counters)
         case .tap:
             guard let tap else { return 0 }
-            handled = try transmitToTap(tap, tx: tx, txSegments: txSegments, burst: burst, counters: counters)
+            handled = try transmitToTap(tap, tx: tx, txSegments: txSegments, txHosts: txHosts, burst: burst, counters: counters)
         case .loopback:
-            guard rxVring.enabled, let rx, let rxSegments = rxVring.segments,
-                  let heads = rxVring.mergeHeads, let capacities = rxVring.mergeCapacities else { return 0 }
+            guard rxVring.enabled, let rx, let target = receiveTarget(rx, rxVring) else { return 0 }
             handled = try loopback(
-                tx: tx, txSegments: txSegments,
-                rx: ReceiveTarget(ring: rx, segments: rxSegments, heads: heads, capacities: capacities, mergeable: mergeable),
+                tx: tx, txSegments: txSegments, txHosts: txHosts, rx: target,
                 burst: burst, counters: counters, pairCounters: pairCounters)
         }
         // Transmit completions before the looped-back copies: a front-end that re-sends what it
@@ -112,7 +110,10 @@ extension BackendDataPath {
         return handled
     }
 
-    private func sink<Ring: DeviceRing>(tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
+    private func sink<Ring: DeviceRing>(
+        tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, txHosts: UnsafeMutablePointer<UnsafeMutableRawPointer>,
+        burst: Int, counters: BackendCounters
+    ) throws(VirtioError) -> Int {
         let count = min(tx.availableCount(), burst)
         let chainCapacity = Self.chainCapacity(tx)
         var bytes = 0
@@ -122,7 +123,8 @@ extension BackendDataPath {
                   let n = readChain(tx, head: head, into: txSegments, capacity: chainCapacity) else { break }
             tx.skipAvailable(1)
             let length = try frameLength(txSegments, n)
-            if let frameObserver { frameObserver(try digest(txSegments, n), length) }
+            // Sink never reads a frame's bytes, so translates them only for the observer.
+            if let frameObserver { frameObserver(Self.digest(try memory.translate(txSegments, n, into: txHosts)), length) }
             bytes &+= length
             tx.putUsed(head: head, length: 0)
             done &+= 1
@@ -136,6 +138,8 @@ extension BackendDataPath {
     struct ReceiveTarget<Ring: DeviceRing> {
         let ring: Ring
         let segments: UnsafeMutablePointer<ChainSegment>
+        /// Our addresses of the gathered segments (translated as they are gathered).
+        let hosts: UnsafeMutablePointer<UnsafeMutableRawPointer>
         let heads: UnsafeMutablePointer<UInt16>
         let capacities: UnsafeMutablePointer<Int>
         /// VIRTIO_NET_F_MRG_RXBUF: a frame may fill several receive chains.
@@ -143,7 +147,8 @@ extension BackendDataPath {
     }
 
     private func loopback<Ring: DeviceRing>(
-        tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, rx: ReceiveTarget<Ring>,
+        tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, txHosts: UnsafeMutablePointer<UnsafeMutableRawPointer>,
+        rx: ReceiveTarget<Ring>,
         burst: Int, counters: BackendCounters, pairCounters: BackendCounters.Pair
     ) throws(VirtioError) -> Int {
         // Only take a frame once there are receive buffers for it: the front-end sees
@@ -166,19 +171,21 @@ extension BackendDataPath {
                 break
             }
             tx.skipAvailable(1)
-            if let frameObserver { frameObserver(try digest(txSegments, txCount), length) }
+            let source = try memory.translate(txSegments, txCount, into: txHosts)
+            if let frameObserver { frameObserver(Self.digest(source), length) }
             // Offload requests are read only when the front-end may make them.
-            let action = sendsOffloads ? try offloadAction(txSegments, txCount, frameLength: length) : .deliver(VirtioNetOffload())
+            let action = sendsOffloads ? try offloadAction(source, frameLength: length) : .deliver(VirtioNetOffload())
             if case .drop = action {
                 dropped &+= 1
             } else if capacity >= total {
                 var delivered = VirtioNetOffload()
                 if case .deliver(let offload) = action { delivered = offload }
-                try copyFrame(from: txSegments, txCount, in: memory, to: rx, chains: chains, frameLength: length, offload: delivered) { () throws(VirtioError) in
-                    if case .computeChecksum(let start, let offset) = action {
-                        try fillChecksum(rx.segments, segmentCount, start: start, offset: offset, frameLength: length)
-                    }
+                let received = HostChain(segments: rx.segments, hosts: rx.hosts, count: segmentCount)
+                copyFrame(from: source, to: rx, received, chains: chains, frameLength: length, offload: delivered)
+                if case .computeChecksum(let start, let offset) = action {
+                    Self.fillChecksum(received, start: start, offset: offset, frameLength: length)
                 }
+                rx.finish(chains: chains, frameLength: length)
                 rxAvailable &-= chains
                 sent &+= 1
             } else {
@@ -241,8 +248,8 @@ extension BackendDataPath {
         return Int(total) - VirtioNetHeader.size
     }
 
-    /// Reads the next receive chains (not taking them) into the target's scratch space until
-    /// they hold `needed` bytes — at most one chain without mergeable buffers, at most
+    /// Reads and translates the next receive chains (not taking them) into the target's scratch
+    /// space until they hold `needed` bytes — at most one chain without mergeable buffers, at most
     /// `available` with. Returns how many chains and their capacity; nil when a chain could not
     /// be read (the ring's violation says why).
     func gatherReceiveChains<Ring: DeviceRing>(_ rx: ReceiveTarget<Ring>, available: Int, needed: Int) throws(VirtioError) -> (chains: Int, segments: Int, capacity: Int)? {
@@ -259,6 +266,7 @@ extension BackendDataPath {
                 }
                 chainCapacity &+= Int(rx.segments[i].length)
             }
+            _ = try memory.translate(rx.segments + segmentCount, n, into: rx.hosts + segmentCount)
             rx.heads[chains] = head
             rx.capacities[chains] = chainCapacity
             capacity &+= chainCapacity
@@ -269,98 +277,54 @@ extension BackendDataPath {
         return (chains, segmentCount, capacity)
     }
 
-    /// Copies header + frame from a transmit chain (in `sourceMemory`: ours for loopback,
-    /// another front-end's in a switch) into the first `chains` receive chains gathered (whose
-    /// capacity the caller checked), runs `finish` on the copy, takes the chains, and marks each
-    /// used with the bytes it got.
+    /// Copies header + frame from a transmit chain (translated in its own front-end's memory:
+    /// ours for loopback, another front-end's in a switch) into the first receive chains
+    /// gathered, whose capacity the caller checked. ``ReceiveTarget/finish(chains:frameLength:)``
+    /// then takes them.
     func copyFrame<Ring: DeviceRing>(
-        from src: UnsafeMutablePointer<ChainSegment>, _ srcCount: Int, in sourceMemory: GuestMemoryMap,
-        to rx: ReceiveTarget<Ring>, chains: Int, frameLength: Int, offload: VirtioNetOffload,
-        finish: () throws(VirtioError) -> Void
-    ) throws(VirtioError) {
-        var writer = ChainWriter(segments: rx.segments)
+        from source: HostChain, to rx: ReceiveTarget<Ring>, _ received: HostChain, chains: Int, frameLength: Int,
+        offload: VirtioNetOffload
+    ) {
+        var writer = ChainWriter(received)
         // Receive header: the offload fields, num_buffers = the chains used (§5.1.6.4).
         var header = (UInt64(0), UInt16(0), UInt16(truncatingIfNeeded: chains))
         if !offload.isEmpty { withUnsafeMutableBytes(of: &header) { offload.write(to: $0.baseAddress!) } }
-        try withUnsafeBytes(of: &header) { (raw) throws(VirtioError) in
-            try writer.write(raw.baseAddress!, VirtioNetHeader.size, memory: memory)
-        }
-        // Source: skip the transmit header, copy the rest segment by segment.
-        var skip = VirtioNetHeader.size
-        for i in 0..<srcCount {
-            let length = Int(src[i].length)
-            if skip >= length {
-                skip -= length
-                continue
-            }
-            let pointer = try sourceMemory.translate(src[i])
-            try writer.write(pointer + skip, length - skip, memory: memory)
-            skip = 0
-        }
-        try finish()
-        var remaining = VirtioNetHeader.size + frameLength
-        for c in 0..<chains {
-            let written = min(remaining, rx.capacities[c])
-            rx.ring.putUsed(head: rx.heads[c], length: UInt32(written))
-            remaining &-= written
-        }
-        rx.ring.skipAvailable(chains)
+        withUnsafeBytes(of: &header) { writer.write($0.baseAddress!, VirtioNetHeader.size) }
+        var reader = ChainReader(source, from: VirtioNetHeader.size)
+        while let (pointer, count) = reader.next() { writer.write(pointer, count) }
     }
 
     /// FNV-1a over the frame bytes of a transmit chain (the virtio-net header skipped).
-    func digest(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int) throws(VirtioError) -> UInt64 {
+    static func digest(_ chain: HostChain) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        var skip = VirtioNetHeader.size
-        for i in 0..<count {
-            let length = Int(segments[i].length)
-            if skip >= length {
-                skip -= length
-                continue
+        var reader = ChainReader(chain, from: VirtioNetHeader.size)
+        while let (pointer, count) = reader.next() {
+            for offset in 0..<count {
+                hash = (hash ^ UInt64(pointer.load(fromByteOffset: offset, as: UInt8.self))) &* 0x100_0000_01B3
             }
-            let bytes = try translate(segments[i])
-            for offset in skip..<length {
-                hash = (hash ^ UInt64(bytes.load(fromByteOffset: offset, as: UInt8.self))) &* 0x100_0000_01B3
-            }
-            skip = 0
         }
         return hash
     }
 
-    @inline(__always)
-    private func translate(_ segment: ChainSegment) throws(VirtioError) -> UnsafeMutableRawPointer {
-        try memory.translate(segment)
+    /// A receive ring's target, with its scratch space (nil before the ring started).
+    func receiveTarget<Ring: DeviceRing>(_ ring: Ring, _ vring: BackendVring) -> ReceiveTarget<Ring>? {
+        guard let segments = vring.segments, let hosts = vring.hosts, let heads = vring.mergeHeads,
+              let capacities = vring.mergeCapacities else { return nil }
+        return ReceiveTarget(ring: ring, segments: segments, hosts: hosts, heads: heads, capacities: capacities, mergeable: mergeable)
     }
 }
 
-/// Writes bytes across the segments of a receive chain whose total capacity the caller checked.
-/// A struct with mutating methods rather than a closure over local state: nothing to box.
-private struct ChainWriter {
-    let segments: UnsafeMutablePointer<ChainSegment>
-    var index = 0
-    var offset = 0
-    var pointer: UnsafeMutableRawPointer?
-
-    init(segments: UnsafeMutablePointer<ChainSegment>) {
-        self.segments = segments
-    }
-
-    mutating func write(_ source: UnsafeRawPointer, _ length: Int, memory: GuestMemoryMap) throws(VirtioError) {
-        var done = 0
-        while done < length {
-            if pointer == nil {
-                pointer = try memory.translate(segments[index])
-            }
-            let room = Int(segments[index].length) - offset
-            if room == 0 {
-                index &+= 1
-                offset = 0
-                pointer = nil
-                continue
-            }
-            let n = min(length - done, room)
-            if let pointer { (pointer + offset).copyMemory(from: source + done, byteCount: n) }
-            done &+= n
-            offset &+= n
+extension BackendDataPath.ReceiveTarget {
+    /// Marks the first `chains` gathered chains used with the bytes each got (header and a
+    /// frame of `frameLength`), and takes them.
+    @inline(__always)
+    func finish(chains: Int, frameLength: Int) {
+        var remaining = VirtioNetHeader.size + frameLength
+        for c in 0..<chains {
+            let written = min(remaining, capacities[c])
+            ring.putUsed(head: heads[c], length: UInt32(written))
+            remaining &-= written
         }
+        ring.skipAvailable(chains)
     }
 }

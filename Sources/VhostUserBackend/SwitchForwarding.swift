@@ -4,23 +4,22 @@ import VirtioCore
 /// up, other ports' receive rings take copies. Each side dispatches on its own ring format, so
 /// a packed port and a split port exchange frames. Nothing here allocates.
 extension BackendDataPath {
-    /// Offers up to `burst` frames from queue pair 0's transmit ring to `route`, in order, with
-    /// their segments (in this front-end's memory) and frame length. `route` returns false to
+    /// Offers up to `burst` frames from queue pair 0's transmit ring to `route`, in order, each
+    /// translated (in this front-end's memory) with its frame length. `route` returns false to
     /// leave a frame (and those behind it) on the ring for later: back-pressure. Returns the
     /// frames taken; their completions are published before returning.
-    func takeTransmitted(
-        burst: Int, _ route: (UnsafeMutablePointer<ChainSegment>, Int, Int) throws(VirtioError) -> Bool
-    ) throws(VirtioError) -> Int {
+    func takeTransmitted(burst: Int, _ route: (HostChain, Int) throws(VirtioError) -> Bool) throws(VirtioError) -> Int {
         let vring = vrings[1]
-        guard vring.enabled, let segments = vring.segments else { return 0 }
-        if let ring = vring.split { return try takeTransmitted(ring, vring, segments, burst, route) }
-        if let ring = vring.packed { return try takeTransmitted(ring, vring, segments, burst, route) }
+        guard vring.enabled, let segments = vring.segments, let hosts = vring.hosts else { return 0 }
+        if let ring = vring.split { return try takeTransmitted(ring, vring, segments, hosts, burst, route) }
+        if let ring = vring.packed { return try takeTransmitted(ring, vring, segments, hosts, burst, route) }
         return 0
     }
 
     private func takeTransmitted<Ring: DeviceRing>(
-        _ tx: Ring, _ vring: BackendVring, _ segments: UnsafeMutablePointer<ChainSegment>, _ burst: Int,
-        _ route: (UnsafeMutablePointer<ChainSegment>, Int, Int) throws(VirtioError) -> Bool
+        _ tx: Ring, _ vring: BackendVring, _ segments: UnsafeMutablePointer<ChainSegment>,
+        _ hosts: UnsafeMutablePointer<UnsafeMutableRawPointer>, _ burst: Int,
+        _ route: (HostChain, Int) throws(VirtioError) -> Bool
     ) throws(VirtioError) -> Int {
         let count = min(tx.availableCount(), burst)
         let chainCapacity = Self.chainCapacity(tx)
@@ -31,8 +30,8 @@ extension BackendDataPath {
             let length = try frameLength(segments, n)
             // Every segment inside this front-end's memory before any copy starts: a bad one is
             // the sender's violation, never blamed on a port the frame was going to.
-            for i in 0..<n { _ = try memory.translate(segments[i]) }
-            guard try route(segments, n, length) else { break }
+            let chain = try memory.translate(segments, n, into: hosts)
+            guard try route(chain, length) else { break }
             tx.skipAvailable(1)
             tx.putUsed(head: head, length: 0)
             done &+= 1
@@ -46,8 +45,8 @@ extension BackendDataPath {
 
     /// What a receive ring can do with a frame now.
     enum ReceiveRoom {
-        /// Gathered: `deliver` will put it in this many chains.
-        case ready(chains: Int)
+        /// Gathered: `deliver` will put it in this many chains, of this many segments.
+        case ready(chains: Int, segments: Int)
         /// Not enough buffers posted yet.
         case full
         /// It can never fit (no mergeable buffers, and one buffer is too small): drop it here.
@@ -71,25 +70,29 @@ extension BackendDataPath {
         let available = rx.availableCount()
         guard available > 0 else { return rx.violation == nil ? .full : .absent }
         let total = VirtioNetHeader.size + length
-        guard let (chains, _, capacity) = try gatherReceiveChains(target, available: available, needed: total) else {
+        guard let (chains, segments, capacity) = try gatherReceiveChains(target, available: available, needed: total) else {
             throw VirtioError(.protocolViolation, rx.violation ?? "a receive chain could not be read")
         }
-        if capacity >= total { return .ready(chains: chains) }
+        if capacity >= total { return .ready(chains: chains, segments: segments) }
         return mergeable ? .full : .tooLong
     }
 
-    /// Copies a frame (segments in `sourceMemory`) into the receive chains
-    /// ``receiveRoom(length:)`` just found; published by ``publishReceived()``.
-    func deliver(
-        _ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int, from sourceMemory: GuestMemoryMap,
-        length: Int, chains: Int
-    ) throws(VirtioError) {
+    /// Copies a frame (translated in its sender's memory) into the receive chains
+    /// ``receiveRoom(length:)`` just found and translated (`chains` chains of `segments`
+    /// segments); published by ``publishReceived()``.
+    func deliver(_ source: HostChain, length: Int, chains: Int, segments: Int) {
         let vring = vrings[0]
         if let ring = vring.split, let target = receiveTarget(ring, vring) {
-            try copyFrame(from: segments, count, in: sourceMemory, to: target, chains: chains, frameLength: length, offload: VirtioNetOffload()) {}
+            deliver(source, to: target, length: length, chains: chains, segments: segments)
         } else if let ring = vring.packed, let target = receiveTarget(ring, vring) {
-            try copyFrame(from: segments, count, in: sourceMemory, to: target, chains: chains, frameLength: length, offload: VirtioNetOffload()) {}
+            deliver(source, to: target, length: length, chains: chains, segments: segments)
         }
+    }
+
+    private func deliver<Ring: DeviceRing>(_ source: HostChain, to target: ReceiveTarget<Ring>, length: Int, chains: Int, segments: Int) {
+        let received = HostChain(segments: target.segments, hosts: target.hosts, count: segments)
+        copyFrame(from: source, to: target, received, chains: chains, frameLength: length, offload: VirtioNetOffload())
+        target.finish(chains: chains, frameLength: length)
     }
 
     /// Makes the frames delivered since the last call visible, notifying when asked. Throws
@@ -100,30 +103,10 @@ extension BackendDataPath {
         if notify { try vring.notifyCall() }
     }
 
-    private func receiveTarget<Ring: DeviceRing>(_ ring: Ring, _ vring: BackendVring) -> ReceiveTarget<Ring>? {
-        guard let segments = vring.segments, let heads = vring.mergeHeads, let capacities = vring.mergeCapacities else { return nil }
-        return ReceiveTarget(ring: ring, segments: segments, heads: heads, capacities: capacities, mergeable: mergeable)
-    }
-
-    /// The first 12 bytes of a frame (destination and source MAC) from its transmit segments,
-    /// past the virtio-net header; false when the frame is shorter.
-    func readAddresses(_ segments: UnsafeMutablePointer<ChainSegment>, _ count: Int, into bytes: UnsafeMutableRawPointer) throws(VirtioError) -> Bool {
-        var skip = VirtioNetHeader.size
-        var copied = 0
-        var i = 0
-        while i < count, copied < 12 {
-            let length = Int(segments[i].length)
-            if skip >= length {
-                skip -= length
-                i &+= 1
-                continue
-            }
-            let n = min(length - skip, 12 - copied)
-            (bytes + copied).copyMemory(from: try memory.translate(segments[i]) + skip, byteCount: n)
-            copied &+= n
-            skip = 0
-            i &+= 1
-        }
-        return copied == 12
+    /// The first 12 bytes of a frame (destination and source MAC), past the virtio-net header;
+    /// false when the frame is shorter.
+    static func readAddresses(_ chain: HostChain, into bytes: UnsafeMutableRawPointer) -> Bool {
+        var reader = ChainReader(chain, from: VirtioNetHeader.size)
+        return reader.read(into: bytes, count: 12) == 12
     }
 }

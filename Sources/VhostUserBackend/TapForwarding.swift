@@ -30,7 +30,8 @@ extension BackendDataPath {
     /// (malformed, the interface down) is dropped and counted; a full kernel queue leaves the
     /// rest on the ring for the next burst.
     func transmitToTap<Ring: DeviceRing>(
-        _ tap: TapDevice, tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>, burst: Int, counters: BackendCounters
+        _ tap: TapDevice, tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>,
+        txHosts: UnsafeMutablePointer<UnsafeMutableRawPointer>, burst: Int, counters: BackendCounters
     ) throws(VirtioError) -> Int {
         let scratch = tapScratch
         let iovecs = scratch.iovecs
@@ -43,29 +44,24 @@ extension BackendDataPath {
             guard let head = tx.peekAvailable(ahead: 0),
                   let n = readChain(tx, head: head, into: txSegments, capacity: chainCapacity) else { break }
             let length = try frameLength(txSegments, n)
+            let chain = try memory.translate(txSegments, n, into: txHosts)
             // The kernel gets our checked copy of the header, never the front-end's (which it
             // could change between our check and the kernel's read), and none of it unless the
             // front-end negotiated offloads.
-            let offload = sendsOffloads ? try requestedOffload(txSegments, n, frameLength: length) : VirtioNetOffload()
+            let offload = sendsOffloads ? try requestedOffload(chain, frameLength: length) : VirtioNetOffload()
             scratch.header.initializeMemory(as: UInt8.self, repeating: 0, count: VirtioNetHeader.size)
             offload.write(to: scratch.header)
             iovecs[0] = iovec(iov_base: scratch.header, iov_len: VirtioNetHeader.size)
             var iovecCount = 1
-            var skip = VirtioNetHeader.size
             var fits = true
-            for i in 0..<n {
-                let segmentLength = Int(txSegments[i].length)
-                if skip >= segmentLength {
-                    skip &-= segmentLength
-                    continue
-                }
+            var reader = ChainReader(chain, from: VirtioNetHeader.size)
+            while let (pointer, count) = reader.next() {
                 guard iovecCount < TapScratch.maximumSegments else {
                     fits = false
                     break
                 }
-                iovecs[iovecCount] = iovec(iov_base: try memory.translate(txSegments[i]) + skip, iov_len: segmentLength &- skip)
+                iovecs[iovecCount] = iovec(iov_base: pointer, iov_len: count)
                 iovecCount &+= 1
-                skip = 0
             }
             if fits {
                 let segmentsToWrite = Int32(iovecCount)
@@ -86,7 +82,7 @@ extension BackendDataPath {
             } else {
                 dropped &+= 1  // more segments than one writev takes
             }
-            if let frameObserver { frameObserver(try digest(txSegments, n), length) }
+            if let frameObserver { frameObserver(Self.digest(chain), length) }
             tx.skipAvailable(1)
             tx.putUsed(head: head, length: 0)
             bytes &+= length
@@ -119,8 +115,8 @@ extension BackendDataPath {
     private func receiveFromTap<Ring: DeviceRing>(
         _ tap: TapDevice, rx: Ring, vring: BackendVring, burst: Int, counters: BackendCounters
     ) throws(VirtioError) -> Int {
-        guard let segments = vring.segments, let heads = vring.mergeHeads, let capacities = vring.mergeCapacities else { return 0 }
-        let target = ReceiveTarget(ring: rx, segments: segments, heads: heads, capacities: capacities, mergeable: mergeable)
+        guard let target = receiveTarget(rx, vring) else { return 0 }
+        let heads = target.heads, capacities = target.capacities
         let iovecs = tapScratch.iovecs
         // The kernel sends frames of up to the TAP's MTU plus an Ethernet header and a VLAN
         // tag; the front-end's MTU is what the TAP should be set to. Larger frames are
@@ -135,8 +131,8 @@ extension BackendDataPath {
             var iovecCount = 0
             var room = 0
             while iovecCount < min(segmentCount, TapScratch.maximumSegments &- 1) {
-                let length = Int(segments[iovecCount].length)
-                iovecs[iovecCount] = iovec(iov_base: try memory.translate(segments[iovecCount]), iov_len: length)
+                let length = Int(target.segments[iovecCount].length)
+                iovecs[iovecCount] = iovec(iov_base: target.hosts[iovecCount], iov_len: length)
                 room &+= length
                 iovecCount &+= 1
             }
@@ -173,7 +169,8 @@ extension BackendDataPath {
                 remaining &-= min(remaining, capacities[used])
                 used &+= 1
             }
-            guard try finishTapHeader(target, segmentCount: segmentCount, frameLength: total &- VirtioNetHeader.size, buffers: used) else {
+            let received = HostChain(segments: target.segments, hosts: target.hosts, count: segmentCount)
+            guard finishTapHeader(received, frameLength: total &- VirtioNetHeader.size, buffers: used) else {
                 dropped &+= 1
                 continue
             }
@@ -199,28 +196,21 @@ extension BackendDataPath {
     /// and without GUEST_CSUM no flags (a checksum the kernel left open, from before the
     /// session, is filled in here). False when the frame cannot be delivered (a segmented
     /// frame, which the TAP is never asked for, or a checksum position outside the frame).
-    private func finishTapHeader<Ring: DeviceRing>(
-        _ rx: ReceiveTarget<Ring>, segmentCount: Int, frameLength: Int, buffers: Int
-    ) throws(VirtioError) -> Bool {
-        var offload = try header(of: rx.segments, segmentCount)
+    private func finishTapHeader(_ chain: HostChain, frameLength: Int, buffers: Int) -> Bool {
+        var offload = Self.header(of: chain)
         if offload.gsoType != VirtioNetOffload.gsoNone { return false }
         if !features.contains(.netGuestCsum) {
             if offload.flags & VirtioNetOffload.needsChecksum != 0 {
                 let start = Int(offload.checksumStart), offset = Int(offload.checksumOffset)
                 guard start + offset + 2 <= frameLength else { return false }
-                try fillChecksum(rx.segments, segmentCount, start: start, offset: offset, frameLength: frameLength)
+                Self.fillChecksum(chain, start: start, offset: offset, frameLength: frameLength)
             }
             offload = VirtioNetOffload()
         }
         var bytes = (UInt64(0), UInt16(0), UInt16(truncatingIfNeeded: buffers).littleEndian)
         offload.write(to: &bytes)
-        if rx.segments[0].length >= VirtioNetHeader.size {
-            try memory.translate(rx.segments[0]).copyMemory(from: &bytes, byteCount: VirtioNetHeader.size)
-        } else {
-            for i in 0..<VirtioNetHeader.size {
-                try store(withUnsafeBytes(of: &bytes) { $0[i] }, at: i, rx.segments, segmentCount)
-            }
-        }
+        var writer = ChainWriter(chain)
+        withUnsafeBytes(of: &bytes) { writer.write($0.baseAddress!, VirtioNetHeader.size) }
         return true
     }
 }

@@ -210,11 +210,13 @@ final class SwitchCore: Sendable {
         let addresses = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
         let targets: UnsafeMutablePointer<Int>
         let chains: UnsafeMutablePointer<Int>
+        let segments: UnsafeMutablePointer<Int>
         let touched: UnsafeMutablePointer<Bool>
 
         init(ports: Int) {
             targets = .allocate(capacity: ports)
             chains = .allocate(capacity: ports)
+            segments = .allocate(capacity: ports)
             touched = .allocate(capacity: ports)
             touched.initialize(repeating: false, count: ports)
         }
@@ -223,6 +225,7 @@ final class SwitchCore: Sendable {
             addresses.deallocate()
             targets.deallocate()
             chains.deallocate()
+            segments.deallocate()
             touched.deallocate()
         }
     }
@@ -267,8 +270,8 @@ final class SwitchCore: Sendable {
             for port in 0..<count {
                 guard let source = state.connections[port], source.vrings[1].isLive else { continue }
                 do throws(VirtioError) {
-                    handled += try source.dataPath.takeTransmitted(burst: configuration.burstSize) { (segments, segmentCount, length) throws(VirtioError) in
-                        try route(from: port, source.dataPath, segments, segmentCount, length, &state, scratch)
+                    handled += try source.dataPath.takeTransmitted(burst: configuration.burstSize) { (chain, length) throws(VirtioError) in
+                        try route(from: port, chain, length, &state, scratch)
                     }
                 } catch {
                     end(port, &state, error)
@@ -308,11 +311,10 @@ final class SwitchCore: Sendable {
     /// Sends one frame from `port` where it belongs; false to hold it back (a destination has
     /// no room yet, and has not made its senders wait too long).
     private func route(
-        from port: Int, _ source: BackendDataPath, _ segments: UnsafeMutablePointer<ChainSegment>, _ segmentCount: Int,
-        _ length: Int, _ state: inout State, _ scratch: Scratch
+        from port: Int, _ chain: HostChain, _ length: Int, _ state: inout State, _ scratch: Scratch
     ) throws(VirtioError) -> Bool {
         state.tally.any = true
-        guard try source.readAddresses(segments, segmentCount, into: scratch.addresses) else {
+        guard BackendDataPath.readAddresses(chain, into: scratch.addresses) else {
             // Shorter than two addresses: nothing to switch on.
             state.tally.received[port] &+= 1
             state.tally.dropped[port] &+= 1
@@ -356,8 +358,9 @@ final class SwitchCore: Sendable {
                 continue
             }
             switch room {
-            case .ready(let chains):
+            case .ready(let chains, let segments):
                 scratch.chains[k] = chains
+                scratch.segments[k] = segments
                 state.pressure.hadRoom(other)
             // A unicast frame waits for its port, for a bounded time; a flooded copy does not
             // wait for a port that is not taking frames (one stuck front-end must not stop the
@@ -376,15 +379,11 @@ final class SwitchCore: Sendable {
         while k < targetCount {
             let other = scratch.targets[k]
             if scratch.chains[k] > 0, let target = state.connections[other] {
-                do throws(VirtioError) {
-                    try target.dataPath.deliver(segments, segmentCount, from: source.memory, length: length, chains: scratch.chains[k])
-                    scratch.touched[other] = true
-                    state.tally.sent[other] &+= 1
-                } catch {
-                    // The sender's segments were all checked when taken (takeTransmitted), so a
-                    // failure here is the receiving front-end's.
-                    state.failures[other] = error
-                }
+                // Both chains were translated (and so checked) before: the sender's when taken,
+                // the receiver's when its room was found. Nothing here can fail.
+                target.dataPath.deliver(chain, length: length, chains: scratch.chains[k], segments: scratch.segments[k])
+                scratch.touched[other] = true
+                state.tally.sent[other] &+= 1
             } else if scratch.chains[k] < 0 {
                 state.tally.dropped[other] &+= 1
             }
