@@ -188,6 +188,12 @@ final class SeparateProcessTests: XCTestCase {
             backend.waitUntilExit()
             XCTAssertEqual(backend.terminationStatus, 64, "\(arguments): \(message)")
         }
+        for arguments in [["--addresses-per-port", "0"], ["--address-ageing", "0"], ["--full-destination-wait", "0"], ["--socket-mode", "9x"]] {
+            let (fabric, _, errors) = try launch("vhost-user-switch", ["--port", "/tmp/x.sock", "--port", "/tmp/y.sock"] + arguments)
+            let message = text(errors)
+            fabric.waitUntilExit()
+            XCTAssertEqual(fabric.terminationStatus, 64, "\(arguments): \(message)")
+        }
         for arguments in [["--ip", "192.0.2"], ["--ip", "192.0.2.2", "--mac", "nope"]] {
             let (responder, _, errors) = try launch("ping-responder", ["--socket", "/tmp/x.sock"] + arguments)
             let message = text(errors)

@@ -98,16 +98,8 @@ final class SwitchTests: XCTestCase {
         var c: VirtioUserDevice? = try device(paths[2], mac: macC)
         defer { a.stop(); b.stop(); c?.stop() }
         XCTAssertTrue(waitUntil { fabric.statistics.allSatisfy(\.isUp) }, "\(fabric.statistics)")
-        let burst = PacketBurst(capacity: 8)
         func send(from device: VirtioUserDevice, to destination: MACAddress, source: MACAddress) {
-            device.allocate(into: burst, count: 1)
-            var packet = burst[0]
-            packet.data.initializeMemory(as: UInt8.self, repeating: 0x5A, count: 60)
-            destination.write(to: packet.data)
-            source.write(to: packet.data + 6)
-            packet.length = 60
-            burst[0] = packet
-            XCTAssertEqual(device.transmit(burst), 1)
+            XCTAssertEqual(self.send(from: device, destination: destination, source: source), 1)
         }
         func received(_ device: VirtioUserDevice) -> Int {
             let inbox = PacketBurst(capacity: 32)
@@ -148,5 +140,14 @@ final class SwitchTests: XCTestCase {
         let path = try makeSocketPath(self)
         XCTAssertThrowsError(try VhostUserSwitch(configuration: .init(portPaths: [path])))
         XCTAssertThrowsError(try VhostUserSwitch(configuration: .init(portPaths: [path, path])))
+        let paths = try (0..<2).map { try makeSocketPath(self, name: "v\($0).sock") }
+        for adjust: (inout VhostUserSwitch.Configuration) -> Void in [
+            { $0.addressesPerPort = 0 }, { $0.addressAgeingMilliseconds = 0 }, { $0.fullDestinationWaitMilliseconds = 0 },
+            { $0.fullDestinationWaitMilliseconds = 10_001 },
+        ] {
+            var configuration = VhostUserSwitch.Configuration(portPaths: paths)
+            adjust(&configuration)
+            XCTAssertThrowsError(try VhostUserSwitch(configuration: configuration))
+        }
     }
 }
