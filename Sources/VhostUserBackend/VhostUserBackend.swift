@@ -329,29 +329,20 @@ final class BackendServer: Sendable {
         }
     }
 
-    /// Asks the front-end for kicks, re-checks the rings (a frame may have arrived between the
-    /// last poll and the request), then sleeps on the kick fds and the socket — and in tap
-    /// mode on the TAP, while pair 0 has receive buffers for what it brings. Work is a frame
-    /// to take from a transmit ring — with somewhere to put it, in loopback mode: receive
-    /// buffers waiting on their own are not work, and a refill kick wakes us when they were
-    /// what was missing.
-    /// Returns false when it slept its 100 ms without anything happening.
+    /// Sleeps until a kick, a message or (in tap mode, while pair 0 has receive buffers for
+    /// what it brings) a frame from the TAP. Work is a frame to take from a transmit ring — with
+    /// somewhere to put it, in loopback mode: receive buffers waiting on their own are not
+    /// work, and a refill kick wakes us when they were what was missing. Returns false when it
+    /// slept its 100 ms without anything happening.
     private func sleepUntilKicked(_ connection: BackendConnection) throws(VirtioError) -> Bool {
-        let rings = connection.vrings.compactMap(\.ring)
-        for ring in rings { ring.setNotificationsEnabled(true) }
-        defer { for ring in rings { ring.setNotificationsEnabled(false) } }
-        if hasWork(connection) { return true }
-        var fds = [connection.channel.socket.raw]
-        fds += connection.vrings.compactMap { $0.kick?.descriptor.raw }
+        var extra: [Int32] = []
         // Only while its frames have somewhere to go: a readable TAP would otherwise end every
         // sleep at once.
         if let tap, !tap.gone.load(ordering: .relaxed), let rxVring = connection.vrings.first, rxVring.enabled,
            let rx = rxVring.ring, rx.availableCount() > 0 {
-            fds.append(tap.descriptor.raw)
+            extra.append(tap.descriptor.raw)
         }
-        let ready = try Poll.waitAny(fds, milliseconds: 100)
-        for vring in connection.vrings { vring.kick?.drainPeer() }
-        return !ready.isEmpty
+        return try IdleSleep.sleep([connection], extra: extra) { hasWork(connection) }
     }
 
     private func hasWork(_ connection: BackendConnection) -> Bool {

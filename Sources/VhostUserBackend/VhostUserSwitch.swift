@@ -451,23 +451,14 @@ final class SwitchCore: Sendable {
         }
     }
 
-    /// Sleeps until a kick, a message or a new front-end (at most 100 ms), after asking every
-    /// port's front-end for kicks and looking once more. Returns false when nothing happened.
+    /// Sleeps until a kick, a message or a new front-end (at most 100 ms); work is a frame on
+    /// some port's transmit ring. Returns false when nothing happened.
     private func sleepUntilKicked(_ connections: [BackendConnection?]) -> Bool {
-        let rings = connections.compactMap { $0 }.flatMap { $0.vrings.compactMap(\.ring) }
-        for ring in rings { ring.setNotificationsEnabled(true) }
-        defer { for ring in rings { ring.setNotificationsEnabled(false) } }
-        for connection in connections.compactMap({ $0 }) where (connection.vrings[1].ring?.availableCount() ?? 0) > 0 { return true }
-        var fds: [Int32] = []
-        for connection in connections.compactMap({ $0 }) {
-            fds.append(connection.channel.socket.raw)
-            fds += connection.vrings.compactMap { $0.kick?.descriptor.raw }
+        let sessions = connections.compactMap { $0 }
+        let listening = listeners.withLock { $0 }?.map(\.descriptor.raw) ?? []
+        let woken = try? IdleSleep.sleep(sessions, extra: listening) {
+            sessions.contains { ($0.vrings[1].ring?.availableCount() ?? 0) > 0 }
         }
-        if let listeners = listeners.withLock({ $0 }) { fds += listeners.map(\.descriptor.raw) }
-        let ready = (try? Poll.waitAny(fds, milliseconds: 100)) ?? []
-        for connection in connections.compactMap({ $0 }) {
-            for vring in connection.vrings { vring.kick?.drainPeer() }
-        }
-        return !ready.isEmpty
+        return woken ?? false
     }
 }
