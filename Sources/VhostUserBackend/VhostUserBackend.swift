@@ -291,20 +291,23 @@ final class BackendServer: Sendable {
         var announced = false
         var tapLossLogged = false
         while !stopping.load(ordering: .relaxed) {
-            if !announced, connection.isRunning {
+            if !connection.isRunning {
+                // Nothing to forward: wait for the next control message.
+                if try Poll.waitReadable(socket, milliseconds: 100) != .timedOut {
+                    try connection.handlePendingMessages()
+                }
+                if !connection.isRunning { continue }
+            }
+            // Announced as soon as the messages that started the rings are handled, before
+            // `stopping` is looked at again: a front-end whose set-up was acknowledged always
+            // finds it in the log, even if the back-end is stopped right after.
+            if !announced {
                 announced = true
                 configuration.logger.info("front-end's rings started", metadata: [
                     "features": "\(connection.features)", "protocol_features": "\(connection.protocolFeatures)",
                     "rings": "\(connection.features.contains(.ringPacked) ? "packed" : "split")",
                 ])
                 try tap?.allowChecksumOffload(connection.features.contains(.netGuestCsum))
-            }
-            guard connection.isRunning else {
-                // Nothing to forward: wait for the next control message.
-                if try Poll.waitReadable(socket, milliseconds: 100) != .timedOut {
-                    try connection.handlePendingMessages()
-                }
-                continue
             }
             let handled = try connection.dataPath.forward(mode: configuration.mode, tap: tap, burst: burst, counters: counters)
             iterations &+= 1

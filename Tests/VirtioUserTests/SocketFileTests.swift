@@ -42,6 +42,30 @@ final class SocketFileTests: XCTestCase {
         XCTAssertTrue(output.contains("listening on"), output)
     }
 
+    /// The switch sets every port's socket the same way (`--socket-mode`, `--socket-group`).
+    func testSwitchPortSocketsGetTheirModeAndGroup() throws {
+        guard getuid() == 0 else { throw XCTSkip("giving a file to another group needs root; CI runs as root") }
+        let paths = try (0..<2).map { try makeSocketPath(self, name: "port\($0).sock") }
+        var configuration = VhostUserSwitch.Configuration(portPaths: paths)
+        configuration.socketAccess = SocketFileAccess(mode: 0o660, group: "65534")
+        let fabric = try VhostUserSwitch(configuration: configuration)
+        defer { fabric.stop() }
+        for path in paths {
+            var info = stat()
+            XCTAssertEqual(lstat(path, &info), 0)
+            XCTAssertEqual(info.st_mode & 0o7777, 0o660, path)
+            XCTAssertEqual(info.st_gid, 65534, path)
+        }
+
+        let cliPaths = try (0..<2).map { try makeSocketPath(self, name: "cli\($0).sock") }
+        let binary = productsDirectory.appendingPathComponent("vhost-user-switch").path
+        let (status, output, errors) = try runProgram(binary, [
+            "--port", cliPaths[0], "--port", cliPaths[1], "--socket-mode", "640", "--socket-group", "65534", "--duration", "0.5",
+        ])
+        XCTAssertEqual(status, 0, errors)
+        XCTAssertTrue(output.contains("2 ports"), output)
+    }
+
     func testBadSocketModeOrGroupIsAClearError() throws {
         XCTAssertThrowsError(try VhostUserBackend(configuration: {
             var configuration = VhostUserBackend.Configuration(socketPath: try! makeSocketPath(self))
