@@ -67,7 +67,6 @@ public final class VhostUserChannel {
                 }
                 continue
             }
-            if code == EINTR && n < 0 { continue }
             if n < 0 {
                 if code == EPIPE || code == ECONNRESET {
                     throw VirtioError(.peerGone, "The vhost-user peer closed the connection while we sent \(request).", errno: code)

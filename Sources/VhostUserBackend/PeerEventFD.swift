@@ -30,7 +30,7 @@ extension EventNotifier {
                 .protocolViolation,
                 "Ring \(ring)'s call fd blocked a write for \(peerWriteTimeoutMilliseconds) ms: the front-end cleared O_NONBLOCK on it and filled its counter.")
         }
-        return VirtioError(.protocolViolation, "Signalling ring \(ring)'s call fd failed (errno \(-result)); the front-end's fd is unusable.", errno: -result)
+        return VirtioError.system("signalling ring \(ring)'s call fd", errno: -result)
     }
 }
 

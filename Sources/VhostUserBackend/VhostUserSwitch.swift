@@ -45,8 +45,9 @@ public final class VhostUserSwitch: Sendable {
             .version1, .vhostUserProtocolFeatures, .netMergeableRxBuffers, .ringIndirectDescriptors,
             .ringEventIndex, .ringPacked, .inOrder,
         ]
-        /// Source addresses one port may have learned at once (1…65,536); beyond it, new
-        /// addresses are not learned and frames to them are flooded.
+        /// Source addresses one port may have learned at once (1…4,096); beyond it, new
+        /// addresses are not learned and frames to them are flooded. The table is sized for
+        /// every port at this limit (64 ports × 4,096: 10 MiB), allocated once.
         public var addressesPerPort = 256
         /// How long a learned address lasts without a frame from it (OVS's default: 300 s).
         public var addressAgeingMilliseconds = 300_000
@@ -97,8 +98,8 @@ public final class VhostUserSwitch: Sendable {
         guard (1...1024).contains(configuration.burstSize) else {
             throw VirtioError(.invalidArgument, "Switch burst size \(configuration.burstSize) must be 1…1024.")
         }
-        guard (1...65536).contains(configuration.addressesPerPort) else {
-            throw VirtioError(.invalidArgument, "Addresses per port \(configuration.addressesPerPort) must be 1…65536.")
+        guard (1...4096).contains(configuration.addressesPerPort) else {
+            throw VirtioError(.invalidArgument, "Addresses per port \(configuration.addressesPerPort) must be 1…4096.")
         }
         guard configuration.addressAgeingMilliseconds >= 1 else {
             throw VirtioError(.invalidArgument, "Address ageing \(configuration.addressAgeingMilliseconds) ms must be at least 1 ms.")

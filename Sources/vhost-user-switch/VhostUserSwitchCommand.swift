@@ -35,7 +35,7 @@ struct VhostUserSwitchCommand: ParsableCommand {
     @Option(name: .customLong("stats-period"), help: "Seconds between stats lines; 0 for none.")
     var statsPeriod: Double = 0
 
-    @Option(name: .customLong("addresses-per-port"), help: "Source MAC addresses one port may have learned at once (1…65536); frames to addresses beyond it are flooded.")
+    @Option(name: .customLong("addresses-per-port"), help: "Source MAC addresses one port may have learned at once (1…4096); frames to addresses beyond it are flooded.")
     var addressesPerPort = 256
 
     @Option(name: .customLong("address-ageing"), help: "Seconds a learned address lasts without a frame from it.")
@@ -63,7 +63,7 @@ struct VhostUserSwitchCommand: ParsableCommand {
         guard (2...64).contains(port.count) else { throw ValidationError("Give 2…64 --port sockets; \(port.count) given.") }
         guard Set(port).count == port.count else { throw ValidationError("Each --port needs its own socket path.") }
         guard duration >= 0, statsPeriod >= 0 else { throw ValidationError("--duration and --stats-period must not be negative.") }
-        guard (1...65536).contains(addressesPerPort) else { throw ValidationError("--addresses-per-port must be 1…65536.") }
+        guard (1...4096).contains(addressesPerPort) else { throw ValidationError("--addresses-per-port must be 1…4096.") }
         guard addressAgeing >= 0.001, addressAgeing <= 86_400 * 365 else { throw ValidationError("--address-ageing must be 0.001 seconds to a year.") }
         guard (1...10_000).contains(fullDestinationWait) else { throw ValidationError("--full-destination-wait must be 1…10000 ms.") }
     }

@@ -143,7 +143,7 @@ final class SwitchTests: XCTestCase {
         let paths = try (0..<2).map { try makeSocketPath(self, name: "v\($0).sock") }
         for adjust: (inout VhostUserSwitch.Configuration) -> Void in [
             { $0.addressesPerPort = 0 }, { $0.addressAgeingMilliseconds = 0 }, { $0.fullDestinationWaitMilliseconds = 0 },
-            { $0.fullDestinationWaitMilliseconds = 10_001 },
+            { $0.fullDestinationWaitMilliseconds = 10_001 }, { $0.addressesPerPort = 4097 },
         ] {
             var configuration = VhostUserSwitch.Configuration(portPaths: paths)
             adjust(&configuration)
