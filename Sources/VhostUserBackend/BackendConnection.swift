@@ -146,6 +146,11 @@ final class BackendConnection {
             guard offeredFeatures.isSuperset(of: requested) else {
                 throw VirtioError(.protocolViolation, "SET_FEATURES asks for \(requested), beyond what was offered (\(offeredFeatures)).")
             }
+            // The ring format is the session's, chosen here once (QEMU sends SET_FEATURES
+            // again while rings run, to log dirty pages, but never with another format).
+            if requested.contains(.ringPacked) != features.contains(.ringPacked), vrings.contains(where: { $0.ring != nil }) {
+                throw VirtioError(.protocolViolation, "SET_FEATURES changed the ring format while rings run; stop them (GET_VRING_BASE) first.")
+            }
             dataPath.apply(requested)
             // Without protocol features a ring is enabled as soon as it starts (vhost-user.rst).
             if !requested.contains(.vhostUserProtocolFeatures) {

@@ -11,6 +11,9 @@ package final class BackendDataPath {
     let vrings: [BackendVring]
     /// What SET_FEATURES agreed (offload decisions read it).
     private(set) var features: VirtioFeatures = []
+    /// VIRTIO_F_RING_PACKED negotiated: the session's rings are packed (split otherwise). Every
+    /// data path reads it once per call, in ``withPair(_:_:)``.
+    private(set) var packedRings = false
     /// VIRTIO_NET_F_MRG_RXBUF negotiated: a frame may fill several receive chains.
     private(set) var mergeable = false
     /// VIRTIO_RING_F_INDIRECT_DESC negotiated: a chain may be an indirect table.
@@ -20,11 +23,12 @@ package final class BackendDataPath {
     /// The MTU in force (the config space's, or what NET_SET_MTU announced): frames from a TAP
     /// are gathered for it.
     var mtu: Int
-    /// Indirect tables read in the current burst (added to the counters once per burst).
+    /// Indirect tables read in the current burst (added to the counters once per burst, see
+    /// ``countIndirectTables(into:)``).
     var indirectTablesRead = 0
     /// The process-wide truncation-fault count last checked (see ``GuestMemoryMap/checkTruncation()``).
     var guardFaultsSeen: UInt64 = cvs_guard_total_faults()
-    /// Scatter lists for ``BackendMode/tap``, allocated on first use.
+    /// Scatter lists for ``TapBridge``, allocated on first use.
     lazy var tapScratch = TapScratch()
     /// See ``VhostUserBackend/Configuration/frameObserver``.
     var frameObserver: (@Sendable (UInt64, Int) -> Void)?
@@ -41,6 +45,7 @@ package final class BackendDataPath {
         mergeable = requested.contains(.netMergeableRxBuffers)
         acceptsIndirect = requested.contains(.ringIndirectDescriptors)
         sendsOffloads = !requested.isDisjoint(with: [.netCsum, .netHostTSO4, .netHostTSO6])
+        packedRings = requested.contains(.ringPacked)
         for vring in vrings {
             vring.usesEventIndex = requested.contains(.ringEventIndex)
             vring.packedFormat = requested.contains(.ringPacked)

@@ -53,6 +53,19 @@ package final class BackendCounters: Sendable {
         counter.store(counter.load(ordering: .relaxed) &+ UInt64(value), ordering: .relaxed)
     }
 
+    /// Adds one burst's counts on queue pair `pair`: frames taken from its transmit ring (and
+    /// their bytes), frames put on its receive ring, frames dropped.
+    @inline(__always)
+    func addBurst(pair: Int, taken: Int, bytes: Int, sent: Int = 0, dropped: Int = 0) {
+        let pairCounters = pairs[pair]
+        Self.add(framesReceived, taken)
+        Self.add(pairCounters.framesReceived, taken)
+        Self.add(bytesReceived, bytes)
+        Self.add(framesSent, sent)
+        Self.add(pairCounters.framesSent, sent)
+        Self.add(drops, dropped)
+    }
+
     var snapshot: BackendStatistics {
         BackendStatistics(
             framesReceived: framesReceived.load(ordering: .relaxed),

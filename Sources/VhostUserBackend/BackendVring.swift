@@ -62,7 +62,7 @@ package final class BackendVring {
     }
 
     /// True when frames may move on this ring.
-    var isLive: Bool { ring != nil && enabled }
+    var isLive: Bool { enabled && (split != nil || packed != nil) }
 
     /// Starts the ring over `memory`, checking the size, the base and that each part lies,
     /// aligned, in the front-end's regions.

@@ -1,106 +1,83 @@
 import VirtioCore
 
-/// The two halves of switching a frame between front-ends: a port's transmit ring gives frames
-/// up, other ports' receive rings take copies. Each side dispatches on its own ring format, so
-/// a packed port and a split port exchange frames. Nothing here allocates.
-extension BackendDataPath {
-    /// Offers up to `burst` frames from queue pair 0's transmit ring to `route`, in order, each
-    /// translated (in this front-end's memory) with its frame length. `route` returns false to
-    /// leave a frame (and those behind it) on the ring for later: back-pressure. Returns the
-    /// frames taken; their completions are published before returning.
-    func takeTransmitted(burst: Int, _ route: (HostChain, Int) throws(VirtioError) -> Bool) throws(VirtioError) -> Int {
-        let vring = vrings[1]
-        guard vring.enabled, let segments = vring.segments, let hosts = vring.hosts else { return 0 }
-        if let ring = vring.split { return try takeTransmitted(ring, vring, segments, hosts, burst, route) }
-        if let ring = vring.packed { return try takeTransmitted(ring, vring, segments, hosts, burst, route) }
-        return 0
-    }
+/// Where a switch port's frames go: the switch's address table and its other ports.
+protocol FrameRouter: AnyObject {
+    /// Sends one frame (translated in its sender's memory) from `port` where it belongs;
+    /// false leaves it, and the frames behind it, on the sender's ring for later: back-pressure.
+    func route(from port: Int, _ chain: HostChain, length: Int) throws(VirtioError) -> Bool
+}
 
-    private func takeTransmitted<Ring: DeviceRing>(
-        _ tx: Ring, _ vring: BackendVring, _ segments: UnsafeMutablePointer<ChainSegment>,
-        _ hosts: UnsafeMutablePointer<UnsafeMutableRawPointer>, _ burst: Int,
-        _ route: (HostChain, Int) throws(VirtioError) -> Bool
-    ) throws(VirtioError) -> Int {
-        let count = min(tx.availableCount(), burst)
-        let chainCapacity = Self.chainCapacity(tx)
+/// A switch port's data path: frames from its front-end's transmit ring (queue pair 0) are
+/// offered to the router in order; other ports' frames reach its receive ring through
+/// ``BackendDataPath/receiveRoom(length:)`` and ``BackendDataPath/deliver(_:length:chains:segments:)``.
+/// Each side works in its own port's ring format, so a packed port and a split port exchange
+/// frames. Nothing here allocates.
+struct SwitchPort<Router: FrameRouter>: FrameForwarding {
+    /// Unowned: the router outlives every burst, and a reference count per burst buys nothing.
+    unowned(unsafe) let router: Router
+    let port: Int
+    let burst: Int
+
+    func run<Ring: BackendRing>(_ pair: PairRings<Ring>, on path: BackendDataPath) throws(VirtioError) -> Int {
+        guard pair.index == 0, let tx = pair.tx else { return 0 }
+        let count = min(tx.ring.availableCount(), burst)
+        let chainCapacity = BackendDataPath.chainCapacity(tx.ring)
         var done = 0
         while done < count {
-            guard let head = tx.peekAvailable(ahead: 0),
-                  let n = readChain(tx, head: head, into: segments, capacity: chainCapacity) else { break }
-            let length = try frameLength(segments, n)
+            guard let head = tx.ring.peekAvailable(ahead: 0),
+                  let n = path.readChain(tx.ring, head: head, into: tx.segments, capacity: chainCapacity) else { break }
+            let length = try path.frameLength(tx.segments, n)
             // Every segment inside this front-end's memory before any copy starts: a bad one is
             // the sender's violation, never blamed on a port the frame was going to.
-            let chain = try memory.translate(segments, n, into: hosts)
-            guard try route(chain, length) else { break }
-            tx.skipAvailable(1)
-            tx.putUsed(head: head, length: 0)
+            let chain = try path.memory.translate(tx.segments, n, into: tx.hosts)
+            guard try router.route(from: port, chain, length: length) else { break }
+            tx.ring.skipAvailable(1)
+            tx.ring.putUsed(head: head, length: 0)
             done &+= 1
         }
-        if indirectTablesRead != 0 { indirectTablesRead = 0 }
-        // Completions before any copy is published on another port (see `forward`).
-        if done > 0, tx.publishUsed() { try vring.notifyCall() }
-        if let violation = tx.violation { throw VirtioError(.protocolViolation, violation) }
+        path.indirectTablesRead = 0
+        // Completions before any copy is published on another port (see ``Loopback``).
+        try tx.publish(took: done)
         return done
     }
 
-    /// What a receive ring can do with a frame now.
-    enum ReceiveRoom {
-        /// Gathered: `deliver` will put it in this many chains, of this many segments.
-        case ready(chains: Int, segments: Int)
-        /// Not enough buffers posted yet.
-        case full
-        /// It can never fit (no mergeable buffers, and one buffer is too small): drop it here.
-        case tooLong
-        /// The ring is not running.
-        case absent
+    /// Work is a frame on the port's transmit ring.
+    func hasWork(on path: BackendDataPath) -> Bool {
+        (path.vrings[1].ring?.availableCount() ?? 0) > 0
     }
+}
 
-    /// Looks for room for a frame of `length` bytes on queue pair 0's receive ring, keeping
-    /// the chains found in the ring's scratch space for ``deliver(_:_:from:length:chains:)``.
+/// What a receive ring can do with a frame now.
+enum ReceiveRoom {
+    /// Gathered: `deliver` will put it in this many chains, of this many segments.
+    case ready(chains: Int, segments: Int)
+    /// Not enough buffers posted yet.
+    case full
+    /// It can never fit (no mergeable buffers, and one buffer is too small): drop it here.
+    case tooLong
+    /// The ring is not running.
+    case absent
+}
+
+/// The receiving half of a switch port, on queue pair 0.
+extension BackendDataPath {
+    /// Looks for room for a frame of `length` bytes on the receive ring, keeping the chains
+    /// found in the ring's scratch space for ``deliver(_:length:chains:segments:)``.
     func receiveRoom(length: Int) throws(VirtioError) -> ReceiveRoom {
-        let vring = vrings[0]
-        guard vring.enabled else { return .absent }
-        if let ring = vring.split { return try receiveRoom(ring, vring, length) }
-        if let ring = vring.packed { return try receiveRoom(ring, vring, length) }
-        return .absent
-    }
-
-    private func receiveRoom<Ring: DeviceRing>(_ rx: Ring, _ vring: BackendVring, _ length: Int) throws(VirtioError) -> ReceiveRoom {
-        guard let target = receiveTarget(rx, vring) else { return .absent }
-        let available = rx.availableCount()
-        guard available > 0 else { return rx.violation == nil ? .full : .absent }
-        let total = VirtioNetHeader.size + length
-        guard let (chains, segments, capacity) = try gatherReceiveChains(target, available: available, needed: total) else {
-            throw VirtioError(.protocolViolation, rx.violation ?? "a receive chain could not be read")
-        }
-        if capacity >= total { return .ready(chains: chains, segments: segments) }
-        return mergeable ? .full : .tooLong
+        try withPair(0, RoomQuery(length: length))
     }
 
     /// Copies a frame (translated in its sender's memory) into the receive chains
     /// ``receiveRoom(length:)`` just found and translated (`chains` chains of `segments`
     /// segments); published by ``publishReceived()``.
     func deliver(_ source: HostChain, length: Int, chains: Int, segments: Int) {
-        let vring = vrings[0]
-        if let ring = vring.split, let target = receiveTarget(ring, vring) {
-            deliver(source, to: target, length: length, chains: chains, segments: segments)
-        } else if let ring = vring.packed, let target = receiveTarget(ring, vring) {
-            deliver(source, to: target, length: length, chains: chains, segments: segments)
-        }
-    }
-
-    private func deliver<Ring: DeviceRing>(_ source: HostChain, to target: ReceiveTarget<Ring>, length: Int, chains: Int, segments: Int) {
-        let received = HostChain(segments: target.segments, hosts: target.hosts, count: segments)
-        copyFrame(from: source, to: target, received, chains: chains, frameLength: length, offload: VirtioNetOffload())
-        target.finish(chains: chains, frameLength: length)
+        try? withPair(0, Delivery(source: source, length: length, chains: chains, segments: segments))
     }
 
     /// Makes the frames delivered since the last call visible, notifying when asked. Throws
-    /// when the front-end made its call fd block.
+    /// when the front-end made its call fd block or broke the ring.
     func publishReceived() throws(VirtioError) {
-        let vring = vrings[0]
-        let notify = vring.split?.publishUsed() ?? vring.packed?.publishUsed() ?? false
-        if notify { try vring.notifyCall() }
+        try withPair(0, PublishReceived())
     }
 
     /// The first 12 bytes of a frame (destination and source MAC), past the virtio-net header;
@@ -108,5 +85,42 @@ extension BackendDataPath {
     static func readAddresses(_ chain: HostChain, into bytes: UnsafeMutableRawPointer) -> Bool {
         var reader = ChainReader(chain, from: VirtioNetHeader.size)
         return reader.read(into: bytes, count: 12) == 12
+    }
+}
+
+private struct RoomQuery: PairWork {
+    let length: Int
+
+    func run<Ring: BackendRing>(_ pair: PairRings<Ring>, on path: BackendDataPath) throws(VirtioError) -> ReceiveRoom {
+        guard let rx = pair.rx else { return .absent }
+        let available = rx.ring.availableCount()
+        guard available > 0 else { return rx.ring.violation == nil ? .full : .absent }
+        let total = VirtioNetHeader.size + length
+        guard let (chains, segments, capacity) = try path.gatherReceiveChains(rx, available: available, needed: total) else {
+            throw VirtioError(.protocolViolation, rx.ring.violation ?? "a receive chain could not be read")
+        }
+        if capacity >= total { return .ready(chains: chains, segments: segments) }
+        return rx.mergeable ? .full : .tooLong
+    }
+}
+
+private struct Delivery: PairWork {
+    let source: HostChain
+    let length: Int
+    let chains: Int
+    let segments: Int
+
+    func run<Ring: BackendRing>(_ pair: PairRings<Ring>, on path: BackendDataPath) throws(VirtioError) {
+        guard let rx = pair.rx else { return }
+        let received = HostChain(segments: rx.segments, hosts: rx.hosts, count: segments)
+        path.copyFrame(from: source, to: rx, received, chains: chains, frameLength: length, offload: VirtioNetOffload())
+        rx.finish(chains: chains, total: VirtioNetHeader.size &+ length)
+    }
+}
+
+private struct PublishReceived: PairWork {
+    func run<Ring: BackendRing>(_ pair: PairRings<Ring>, on path: BackendDataPath) throws(VirtioError) {
+        guard let rx = pair.rx else { return }
+        try rx.publish(delivered: 1)
     }
 }

@@ -22,27 +22,59 @@ final class TapScratch {
     }
 }
 
-/// The data path of ``BackendMode/tap``: one writev per frame a front-end transmits (its bytes
-/// straight from the shared memory), one readv per frame the kernel sends (straight into the
-/// front-end's receive buffers). No copy in this process either way.
+/// ``BackendMode/tap``: one writev per frame a front-end transmits (its bytes straight from the
+/// shared memory), one readv per frame the kernel sends (straight into the front-end's receive
+/// buffers). No copy in this process either way. Frames from the kernel go to queue pair 0.
+struct TapBridge: FrameForwarding {
+    let tap: TapDevice
+    let burst: Int
+    let counters: BackendCounters
+
+    func run<Ring: BackendRing>(_ pair: PairRings<Ring>, on path: BackendDataPath) throws(VirtioError) -> Int {
+        guard let tx = pair.tx else { return 0 }
+        let done = try path.transmitToTap(tap, from: tx, burst: burst, counters: counters, pair: pair.index)
+        path.countIndirectTables(into: counters)
+        try tx.publish(took: done)
+        return done
+    }
+
+    /// Frames from the kernel, into pair 0's receive ring.
+    func afterPairs(on path: BackendDataPath) throws(VirtioError) -> Int {
+        guard !tap.gone.load(ordering: .relaxed), !path.vrings.isEmpty else { return 0 }
+        return try path.withPair(0, TapReceive(tap: tap, burst: burst, counters: counters))
+    }
+}
+
+/// Reads frames from the TAP into a pair's receive ring.
+private struct TapReceive: PairWork {
+    let tap: TapDevice
+    let burst: Int
+    let counters: BackendCounters
+
+    func run<Ring: BackendRing>(_ pair: PairRings<Ring>, on path: BackendDataPath) throws(VirtioError) -> Int {
+        guard let rx = pair.rx else { return 0 }
+        return try path.receiveFromTap(tap, into: rx, burst: burst, counters: counters)
+    }
+}
+
 extension BackendDataPath {
     /// Moves up to `burst` frames from a transmit ring to the TAP. A frame the kernel refuses
     /// (malformed, the interface down) is dropped and counted; a full kernel queue leaves the
     /// rest on the ring for the next burst.
-    func transmitToTap<Ring: DeviceRing>(
-        _ tap: TapDevice, tx: Ring, txSegments: UnsafeMutablePointer<ChainSegment>,
-        txHosts: UnsafeMutablePointer<UnsafeMutableRawPointer>, burst: Int, counters: BackendCounters
+    fileprivate func transmitToTap<Ring: BackendRing>(
+        _ tap: TapDevice, from tx: TransmitSource<Ring>, burst: Int, counters: BackendCounters, pair: Int
     ) throws(VirtioError) -> Int {
+        let txSegments = tx.segments, txHosts = tx.hosts
         let scratch = tapScratch
         let iovecs = scratch.iovecs
-        let count = min(tx.availableCount(), burst)
-        let chainCapacity = Self.chainCapacity(tx)
+        let count = min(tx.ring.availableCount(), burst)
+        let chainCapacity = Self.chainCapacity(tx.ring)
         var bytes = 0
         var dropped = 0
         var done = 0
         frames: while done < count {
-            guard let head = tx.peekAvailable(ahead: 0),
-                  let n = readChain(tx, head: head, into: txSegments, capacity: chainCapacity) else { break }
+            guard let head = tx.ring.peekAvailable(ahead: 0),
+                  let n = readChain(tx.ring, head: head, into: txSegments, capacity: chainCapacity) else { break }
             let length = try frameLength(txSegments, n)
             let chain = try memory.translate(txSegments, n, into: txHosts)
             // The kernel gets our checked copy of the header, never the front-end's (which it
@@ -83,40 +115,22 @@ extension BackendDataPath {
                 dropped &+= 1  // more segments than one writev takes
             }
             if let frameObserver { frameObserver(Self.digest(chain), length) }
-            tx.skipAvailable(1)
-            tx.putUsed(head: head, length: 0)
+            tx.ring.skipAvailable(1)
+            tx.ring.putUsed(head: head, length: 0)
             bytes &+= length
             done &+= 1
         }
-        BackendCounters.add(counters.framesReceived, done)
-        BackendCounters.add(counters.bytesReceived, bytes)
-        BackendCounters.add(counters.drops, dropped)
+        counters.addBurst(pair: pair, taken: done, bytes: bytes, dropped: dropped)
         return done
     }
 
-    /// Reads up to `burst` frames from the TAP into queue pair 0's receive ring, each only
-    /// when the ring has buffers for it. Returns the frames read.
-    func receiveFromTap(_ tap: TapDevice, burst: Int, counters: BackendCounters) throws(VirtioError) -> Int {
-        // vrings[0], not vrings.first: the generic `first` allocates in unoptimized builds.
-        guard !tap.gone.load(ordering: .relaxed), !vrings.isEmpty else { return 0 }
-        let vring = vrings[0]
-        guard vring.enabled else { return 0 }
-        let read: Int
-        if let rx = vring.split {
-            read = try receiveFromTap(tap, rx: rx, vring: vring, burst: burst, counters: counters)
-        } else if let rx = vring.packed {
-            read = try receiveFromTap(tap, rx: rx, vring: vring, burst: burst, counters: counters)
-        } else {
-            return 0
-        }
-        return read
-    }
-
-    private func receiveFromTap<Ring: DeviceRing>(
-        _ tap: TapDevice, rx: Ring, vring: BackendVring, burst: Int, counters: BackendCounters
+    /// Reads up to `burst` frames from the TAP into a receive ring, each only when the ring has
+    /// buffers for it. Returns the frames read.
+    fileprivate func receiveFromTap<Ring: BackendRing>(
+        _ tap: TapDevice, into target: ReceiveTarget<Ring>, burst: Int, counters: BackendCounters
     ) throws(VirtioError) -> Int {
-        guard let target = receiveTarget(rx, vring) else { return 0 }
-        let heads = target.heads, capacities = target.capacities
+        let rx = target.ring
+        let capacities = target.capacities
         let iovecs = tapScratch.iovecs
         // The kernel sends frames of up to the TAP's MTU plus an Ethernet header and a VLAN
         // tag; the front-end's MTU is what the TAP should be set to. Larger frames are
@@ -174,21 +188,12 @@ extension BackendDataPath {
                 dropped &+= 1
                 continue
             }
-            remaining = total
-            for c in 0..<used {
-                let written = min(remaining, capacities[c])
-                rx.putUsed(head: heads[c], length: UInt32(written))
-                remaining &-= written
-            }
-            rx.skipAvailable(used)
+            target.finish(chains: used, total: total)
             available &-= used
             sent &+= 1
         }
-        if sent > 0, rx.publishUsed() { try vring.notifyCall() }
-        if let violation = rx.violation { throw VirtioError(.protocolViolation, violation) }
-        BackendCounters.add(counters.framesSent, sent)
-        BackendCounters.add(counters.pairs[0].framesSent, sent)
-        BackendCounters.add(counters.drops, dropped)
+        try target.publish(delivered: sent)
+        counters.addBurst(pair: 0, taken: 0, bytes: 0, sent: sent, dropped: dropped)
         return reads
     }
 

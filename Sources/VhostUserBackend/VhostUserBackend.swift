@@ -184,7 +184,7 @@ public final class VhostUserBackend: Sendable {
     }
 }
 
-/// The accept loop and per-connection loop, with everything they share with the public object.
+/// What the serving thread shares with the public object; the loop itself is ``ServingHost/serve()``.
 final class BackendServer: Sendable {
     let configuration: VhostUserBackend.Configuration
     /// Removes its socket file when released (if still ours).
@@ -208,62 +208,29 @@ final class BackendServer: Sendable {
         listener.withLock { $0 = nil }
     }
 
-    /// Serves connections until stopped.
+    /// Serves connections until stopped, with the data path of the configured mode (chosen
+    /// here, once: the serving loop is specialised for it).
     func serve() {
         configuration.onServingThreadStart?()
-        while !stopping.load(ordering: .relaxed) {
-            guard let socket = nextConnection() else { continue }
-            BackendCounters.add(counters.connections, 1)
-            var offered = configuration.offeredFeatures
-            if configuration.macAddress == nil { offered.remove(.netMAC) }
-            let connection = BackendConnection(
-                socket: socket, offeredFeatures: offered,
-                offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
-                    ? configuration.offeredProtocolFeatures : [],
-                queuePairs: configuration.queuePairs, macAddress: configuration.macAddress,
-                mtu: configuration.mtu, linkUp: { [self] in linkUp.load(ordering: .relaxed) })
-            connection.dataPath.frameObserver = configuration.frameObserver
-            let logger = configuration.logger
-            logger.info("front-end connected", metadata: ["socket": "\(configuration.socketPath)"])
-            do {
-                try run(connection)
-                logger.info("session ended: the back-end is stopping", metadata: ["socket": "\(configuration.socketPath)"])
-            } catch {
-                if error.kind != .peerGone {
-                    if error.kind == .protocolViolation { BackendCounters.add(counters.protocolErrors, 1) }
-                    record(error)
-                    logger.error("session closed", metadata: ["socket": "\(configuration.socketPath)", "error": "\(error.message)"])
-                } else {
-                    logger.info("front-end disconnected", metadata: ["socket": "\(configuration.socketPath)"])
-                }
-            }
-            // The negotiation before the trace: a caller that waits for a connection's trace
-            // then finds its negotiation too.
-            negotiations.withLock {
-                $0.append(.init(
-                    features: connection.features, protocolFeatures: connection.protocolFeatures,
-                    mtu: connection.announcedMTU))
-                if $0.count > VhostUserBackend.tracedConnections { $0.removeFirst() }
-            }
-            traces.withLock {
-                $0.append(connection.received.map(\.description))
-                if $0.count > VhostUserBackend.tracedConnections { $0.removeFirst() }
-            }
-            // `connection` goes out of scope here: its mappings and fds are released.
+        let burst = configuration.burstSize
+        switch configuration.mode {
+        case .loopback:
+            BackendSessionHost(server: self, forwarding: Loopback(burst: burst, counters: counters)).serve()
+        case .sink:
+            BackendSessionHost(server: self, forwarding: Sink(burst: burst, counters: counters)).serve()
+        case .tap:
+            guard let tap else { return }  // `init` opened it
+            BackendSessionHost(server: self, forwarding: TapBridge(tap: tap, burst: burst, counters: counters)).serve()
         }
     }
 
-    /// The next front-end: accepted (server mode) or connected to (client mode). Waits about
-    /// 100 ms at most, so `stopping` is checked often.
-    private func nextConnection() -> OwnedDescriptor? {
+    /// The next front-end, when one is waiting: accepted (server mode) or connected to (client
+    /// mode, which waits up to about 200 ms for it).
+    func nextConnection() -> OwnedDescriptor? {
         do throws(VirtioError) {
             switch configuration.connectionMode {
             case .server:
-                guard let current = listener.withLock({ $0 }) else {
-                    MonotonicClock.sleep(milliseconds: 100)
-                    return nil
-                }
-                return try current.accept(milliseconds: 100)
+                return try listener.withLock({ $0 })?.accept(milliseconds: 0)
             case .client:
                 return try UnixSocket.connect(to: configuration.socketPath, retry: .init(timeoutMilliseconds: 100))
             }
@@ -277,87 +244,95 @@ final class BackendServer: Sendable {
         }
     }
 
-    private func record(_ error: VirtioError) {
+    func record(_ error: VirtioError) {
         counters.lastError.withLock { $0 = error.message }
-    }
-
-    /// The per-connection loop: control messages and traffic on one thread, so neither needs
-    /// a lock. Returns when the front-end disconnects or the back-end stops.
-    private func run(_ connection: BackendConnection) throws(VirtioError) {
-        let socket = connection.channel.socket.raw
-        let burst = configuration.burstSize
-        var idlePolls = 0
-        var iterations = 0
-        var announced = false
-        var tapLossLogged = false
-        while !stopping.load(ordering: .relaxed) {
-            if !connection.isRunning {
-                // Nothing to forward: wait for the next control message.
-                if try Poll.waitReadable(socket, milliseconds: 100) != .timedOut {
-                    try connection.handlePendingMessages()
-                }
-                if !connection.isRunning { continue }
-            }
-            // Announced as soon as the messages that started the rings are handled, before
-            // `stopping` is looked at again: a front-end whose set-up was acknowledged always
-            // finds it in the log, even if the back-end is stopped right after.
-            if !announced {
-                announced = true
-                configuration.logger.info("front-end's rings started", metadata: [
-                    "features": "\(connection.features)", "protocol_features": "\(connection.protocolFeatures)",
-                    "rings": "\(connection.features.contains(.ringPacked) ? "packed" : "split")",
-                ])
-                try tap?.allowChecksumOffload(connection.features.contains(.netGuestCsum))
-            }
-            let handled = try connection.dataPath.forward(mode: configuration.mode, tap: tap, burst: burst, counters: counters)
-            iterations &+= 1
-            // Control messages are rare: look for one every 256 bursts, or whenever idle.
-            if handled == 0 || iterations & 255 == 0 {
-                if let tap, !tapLossLogged, tap.gone.load(ordering: .relaxed) {
-                    tapLossLogged = true
-                    configuration.logger.error("the TAP interface was deleted: frames for it are dropped until the back-end is restarted", metadata: ["tap": "\(tap.name)"])
-                }
-                if try connection.handlePendingMessages() > 0 { continue }
-            }
-            if handled > 0 {
-                idlePolls = 0
-                continue
-            }
-            idlePolls &+= 1
-            if idlePolls >= configuration.idlePollsBeforeSleep {
-                // Woken by a kick or a message: poll again. Woken by the clock only (it checks
-                // `stopping`): straight back to sleep, so an idle back-end stays asleep.
-                if try sleepUntilKicked(connection) { idlePolls = 0 }
-            }
-        }
-    }
-
-    /// Sleeps until a kick, a message or (in tap mode, while pair 0 has receive buffers for
-    /// what it brings) a frame from the TAP. Work is a frame to take from a transmit ring — with
-    /// somewhere to put it, in loopback mode: receive buffers waiting on their own are not
-    /// work, and a refill kick wakes us when they were what was missing. Returns false when it
-    /// slept its 100 ms without anything happening.
-    private func sleepUntilKicked(_ connection: BackendConnection) throws(VirtioError) -> Bool {
-        var extra: [Int32] = []
-        // Only while its frames have somewhere to go: a readable TAP would otherwise end every
-        // sleep at once.
-        if let tap, !tap.gone.load(ordering: .relaxed), let rxVring = connection.vrings.first, rxVring.enabled,
-           let rx = rxVring.ring, rx.availableCount() > 0 {
-            extra.append(tap.descriptor.raw)
-        }
-        return try IdleSleep.sleep([connection], extra: extra) { hasWork(connection) }
-    }
-
-    private func hasWork(_ connection: BackendConnection) -> Bool {
-        var pair = 0
-        while pair &* 2 &+ 1 < connection.vrings.count {
-            if let tx = connection.vrings[pair &* 2 &+ 1].ring, tx.availableCount() > 0 {
-                if configuration.mode != .loopback { return true }
-                if let rx = connection.vrings[pair &* 2].ring, rx.availableCount() > 0 { return true }
-            }
-            pair &+= 1
-        }
-        return false
     }
 }
 
+/// The back-end's side of the serving loop: one session at a time, moved by `Forwarding`.
+private final class BackendSessionHost<Forwarding: FrameForwarding>: ServingHost {
+    let server: BackendServer
+    let forwarding: Forwarding
+    var sessions: [BackendConnection?] = [nil]
+    var idlePollsBeforeSleep: Int { server.configuration.idlePollsBeforeSleep }
+    var isStopping: Bool { server.stopping.load(ordering: .relaxed) }
+    private var tapLossLogged = false
+
+    init(server: BackendServer, forwarding: Forwarding) {
+        self.server = server
+        self.forwarding = forwarding
+    }
+
+    func forwarding(_ slot: Int) -> Forwarding { forwarding }
+
+    func connect(_ slot: Int) -> BackendConnection? {
+        guard let socket = server.nextConnection() else { return nil }
+        let configuration = server.configuration
+        BackendCounters.add(server.counters.connections, 1)
+        var offered = configuration.offeredFeatures
+        if configuration.macAddress == nil { offered.remove(.netMAC) }
+        let connection = BackendConnection(
+            socket: socket, offeredFeatures: offered,
+            offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
+                ? configuration.offeredProtocolFeatures : [],
+            queuePairs: configuration.queuePairs, macAddress: configuration.macAddress,
+            mtu: configuration.mtu, linkUp: { [server] in server.linkUp.load(ordering: .relaxed) })
+        connection.dataPath.frameObserver = configuration.frameObserver
+        configuration.logger.info("front-end connected", metadata: ["socket": "\(configuration.socketPath)"])
+        return connection
+    }
+
+    func connectDescriptor(_ slot: Int) -> Int32? {
+        server.configuration.connectionMode == .server ? server.listener.withLock({ $0 })?.descriptor.raw : nil
+    }
+
+    func started(_ slot: Int, _ session: BackendConnection) throws(VirtioError) {
+        server.configuration.logger.info("front-end's rings started", metadata: [
+            "features": "\(session.features)", "protocol_features": "\(session.protocolFeatures)",
+            "rings": "\(session.features.contains(.ringPacked) ? "packed" : "split")",
+        ])
+        try server.tap?.allowChecksumOffload(session.features.contains(.netGuestCsum))
+    }
+
+    func serviced(_ slot: Int, _ session: BackendConnection) {
+        if let tap = server.tap, !tapLossLogged, tap.gone.load(ordering: .relaxed) {
+            tapLossLogged = true
+            server.configuration.logger.error("the TAP interface was deleted: frames for it are dropped until the back-end is restarted", metadata: ["tap": "\(tap.name)"])
+        }
+    }
+
+    func ended(_ slot: Int, _ session: BackendConnection, _ error: VirtioError?) {
+        let logger = server.configuration.logger
+        let socketPath = server.configuration.socketPath
+        if let error {
+            if error.kind != .peerGone {
+                if error.kind == .protocolViolation { BackendCounters.add(server.counters.protocolErrors, 1) }
+                server.record(error)
+                logger.error("session closed", metadata: ["socket": "\(socketPath)", "error": "\(error.message)"])
+            } else {
+                logger.info("front-end disconnected", metadata: ["socket": "\(socketPath)"])
+            }
+        } else {
+            logger.info("session ended: the back-end is stopping", metadata: ["socket": "\(socketPath)"])
+        }
+        // The negotiation before the trace: a caller that waits for a connection's trace
+        // then finds its negotiation too.
+        server.negotiations.withLock {
+            $0.append(.init(features: session.features, protocolFeatures: session.protocolFeatures, mtu: session.announcedMTU))
+            if $0.count > VhostUserBackend.tracedConnections { $0.removeFirst() }
+        }
+        server.traces.withLock {
+            $0.append(session.received.map(\.description))
+            if $0.count > VhostUserBackend.tracedConnections { $0.removeFirst() }
+        }
+    }
+
+    /// The TAP, while pair 0 has receive buffers for what it brings: a readable TAP would
+    /// otherwise end every sleep at once.
+    func wakeDescriptors() -> [Int32] {
+        guard let tap = server.tap, !tap.gone.load(ordering: .relaxed), let session = sessions[0],
+              let rxVring = session.vrings.first, rxVring.enabled, let rx = rxVring.ring, rx.availableCount() > 0
+        else { return [] }
+        return [tap.descriptor.raw]
+    }
+}

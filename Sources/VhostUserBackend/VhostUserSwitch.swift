@@ -145,7 +145,7 @@ public final class VhostUserSwitch: Sendable {
     }
 }
 
-/// The serving loop and what it shares with the public object.
+/// What the serving thread shares with the public object.
 final class SwitchCore: Sendable {
     let configuration: VhostUserSwitch.Configuration
     let listeners: Locked<[UnixListener]?>
@@ -163,240 +163,190 @@ final class SwitchCore: Sendable {
         listeners.withLock { $0 = nil }
     }
 
-    /// Per-round counters, added to `statistics` once per round (not per frame).
-    private struct Tally {
-        var received: [UInt64]
-        var sent: [UInt64]
-        var flooded: [UInt64]
-        var dropped: [UInt64]
-        var spoofed: [UInt64]
-        var any = false
-
-        init(ports: Int) {
-            received = Array(repeating: 0, count: ports)
-            sent = received
-            flooded = received
-            dropped = received
-            spoofed = received
-        }
-
-        mutating func clear() {
-            for i in received.indices {
-                received[i] = 0
-                sent[i] = 0
-                flooded[i] = 0
-                dropped[i] = 0
-                spoofed[i] = 0
-            }
-            any = false
-        }
-    }
-
-    /// What the serving loop keeps between rounds, in one place so each step takes it whole.
-    private struct State {
-        var connections: [BackendConnection?]
-        var table: MACTable
-        var tally: Tally
-        var pressure: DestinationBackPressure
-        /// A destination that broke its receive ring while a frame was switched to it: its
-        /// session ends after the sender's burst, not the sender's.
-        var failures: [VirtioError?]
-        /// The round's time (monotonic nanoseconds): read once per round, not per frame.
-        var now: UInt64 = MonotonicClock.nanoseconds()
-    }
-
-    /// Scratch for one frame: its destination and source addresses, and its destinations with
-    /// the chains each takes; which ports got copies this burst.
-    private struct Scratch {
-        let addresses = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
-        let targets: UnsafeMutablePointer<Int>
-        let chains: UnsafeMutablePointer<Int>
-        let segments: UnsafeMutablePointer<Int>
-        let touched: UnsafeMutablePointer<Bool>
-
-        init(ports: Int) {
-            targets = .allocate(capacity: ports)
-            chains = .allocate(capacity: ports)
-            segments = .allocate(capacity: ports)
-            touched = .allocate(capacity: ports)
-            touched.initialize(repeating: false, count: ports)
-        }
-
-        func deallocate() {
-            addresses.deallocate()
-            targets.deallocate()
-            chains.deallocate()
-            segments.deallocate()
-            touched.deallocate()
-        }
-    }
-
     func serve() {
         configuration.onServingThreadStart?()
+        let ports = SwitchPorts(core: self)
+        ports.serve()
+    }
+}
+
+/// The switch's side of the serving loop: one session per port, each a ``SwitchPort`` whose
+/// frames this routes. Owned by the serving thread.
+private final class SwitchPorts: ServingHost, FrameRouter {
+    let core: SwitchCore
+    var sessions: [BackendConnection?]
+    var idlePollsBeforeSleep: Int { core.configuration.idlePollsBeforeSleep }
+    var isStopping: Bool { core.stopping.load(ordering: .relaxed) }
+    private let burst: Int
+    private var table: MACTable
+    private var tally: Tally
+    private var pressure: DestinationBackPressure
+    /// A destination that broke its receive ring while a frame was switched to it: its
+    /// session ends after the sender's burst, not the sender's.
+    private var failures: [VirtioError?]
+    /// The round's time (monotonic nanoseconds): read once per round, not per frame.
+    private var now: UInt64 = MonotonicClock.nanoseconds()
+    /// Aged addresses are swept at most once a second (more often for a shorter ageing).
+    private let sweepInterval: UInt64
+    private var lastSweep: UInt64
+    /// Scratch for one frame: its destination and source addresses, and its destinations with
+    /// the chains each takes; which ports got copies this burst.
+    private let addresses = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
+    private let targets: UnsafeMutablePointer<Int>
+    private let chains: UnsafeMutablePointer<Int>
+    private let segments: UnsafeMutablePointer<Int>
+    private let touched: UnsafeMutablePointer<Bool>
+
+    init(core: SwitchCore) {
+        let configuration = core.configuration
         let count = configuration.portPaths.count
-        var state = State(
-            connections: Array(repeating: nil, count: count),
-            table: MACTable(
-                ports: count, limitPerPort: configuration.addressesPerPort,
-                ageingNanoseconds: UInt64(configuration.addressAgeingMilliseconds) * 1_000_000),
-            tally: Tally(ports: count),
-            pressure: DestinationBackPressure(ports: count, waitNanoseconds: UInt64(configuration.fullDestinationWaitMilliseconds) * 1_000_000),
-            failures: Array(repeating: nil, count: count))
-        let scratch = Scratch(ports: count)
-        defer { scratch.deallocate() }
-        // Aged addresses are swept at most once a second (more often for a shorter ageing).
-        let sweepInterval = min(1_000_000_000, state.table.ageingNanoseconds)
-        var lastSweep = state.now
-        var idlePolls = 0
-        var iterations = 0
-        var faultsSeen = cvs_guard_total_faults()
-        while !stopping.load(ordering: .relaxed) {
-            iterations &+= 1
-            var handled = 0
-            state.now = MonotonicClock.nanoseconds()
-            if state.now &- lastSweep >= sweepInterval {
-                lastSweep = state.now
-                state.table.expire(now: state.now)
-                learned.store(state.table.count, ordering: .relaxed)
-            }
-            // One load per round: did a front-end shrink its memory under us (a guarded fault)?
-            let faults = cvs_guard_total_faults()
-            if faults != faultsSeen {
-                faultsSeen = faults
-                for port in 0..<count {
-                    guard let connection = state.connections[port] else { continue }
-                    do throws(VirtioError) { try connection.memory.checkTruncation() } catch { end(port, &state, error) }
-                }
-            }
-            for port in 0..<count {
-                guard let source = state.connections[port], source.vrings[1].isLive else { continue }
-                do throws(VirtioError) {
-                    handled += try source.dataPath.takeTransmitted(burst: configuration.burstSize) { (chain, length) throws(VirtioError) in
-                        try route(from: port, chain, length, &state, scratch)
-                    }
-                } catch {
-                    end(port, &state, error)
-                }
-                for other in 0..<count {
-                    if let failure = state.failures[other] {
-                        state.failures[other] = nil
-                        scratch.touched[other] = false
-                        end(other, &state, failure)
-                    }
-                }
-                // Copies become visible on the ports that got them, after the sender's
-                // completions (published by takeTransmitted).
-                for other in 0..<count where scratch.touched[other] {
-                    scratch.touched[other] = false
-                    do throws(VirtioError) { try state.connections[other]?.dataPath.publishReceived() } catch {
-                        end(other, &state, error)
-                    }
-                }
-            }
-            if state.tally.any { flush(&state.tally) }
-            if handled == 0 || iterations & 255 == 0 {
-                serviceControl(&state)
-            }
-            if handled > 0 {
-                idlePolls = 0
-                continue
-            }
-            idlePolls &+= 1
-            if idlePolls >= configuration.idlePollsBeforeSleep, sleepUntilKicked(state.connections) { idlePolls = 0 }
+        self.core = core
+        burst = configuration.burstSize
+        sessions = Array(repeating: nil, count: count)
+        table = MACTable(
+            ports: count, limitPerPort: configuration.addressesPerPort,
+            ageingNanoseconds: UInt64(configuration.addressAgeingMilliseconds) * 1_000_000)
+        tally = Tally(ports: count)
+        pressure = DestinationBackPressure(ports: count, waitNanoseconds: UInt64(configuration.fullDestinationWaitMilliseconds) * 1_000_000)
+        failures = Array(repeating: nil, count: count)
+        sweepInterval = min(1_000_000_000, table.ageingNanoseconds)
+        lastSweep = now
+        targets = .allocate(capacity: count)
+        chains = .allocate(capacity: count)
+        segments = .allocate(capacity: count)
+        touched = .allocate(capacity: count)
+        touched.initialize(repeating: false, count: count)
+    }
+
+    deinit {
+        addresses.deallocate()
+        targets.deallocate()
+        chains.deallocate()
+        segments.deallocate()
+        touched.deallocate()
+    }
+
+    func forwarding(_ slot: Int) -> SwitchPort<SwitchPorts> {
+        SwitchPort(router: self, port: slot, burst: burst)
+    }
+
+    func beginRound() {
+        now = MonotonicClock.nanoseconds()
+        if now &- lastSweep >= sweepInterval {
+            lastSweep = now
+            table.expire(now: now)
+            core.learned.store(table.count, ordering: .relaxed)
         }
-        for port in 0..<count where state.connections[port] != nil {
-            configuration.logger.info("session ended: the switch is stopping", metadata: ["port": "\(port)"])
+    }
+
+    /// Ends the destinations that failed during `slot`'s burst, then makes the copies visible
+    /// on the ports that got them, after the sender's completions (which its burst published).
+    func afterBurst(of slot: Int) {
+        for other in 0..<sessions.count {
+            if let failure = failures[other] {
+                failures[other] = nil
+                touched[other] = false
+                end(other, failure)
+            }
         }
+        for other in 0..<sessions.count where touched[other] {
+            touched[other] = false
+            do throws(VirtioError) { try sessions[other]?.dataPath.publishReceived() } catch {
+                end(other, error)
+            }
+        }
+    }
+
+    func endRound() {
+        if tally.any { flush() }
     }
 
     /// Sends one frame from `port` where it belongs; false to hold it back (a destination has
     /// no room yet, and has not made its senders wait too long).
-    private func route(
-        from port: Int, _ chain: HostChain, _ length: Int, _ state: inout State, _ scratch: Scratch
-    ) throws(VirtioError) -> Bool {
-        state.tally.any = true
-        guard BackendDataPath.readAddresses(chain, into: scratch.addresses) else {
+    func route(from port: Int, _ chain: HostChain, length: Int) throws(VirtioError) -> Bool {
+        tally.any = true
+        guard BackendDataPath.readAddresses(chain, into: addresses) else {
             // Shorter than two addresses: nothing to switch on.
-            state.tally.received[port] &+= 1
-            state.tally.dropped[port] &+= 1
+            tally.received[port] &+= 1
+            tally.dropped[port] &+= 1
             return true
         }
-        let destination = MACTable.key(scratch.addresses)
-        let sourceKey = MACTable.key(scratch.addresses + 6)
-        let before = state.table.count
-        guard state.table.learn(sourceKey, port: port, now: state.now) else {
+        let destination = MACTable.key(addresses)
+        let sourceKey = MACTable.key(addresses + 6)
+        let before = table.count
+        guard table.learn(sourceKey, port: port, now: now) else {
             // Another port's address: taken, never forwarded.
-            state.tally.received[port] &+= 1
-            state.tally.spoofed[port] &+= 1
+            tally.received[port] &+= 1
+            tally.spoofed[port] &+= 1
             return true
         }
-        if state.table.count != before { learned.store(state.table.count, ordering: .relaxed) }
+        if table.count != before { core.learned.store(table.count, ordering: .relaxed) }
         // Destinations: the learned port, or every other connected port.
         var targetCount = 0
         var flooded = false
-        if !MACTable.isGroup(destination), let known = state.table.port(of: destination, now: state.now) {
-            if known != port, state.connections[known] != nil {
-                scratch.targets[0] = known
+        if !MACTable.isGroup(destination), let known = table.port(of: destination, now: now) {
+            if known != port, sessions[known] != nil {
+                targets[0] = known
                 targetCount = 1
             }
         } else {
             flooded = true
-            for other in state.connections.indices where other != port && state.connections[other] != nil {
-                scratch.targets[targetCount] = other
+            for other in sessions.indices where other != port && sessions[other] != nil {
+                targets[targetCount] = other
                 targetCount &+= 1
             }
         }
         // Every destination with room, or hold the frame back.
         var k = 0
         while k < targetCount {
-            let other = scratch.targets[k]
-            guard state.failures[other] == nil, let target = state.connections[other] else { scratch.chains[k] = 0; k &+= 1; continue }
-            let room: BackendDataPath.ReceiveRoom
+            let other = targets[k]
+            guard failures[other] == nil, let target = sessions[other] else { chains[k] = 0; k &+= 1; continue }
+            let room: ReceiveRoom
             do throws(VirtioError) { room = try target.dataPath.receiveRoom(length: length) } catch {
-                state.failures[other] = error
-                scratch.chains[k] = 0
+                failures[other] = error
+                chains[k] = 0
                 k &+= 1
                 continue
             }
             switch room {
-            case .ready(let chains, let segments):
-                scratch.chains[k] = chains
-                scratch.segments[k] = segments
-                state.pressure.hadRoom(other)
+            case .ready(let chainCount, let segmentCount):
+                chains[k] = chainCount
+                segments[k] = segmentCount
+                pressure.hadRoom(other)
             // A unicast frame waits for its port, for a bounded time; a flooded copy does not
             // wait for a port that is not taking frames (one stuck front-end must not stop the
             // others).
             case .full:
-                if !flooded, state.pressure.holds(for: other, now: state.now) { return false }
-                scratch.chains[k] = -1
-            case .tooLong: scratch.chains[k] = -1
+                if !flooded, pressure.holds(for: other, now: now) { return false }
+                chains[k] = -1
+            case .tooLong: chains[k] = -1
             // A front-end still setting up its rings is not a destination yet: a flooded copy
             // skips it; a unicast frame for it is dropped and counted.
-            case .absent: scratch.chains[k] = flooded ? 0 : -1
+            case .absent: chains[k] = flooded ? 0 : -1
             }
             k &+= 1
         }
         k = 0
         while k < targetCount {
-            let other = scratch.targets[k]
-            if scratch.chains[k] > 0, let target = state.connections[other] {
+            let other = targets[k]
+            if chains[k] > 0, let target = sessions[other] {
                 // Both chains were translated (and so checked) before: the sender's when taken,
                 // the receiver's when its room was found. Nothing here can fail.
-                target.dataPath.deliver(chain, length: length, chains: scratch.chains[k], segments: scratch.segments[k])
-                scratch.touched[other] = true
-                state.tally.sent[other] &+= 1
-            } else if scratch.chains[k] < 0 {
-                state.tally.dropped[other] &+= 1
+                target.dataPath.deliver(chain, length: length, chains: chains[k], segments: segments[k])
+                touched[other] = true
+                tally.sent[other] &+= 1
+            } else if chains[k] < 0 {
+                tally.dropped[other] &+= 1
             }
             k &+= 1
         }
-        state.tally.received[port] &+= 1
-        if flooded { state.tally.flooded[port] &+= 1 }
+        tally.received[port] &+= 1
+        if flooded { tally.flooded[port] &+= 1 }
         return true
     }
 
-    private func flush(_ tally: inout Tally) {
-        statistics.withLock { ports in
+    private func flush() {
+        core.statistics.withLock { ports in
             for i in ports.indices {
                 ports[i].received &+= tally.received[i]
                 ports[i].sent &+= tally.sent[i]
@@ -408,58 +358,80 @@ final class SwitchCore: Sendable {
         tally.clear()
     }
 
-    /// Accepts front-ends on free ports and handles pending control messages.
-    private func serviceControl(_ state: inout State) {
-        guard let listeners = listeners.withLock({ $0 }) else { return }
-        for port in state.connections.indices {
-            if let connection = state.connections[port] {
-                do throws(VirtioError) {
-                    try connection.handlePendingMessages()
-                    let up = connection.vrings[0].isLive && connection.vrings[1].isLive
-                    statistics.withLock { if $0[port].isUp != up { $0[port].isUp = up } }
-                } catch {
-                    end(port, &state, error)
-                }
-                continue
-            }
-            do throws(VirtioError) {
-                guard let socket = try listeners[port].accept(milliseconds: 0) else { continue }
-                state.pressure.reset(port)
-                state.connections[port] = BackendConnection(
-                    socket: socket, offeredFeatures: configuration.offeredFeatures,
-                    offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
-                        ? [.replyAck, .status] : [],
-                    queuePairs: 1)
-                statistics.withLock { $0[port].connections &+= 1 }
-                configuration.logger.info("front-end connected", metadata: ["port": "\(port)", "socket": "\(configuration.portPaths[port])"])
-            } catch {
-                configuration.logger.warning("accepting a front-end failed", metadata: ["port": "\(port)", "error": "\(error.message)"])
-            }
+    func connect(_ slot: Int) -> BackendConnection? {
+        guard let listeners = core.listeners.withLock({ $0 }) else { return nil }
+        let configuration = core.configuration
+        do throws(VirtioError) {
+            guard let socket = try listeners[slot].accept(milliseconds: 0) else { return nil }
+            pressure.reset(slot)
+            core.statistics.withLock { $0[slot].connections &+= 1 }
+            configuration.logger.info("front-end connected", metadata: ["port": "\(slot)", "socket": "\(configuration.portPaths[slot])"])
+            return BackendConnection(
+                socket: socket, offeredFeatures: configuration.offeredFeatures,
+                offeredProtocolFeatures: configuration.offeredFeatures.contains(.vhostUserProtocolFeatures)
+                    ? [.replyAck, .status] : [],
+                queuePairs: 1)
+        } catch {
+            configuration.logger.warning("accepting a front-end failed", metadata: ["port": "\(slot)", "error": "\(error.message)"])
+            return nil
         }
     }
 
-    /// Ends port `port`'s session: its addresses are forgotten, the port is free again.
-    private func end(_ port: Int, _ state: inout State, _ error: VirtioError) {
-        state.connections[port] = nil
-        statistics.withLock { $0[port].isUp = false }
-        state.table.forget(port: port)
-        learned.store(state.table.count, ordering: .relaxed)
+    func connectDescriptor(_ slot: Int) -> Int32? {
+        core.listeners.withLock { $0 }?[slot].descriptor.raw
+    }
+
+    func started(_ slot: Int, _ session: BackendConnection) throws(VirtioError) {}
+
+    func serviced(_ slot: Int, _ session: BackendConnection) {
+        let up = session.vrings[0].isLive && session.vrings[1].isLive
+        core.statistics.withLock { if $0[slot].isUp != up { $0[slot].isUp = up } }
+    }
+
+    /// A port's session ended: its addresses are forgotten, the port is free again.
+    func ended(_ slot: Int, _ session: BackendConnection, _ error: VirtioError?) {
+        let logger = core.configuration.logger
+        core.statistics.withLock { $0[slot].isUp = false }
+        table.forget(port: slot)
+        core.learned.store(table.count, ordering: .relaxed)
+        guard let error else {
+            logger.info("session ended: the switch is stopping", metadata: ["port": "\(slot)"])
+            return
+        }
         if error.kind == .peerGone {
-            configuration.logger.info("front-end disconnected", metadata: ["port": "\(port)"])
+            logger.info("front-end disconnected", metadata: ["port": "\(slot)"])
         } else {
-            if error.kind == .protocolViolation { statistics.withLock { $0[port].protocolErrors &+= 1 } }
-            configuration.logger.error("session closed", metadata: ["port": "\(port)", "error": "\(error.message)"])
+            if error.kind == .protocolViolation { core.statistics.withLock { $0[slot].protocolErrors &+= 1 } }
+            logger.error("session closed", metadata: ["port": "\(slot)", "error": "\(error.message)"])
         }
     }
+}
 
-    /// Sleeps until a kick, a message or a new front-end (at most 100 ms); work is a frame on
-    /// some port's transmit ring. Returns false when nothing happened.
-    private func sleepUntilKicked(_ connections: [BackendConnection?]) -> Bool {
-        let sessions = connections.compactMap { $0 }
-        let listening = listeners.withLock { $0 }?.map(\.descriptor.raw) ?? []
-        let woken = try? IdleSleep.sleep(sessions, extra: listening) {
-            sessions.contains { ($0.vrings[1].ring?.availableCount() ?? 0) > 0 }
+/// Per-round counters of the switch, added to its statistics once per round (not per frame).
+private struct Tally {
+    var received: [UInt64]
+    var sent: [UInt64]
+    var flooded: [UInt64]
+    var dropped: [UInt64]
+    var spoofed: [UInt64]
+    var any = false
+
+    init(ports: Int) {
+        received = Array(repeating: 0, count: ports)
+        sent = received
+        flooded = received
+        dropped = received
+        spoofed = received
+    }
+
+    mutating func clear() {
+        for i in received.indices {
+            received[i] = 0
+            sent[i] = 0
+            flooded[i] = 0
+            dropped[i] = 0
+            spoofed[i] = 0
         }
-        return woken ?? false
+        any = false
     }
 }

@@ -84,7 +84,7 @@ public final class ForwardingFuzzHarness {
                 try vring.start(memory: memory)
             }
             for _ in 0..<4 {
-                handled += try dataPath.forward(mode: .loopback, burst: 32, counters: counters)
+                handled += try dataPath.forwardLoopback(burst: 32, counters: counters)
             }
         } catch {
             return handled

@@ -151,6 +151,14 @@ final class HostileFrontendTests: XCTestCase {
             try $0.send(.setVringAddr($0.ringAddress(1)))
             try $0.send(.setVringKick(VringFile(index: 1, hasDescriptor: false)))
         },
+        // The data path reads the session's format, not each ring's: a ring left running in
+        // the old one would be a ring nobody serves.
+        Case(name: "ring format changed while rings run", expected: "changed the ring format while rings run") {
+            try $0.negotiate()
+            try $0.sendMemoryTable()
+            try $0.startRing(1)
+            try $0.send(.setFeatures(HostileFrontendTests.features.union(.ringPacked)))
+        },
         Case(name: "call fd that is a pipe", expected: "carries a pipe, not an eventfd") {
             try $0.negotiate()
             var ends: [Int32] = [0, 0]
