@@ -71,4 +71,29 @@ final class HostileSwitchControlTests: XCTestCase {
         reader.join()
         XCTAssertFalse(Poll.peerHasClosed(socket), "well-formed requests, however many, are not a violation")
     }
+
+    /// A second front-end connecting to a port that is in use waits in its listener's backlog.
+    /// The old switch slept on every listener, so that readable listener ended every sleep at
+    /// once: one connect and the switch polled for ever, a CPU taken by anyone with the socket.
+    func testAFrontEndWaitingOnABusyPortDoesNotKeepTheSwitchAwake() throws {
+        final class Clock: @unchecked Sendable { var id = clockid_t(0) }
+        let clock = Clock()
+        let (fabric, a, b, paths) = try startSwitchWithTwoDevices(ports: 2) { configuration in
+            configuration.onServingThreadStart = { pthread_getcpuclockid(pthread_self(), &clock.id) }
+        }
+        defer { fabric.stop(); a.stop(); b.stop() }
+        let waiting = try UnixSocket.connect(to: paths[0], retry: .init(timeoutMilliseconds: 1000))
+        defer { _ = waiting }
+        MonotonicClock.sleep(milliseconds: 500)  // past the idle polls before sleeping
+        func cpu() -> UInt64 {
+            var time = timespec()
+            clock_gettime(clock.id, &time)
+            return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+        }
+        let before = cpu()
+        MonotonicClock.sleep(milliseconds: 500)
+        let used = cpu() - before
+        XCTAssertLessThan(used, 100_000_000, "an idle switch must sleep, not poll (polling would use ~500 ms)")
+        XCTAssertTrue(exchangeBothWays(a, b))
+    }
 }
