@@ -124,27 +124,14 @@ final class InterruptModeTests: XCTestCase {
     /// The back-end's side of idling: with a device connected and its receive buffers posted
     /// (which are not work), the serving thread sleeps on kicks instead of polling.
     func testAnIdleBackendSleepsWhileReceiveBuffersWait() throws {
-        final class Clock: @unchecked Sendable { var id = clockid_t(0); let ready = DispatchSemaphoreBox() }
-        let clock = Clock()
-        let backend = try startBackend(self) {
-            $0.onServingThreadStart = {
-                pthread_getcpuclockid(pthread_self(), &clock.id)
-                clock.ready.signal()
-            }
-        }
-        clock.ready.wait()
+        let clock = ServingThreadClock()
+        let backend = try startBackend(self) { $0.onServingThreadStart = clock.capture }
+        clock.waitUntilCaptured()
         let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
         try device.start()
         XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 3), total: 1000).intact, 1000)
         MonotonicClock.sleep(milliseconds: 300)  // past the idle polls before sleeping
-        func cpu() -> UInt64 {
-            var time = timespec()
-            clock_gettime(clock.id, &time)
-            return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-        }
-        let before = cpu()
-        MonotonicClock.sleep(milliseconds: 500)
-        let used = cpu() - before
+        let used = clock.nanosecondsUsed(during: 500)
         print("interrupt mode: idle back-end thread used \(used / 1000) µs of CPU in 500 ms")
         XCTAssertLessThan(used, 100_000_000, "an idle back-end must sleep, not poll (polling would use ~500 ms)")
     }
@@ -172,4 +159,33 @@ final class DispatchSemaphoreBox: Sendable {
     private let semaphore = DispatchSemaphore(value: 0)
     func signal() { semaphore.signal() }
     func wait() { semaphore.wait() }
+}
+
+/// The CPU time of a serving thread (captured in its `onServingThreadStart`): an idle one must
+/// sleep, and this tells sleeping from polling without timing anything.
+final class ServingThreadClock: @unchecked Sendable {
+    private var id = clockid_t(0)
+    private let ready = DispatchSemaphoreBox()
+
+    /// For `onServingThreadStart`.
+    var capture: @Sendable () -> Void {
+        { [self] in
+            pthread_getcpuclockid(pthread_self(), &id)
+            ready.signal()
+        }
+    }
+
+    func waitUntilCaptured() { ready.wait() }
+
+    /// The CPU time the thread used while the caller slept `milliseconds`.
+    func nanosecondsUsed(during milliseconds: Int) -> UInt64 {
+        func cpu() -> UInt64 {
+            var time = timespec()
+            clock_gettime(id, &time)
+            return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+        }
+        let before = cpu()
+        MonotonicClock.sleep(milliseconds: milliseconds)
+        return cpu() - before
+    }
 }

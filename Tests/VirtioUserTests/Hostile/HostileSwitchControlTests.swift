@@ -76,23 +76,14 @@ final class HostileSwitchControlTests: XCTestCase {
     /// The old switch slept on every listener, so that readable listener ended every sleep at
     /// once: one connect and the switch polled for ever, a CPU taken by anyone with the socket.
     func testAFrontEndWaitingOnABusyPortDoesNotKeepTheSwitchAwake() throws {
-        final class Clock: @unchecked Sendable { var id = clockid_t(0) }
-        let clock = Clock()
-        let (fabric, a, b, paths) = try startSwitchWithTwoDevices(ports: 2) { configuration in
-            configuration.onServingThreadStart = { pthread_getcpuclockid(pthread_self(), &clock.id) }
-        }
+        let clock = ServingThreadClock()
+        let (fabric, a, b, paths) = try startSwitchWithTwoDevices(ports: 2) { $0.onServingThreadStart = clock.capture }
         defer { fabric.stop(); a.stop(); b.stop() }
+        clock.waitUntilCaptured()
         let waiting = try UnixSocket.connect(to: paths[0], retry: .init(timeoutMilliseconds: 1000))
         defer { _ = waiting }
         MonotonicClock.sleep(milliseconds: 500)  // past the idle polls before sleeping
-        func cpu() -> UInt64 {
-            var time = timespec()
-            clock_gettime(clock.id, &time)
-            return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-        }
-        let before = cpu()
-        MonotonicClock.sleep(milliseconds: 500)
-        let used = cpu() - before
+        let used = clock.nanosecondsUsed(during: 500)
         XCTAssertLessThan(used, 100_000_000, "an idle switch must sleep, not poll (polling would use ~500 ms)")
         XCTAssertTrue(exchangeBothWays(a, b))
     }
