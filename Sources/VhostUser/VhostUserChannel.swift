@@ -48,7 +48,7 @@ public final class VhostUserChannel {
         bytes.reserveCapacity(VhostUserHeader.byteCount + payload.count)
         VhostUserHeader(request: request, flags: flags | VhostUserHeader.version, size: UInt32(payload.count)).encode(into: &bytes)
         bytes.append(contentsOf: payload)
-        let deadline = MonotonicClock.nanoseconds() + UInt64(max(0, sendTimeoutMilliseconds)) * 1_000_000
+        let deadline = MonotonicClock.deadline(milliseconds: sendTimeoutMilliseconds, after: MonotonicClock.nanoseconds())
         var sent = 0
         while sent < bytes.count {
             // The fds ride on the first chunk only.
@@ -61,8 +61,8 @@ public final class VhostUserChannel {
                 }
             }
             if n < 0 && (code == EAGAIN || code == EWOULDBLOCK) {
-                let remaining = Int64(deadline) - Int64(MonotonicClock.nanoseconds())
-                guard remaining > 0, try Poll.waitWritable(socket.raw, milliseconds: Int32(clamping: (remaining + 999_999) / 1_000_000)) else {
+                let remaining = MonotonicClock.pollMilliseconds(until: deadline)
+                guard remaining != 0, try Poll.waitWritable(socket.raw, milliseconds: remaining) else {
                     throw VirtioError(.timeout, "The vhost-user peer has not read what we sent for \(sendTimeoutMilliseconds) ms, so \(request) could not be sent; it may be hung.")
                 }
                 continue
@@ -91,7 +91,7 @@ public final class VhostUserChannel {
     /// Receives one whole message, waiting at most `timeoutMilliseconds` in total
     /// (negative: forever).
     public func receive(timeoutMilliseconds: Int) throws(VirtioError) -> VhostUserFrame {
-        let deadline = timeoutMilliseconds < 0 ? UInt64.max : MonotonicClock.nanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
+        let deadline = timeoutMilliseconds < 0 ? UInt64.max : MonotonicClock.deadline(milliseconds: timeoutMilliseconds, after: MonotonicClock.nanoseconds())
         var descriptors: [OwnedDescriptor] = []
         let headerBytes = try read(count: VhostUserHeader.byteCount, deadline: deadline, descriptors: &descriptors, what: "a message header")
         let header = try VhostUserHeader.decode(headerBytes[...])
@@ -105,10 +105,9 @@ public final class VhostUserChannel {
         while received < count {
             // Data already waiting is read even when the deadline has passed (a zero timeout
             // means "only what is there now"); only an empty socket past the deadline times out.
-            let remaining = deadline == UInt64.max ? -1 : max(0, Int64(deadline) - Int64(MonotonicClock.nanoseconds()))
-            let wait = remaining < 0 ? Int32(-1) : Int32(clamping: (remaining + 999_999) / 1_000_000)
+            let wait = MonotonicClock.pollMilliseconds(until: deadline)
             if try Poll.waitReadable(socket.raw, milliseconds: wait) == .timedOut {
-                if remaining == 0 || MonotonicClock.nanoseconds() >= deadline {
+                if wait == 0 || MonotonicClock.nanoseconds() >= deadline {
                     throw VirtioError(.timeout, "The vhost-user peer did not send \(what) in time; it may be hung or not speak vhost-user.")
                 }
                 continue

@@ -205,9 +205,9 @@ private final class SwitchPorts: ServingHost, FrameRouter {
         sessions = Array(repeating: nil, count: count)
         table = MACTable(
             ports: count, limitPerPort: configuration.addressesPerPort,
-            ageingNanoseconds: UInt64(configuration.addressAgeingMilliseconds) * 1_000_000)
+            ageingNanoseconds: MonotonicClock.nanoseconds(milliseconds: configuration.addressAgeingMilliseconds))
         tally = Tally(ports: count)
-        pressure = DestinationBackPressure(ports: count, waitNanoseconds: UInt64(configuration.fullDestinationWaitMilliseconds) * 1_000_000)
+        pressure = DestinationBackPressure(ports: count, waitNanoseconds: MonotonicClock.nanoseconds(milliseconds: configuration.fullDestinationWaitMilliseconds))
         failures = Array(repeating: nil, count: count)
         sweepInterval = min(1_000_000_000, table.ageingNanoseconds)
         lastSweep = now

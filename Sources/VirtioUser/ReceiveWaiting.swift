@@ -13,7 +13,7 @@ extension VirtioUserDevice {
     /// A data-path call, like ``receive(into:queue:)``: from the pair's thread.
     public func receive(into burst: PacketBurst, queue: Int = 0, timeoutMilliseconds: Int) -> Int {
         guard let queuePair = pair(queue) else { return 0 }
-        let deadline = MonotonicClock.nanoseconds() &+ UInt64(max(0, timeoutMilliseconds)) &* 1_000_000
+        let deadline = MonotonicClock.deadline(milliseconds: timeoutMilliseconds, after: MonotonicClock.nanoseconds())
         while true {
             let received = receive(into: burst, queue: queue)
             if received > 0 { return received }

@@ -116,15 +116,14 @@ struct VhostUserBackendCommand: ParsableCommand {
         print("vhost-user-backend: \(target), \(client ? "connecting to" : "listening on") \(socket)")
         Console.flush()
         let start = MonotonicClock.nanoseconds()
-        var nextStats = statsPeriod > 0 ? start + UInt64(statsPeriod * 1e9) : UInt64.max
+        let end = duration > 0 ? MonotonicClock.deadline(MonotonicClock.nanoseconds(seconds: duration), after: start) : .max
+        var stats = PeriodicSchedule(period: MonotonicClock.nanoseconds(seconds: statsPeriod), start: start)
         while !stopRequested.load(ordering: .relaxed) {
             MonotonicClock.sleep(milliseconds: 50)
             let now = MonotonicClock.nanoseconds()
-            if duration > 0 && now - start >= UInt64(duration * 1e9) { break }
-            if now >= nextStats {
-                printTotals(backend.statistics)
-                nextStats += UInt64(statsPeriod * 1e9)
-            }
+            if now >= end { break }
+            // Once per due period, however many a pause (SIGSTOP, a frozen cgroup) skipped.
+            if stats.isDue(now: now) { printTotals(backend.statistics) }
         }
         backend.stop()
         printTotals(backend.statistics)

@@ -95,15 +95,14 @@ struct VhostUserSwitchCommand: ParsableCommand {
         print("vhost-user-switch: \(port.count) ports: \(port.joined(separator: ", "))")
         Console.flush()
         let start = MonotonicClock.nanoseconds()
-        var nextStats = statsPeriod > 0 ? start + UInt64(statsPeriod * 1e9) : UInt64.max
+        let end = duration > 0 ? MonotonicClock.deadline(MonotonicClock.nanoseconds(seconds: duration), after: start) : .max
+        var stats = PeriodicSchedule(period: MonotonicClock.nanoseconds(seconds: statsPeriod), start: start)
         while !stopRequested.load(ordering: .relaxed) {
             MonotonicClock.sleep(milliseconds: 50)
             let now = MonotonicClock.nanoseconds()
-            if duration > 0 && now - start >= UInt64(duration * 1e9) { break }
-            if now >= nextStats {
-                printTotals(fabric)
-                nextStats += UInt64(statsPeriod * 1e9)
-            }
+            if now >= end { break }
+            // Once per due period, however many a pause (SIGSTOP, a frozen cgroup) skipped.
+            if stats.isDue(now: now) { printTotals(fabric) }
         }
         fabric.stop()
         printTotals(fabric)

@@ -55,26 +55,25 @@ struct Forwarder {
         }
 
         let start = MonotonicClock.nanoseconds()
-        let deadline = start + UInt64(options.duration * 1e9)
+        let deadline = MonotonicClock.deadline(MonotonicClock.nanoseconds(seconds: options.duration), after: start)
         // --json keeps stdout for the JSON summary alone.
-        let period = options.json ? 0 : UInt64(options.statsPeriod * 1e9)
-        var nextStats = period > 0 ? start + period : UInt64.max
+        var stats = PeriodicSchedule(period: options.json ? 0 : MonotonicClock.nanoseconds(seconds: options.statsPeriod), start: start)
         var last = (time: start, stats: device.statistics)
         var progress = ProgressLine(enabled: options.showsProgress, start: start, duration: options.duration, stats: last.stats)
         var now = start
         while true {
             now = MonotonicClock.nanoseconds()
             if now >= deadline || interrupted.load(ordering: .relaxed) { break }
-            if now >= nextStats {
-                let stats = device.statistics
+            // Once per due period, however many a pause (SIGSTOP, a frozen cgroup) skipped.
+            if stats.isDue(now: now) {
+                let current = device.statistics
                 progress.clear()
-                printStatsLine(elapsed: now - start, interval: now - last.time, from: last.stats, to: stats)
-                last = (now, stats)
-                nextStats += period
+                printStatsLine(elapsed: now - start, interval: now - last.time, from: last.stats, to: current)
+                last = (now, current)
             }
             progress.update(now: now, device: device)
-            let wake = min(deadline, nextStats)
-            MonotonicClock.sleep(milliseconds: Int(min(10, max(1, (wake - now) / 1_000_000))))
+            let wake = min(deadline, stats.next)
+            MonotonicClock.sleep(milliseconds: Int(min(10, max(1, MonotonicClock.nanoseconds(until: wake, from: now) / 1_000_000))))
         }
         progress.finish()
         let atEnd = device.statistics

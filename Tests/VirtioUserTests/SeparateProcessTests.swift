@@ -53,6 +53,38 @@ final class SeparateProcessTests: XCTestCase {
         XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
     }
 
+    /// Paused for 3 s in the middle of a run (SIGSTOP, as `docker pause` or a frozen cgroup
+    /// does), then continued: the run finishes as if nothing happened. The old forwarder
+    /// trapped (SIGILL) on `wake - now` once a stats period had been missed.
+    func testAPausedRunLivesOn() throws {
+        let (pmd, output, errors) = try launch("virtio-user-pmd", ["--duration", "4", "--stats-period", "0.5"])
+        MonotonicClock.sleep(milliseconds: 1000)
+        kill(pmd.processIdentifier, SIGSTOP)
+        MonotonicClock.sleep(milliseconds: 3000)
+        kill(pmd.processIdentifier, SIGCONT)
+        let printed = text(output)
+        pmd.waitUntilExit()
+        XCTAssertEqual(pmd.terminationReason, .exit, "killed by signal \(pmd.terminationStatus): " + printed + text(errors))
+        XCTAssertEqual(pmd.terminationStatus, 0, printed + text(errors))
+        XCTAssertTrue(printed.contains("result: OK, TX = RX"), printed)
+    }
+
+    /// Durations and periods past what a clock can count are long waits, not traps: the old
+    /// back-end and switch crashed at their first look at the clock.
+    func testDaemonsTakeDurationsPastTheEndOfTime() throws {
+        let path = try makeSocketPath(self)
+        for (name, arguments) in [("vhost-user-backend", ["--socket", path]), ("vhost-user-switch", ["--port", path + "a", "--port", path + "b"])] {
+            let (daemon, output, errors) = try launch(name, arguments + ["--duration", "1e30", "--stats-period", "1e30"])
+            MonotonicClock.sleep(milliseconds: 500)
+            XCTAssertTrue(daemon.isRunning, "\(name) died: " + text(errors))
+            daemon.terminate()
+            let printed = text(output)
+            daemon.waitUntilExit()
+            XCTAssertEqual(daemon.terminationReason, .exit, "\(name): " + printed)
+            XCTAssertEqual(daemon.terminationStatus, 0, "\(name): " + printed)
+        }
+    }
+
     /// `--pcap FILE` with two queue pairs: one file per pair, and tshark reads as many frames
     /// from them as the run sent and received; `--log-level info` shows the link coming up.
     func testCommandLinePcapCaptureIsReadByTShark() throws {

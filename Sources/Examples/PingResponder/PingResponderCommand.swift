@@ -83,7 +83,7 @@ struct PingResponderCommand: ParsableCommand {
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchSize, alignment: 8)
         defer { scratch.deallocate() }
         var arp = 0, echo = 0, ignored = 0, unsent = 0
-        let deadline = duration > 0 ? MonotonicClock.nanoseconds() + UInt64(duration * 1e9) : UInt64.max
+        let deadline = duration > 0 ? MonotonicClock.deadline(MonotonicClock.nanoseconds(seconds: duration), after: MonotonicClock.nanoseconds()) : UInt64.max
         while !stopRequested.load(ordering: .relaxed), MonotonicClock.nanoseconds() < deadline {
             // Sleeps on the back-end's notification while nothing arrives.
             guard device.receive(into: rx, timeoutMilliseconds: 100) > 0 else { continue }

@@ -26,7 +26,7 @@ public enum UnixSocket {
     /// (ENOENT, ECONNREFUSED, EAGAIN) until the policy's time is up.
     public static func connect(to path: String, retry: RetryPolicy = .once) throws(VirtioError) -> OwnedDescriptor {
         try checkPathLength(path)
-        let deadline = MonotonicClock.nanoseconds() + UInt64(retry.timeoutMilliseconds) * 1_000_000
+        let deadline = MonotonicClock.deadline(milliseconds: retry.timeoutMilliseconds, after: MonotonicClock.nanoseconds())
         while true {
             let socket = OwnedDescriptor(taking: try SystemCall.run("socket(AF_UNIX)") { cvs_unix_socket() })
             let (result, code) = SystemCall.attempt { cvs_unix_connect(socket.raw, path) }
