@@ -2,8 +2,9 @@ import Logging
 import VhostUser
 import VirtioCore
 
-/// Establishing and ending vhost-user sessions. Every function here runs with the control
-/// lock held (it takes the state `inout`).
+/// Establishing and ending vhost-user sessions. Every function here takes the state `inout`:
+/// with the control lock held, or (the link monitor, reconnecting) on its own copy, which it
+/// puts back under the lock.
 extension VirtioUserDevice {
     typealias Listener = UnixListener
 

@@ -40,7 +40,7 @@ extension VirtioUserDevice {
         let since = lostAt ?? MonotonicClock.nanoseconds()
         lostAt = since
         if configuration.connectionMode == .client {
-            let bound = UInt64(configuration.reconnectTimeoutMilliseconds) * 1_000_000
+            let bound = MonotonicClock.nanoseconds(milliseconds: configuration.reconnectTimeoutMilliseconds)
             if MonotonicClock.nanoseconds() - since > bound {
                 let reason = "the back-end did not return within \(configuration.reconnectTimeoutMilliseconds) ms; call start() again to retry"
                 control.withLock { $0.downReason = reason }
@@ -48,17 +48,24 @@ extension VirtioUserDevice {
                 return false
             }
         }
+        // The wait for a back-end and the negotiation run on a copy of the state, outside the
+        // lock: `linkState` and `sentRequests` never wait for them. Only this thread changes the
+        // state while the link is down, and stop() joins it before tearing down.
+        guard var draft = control.withLock({ state in state.started && state.session == nil ? state : nil }) else { return true }
+        do throws(VirtioError) {
+            let socket = try connect(&draft, timeoutMilliseconds: 100)
+            try establish(socket, &draft)
+            lostAt = nil
+        } catch {
+            draft.downReason = "reconnecting: \(error.message)"
+            // Every 100 ms while the back-end is away: debug, not noise.
+            configuration.logger.debug("reconnection attempt failed", metadata: ["error": "\(error.message)"])
+        }
         control.withLock { state in
-            guard state.started, state.session == nil else { return }
-            do throws(VirtioError) {
-                let socket = try connect(&state, timeoutMilliseconds: 100)
-                try establish(socket, &state)
-                lostAt = nil
-            } catch {
-                state.downReason = "reconnecting: \(error.message)"
-                // Every 100 ms while the back-end is away: debug, not noise.
-                configuration.logger.debug("reconnection attempt failed", metadata: ["error": "\(error.message)"])
-            }
+            // stop() may have taken the monitor meanwhile: that part is its own.
+            let monitor = state.monitor
+            state = draft
+            state.monitor = monitor
         }
         if lostAt != nil { MonotonicClock.sleep(milliseconds: configuration.connectionMode == .client ? 100 : 0) }
         return true

@@ -185,10 +185,12 @@ public final class VirtioUserDevice: Sendable {
             if monitor.isCurrent { monitor.detach() } else { monitor.join() }
         }
         control.withLock { state in
+            // The listener first: a back-end that reconnects as soon as its session ends (OVS
+            // does, within a millisecond) is then refused, not left in our backlog to be reset.
+            state.listener = nil
             if state.session != nil {
                 tearDown(&state, reason: "stopped", orderly: true)
             }
-            state.listener = nil
             state.started = false
         }
     }

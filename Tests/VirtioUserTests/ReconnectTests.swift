@@ -62,6 +62,53 @@ final class ReconnectTests: XCTestCase {
         XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize)
     }
 
+    /// A back-end that connects to a listening device and never answers holds the
+    /// reconnection for the reply timeout. `linkState` answers meanwhile: the old monitor
+    /// negotiated with the control lock held, so readers waited out the whole timeout.
+    func testLinkStateNeverWaitsForAReconnection() throws {
+        let path = try makeSocketPath(self)
+        var configuration = VirtioUserDevice.Configuration(socketPath: path)
+        configuration.connectionMode = .server
+        configuration.connectTimeoutMilliseconds = 10_000
+        configuration.replyTimeoutMilliseconds = 3000
+        let device = try VirtioUserDevice(configuration: configuration)
+        let first = try backend(path, .client)
+        try device.start()
+        first.stop()
+        XCTAssertTrue(waitUntil { device.linkState != .up }, "link must go down")
+        let silent = try UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 2000))
+        defer { _ = silent }
+        MonotonicClock.sleep(milliseconds: 300)  // the monitor has accepted it and waits for a reply
+        let before = MonotonicClock.nanoseconds()
+        XCTAssertNotEqual(device.linkState, .up)
+        let waited = MonotonicClock.nanoseconds() - before
+        XCTAssertLessThan(waited, 1_000_000_000, "linkState waited \(waited / 1_000_000) ms for the reconnection")
+        device.stop()
+    }
+
+    /// At stop() a listening device closes its listener before it ends the session: a
+    /// back-end that reconnects at once (OVS does, within a millisecond) is refused, not left
+    /// in a backlog to be reset. This back-end tries when the session's end begins (the first
+    /// GET_VRING_BASE); the old device still listened then.
+    func testAStoppingServerRefusesABackendThatReconnectsAtOnce() throws {
+        let path = try makeSocketPath(self)
+        var configuration = VirtioUserDevice.Configuration(socketPath: path)
+        configuration.connectionMode = .server
+        configuration.connectTimeoutMilliseconds = 10_000
+        configuration.replyTimeoutMilliseconds = 500  // the script answers one GET_VRING_BASE
+        let device = try VirtioUserDevice(configuration: configuration)
+        let reconnected = Locked<Bool?>(nil)
+        let backend = try HostileBackend(connectingTo: path, takeover: .control(.getVringBase) { channel in
+            let connected = (try? UnixSocket.connect(to: path)) != nil
+            reconnected.withLock { $0 = connected }
+            try channel.reply(to: .getVringBase, payload: Array(repeating: 0, count: 8))
+        })
+        try device.start()
+        device.stop()
+        backend.join()
+        XCTAssertEqual(reconnected.withLock { $0 }, false, "a back-end reconnecting as the session ended found the device still listening")
+    }
+
     /// Client mode gives up after the configured bound and says so.
     func testClientReconnectionIsBounded() throws {
         let path = try makeSocketPath(self)

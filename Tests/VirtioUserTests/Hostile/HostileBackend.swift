@@ -71,7 +71,7 @@ final class HostileBackend: @unchecked Sendable {
     }
 
     let path: String
-    private let listener: UnixListener
+    private let listener: UnixListener?
     private var thread: DedicatedThread?
     private let finished = Flag()
 
@@ -86,11 +86,22 @@ final class HostileBackend: @unchecked Sendable {
     /// Serves on `path`, offering `features` (VERSION_1 alone by default).
     init(path: String, features: VirtioFeatures = .version1, takeover: Takeover) throws {
         self.path = path
-        listener = try UnixListener(path: path)
-        let listener = self.listener
+        let listener = try UnixListener(path: path)
+        self.listener = listener
         let finished = self.finished
         thread = try DedicatedThread(name: "hostile-backend") {
             guard let socket = try? listener.accept(milliseconds: 10_000) else { return }
+            try? Self.serve(VhostUserChannel(socket: socket), features: features, takeover: takeover, finished: finished)
+        }
+    }
+
+    /// Connects to a device listening on `path` (server mode) and serves it, offering `features`.
+    init(connectingTo path: String, features: VirtioFeatures = .version1, takeover: Takeover) throws {
+        self.path = path
+        listener = nil
+        let finished = self.finished
+        thread = try DedicatedThread(name: "hostile-backend") {
+            guard let socket = try? UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 10_000)) else { return }
             try? Self.serve(VhostUserChannel(socket: socket), features: features, takeover: takeover, finished: finished)
         }
     }
