@@ -20,6 +20,12 @@ public final class SplitRingDriver {
     @exclusivity(unchecked) @usableFromInline var publishedAvail: UInt16
     /// Where the next used entry will be read.
     @exclusivity(unchecked) @usableFromInline var lastUsed: UInt16
+    /// The used entry ``peekUsed(ahead:)`` (0) last checked, valid while `lastUsed` is still
+    /// `peekedPosition`: taking it uses this copy, never a second read of shared memory, which
+    /// the device may have rewritten since the check (to an id out of range, or another
+    /// buffer's). -1: none.
+    @exclusivity(unchecked) @usableFromInline var peekedPosition = -1
+    @exclusivity(unchecked) @usableFromInline var peekedEntry = cvs_vring_used_elem()
     /// Stack of free descriptor ids.
     @usableFromInline let freeStack: UnsafeMutablePointer<UInt16>
     @exclusivity(unchecked) @usableFromInline var freeCount: Int
@@ -133,6 +139,7 @@ public final class SplitRingDriver {
         publishedAvail = startIndex
         availShadow = startIndex
         lastUsed = startIndex
+        peekedPosition = -1
         freeCount = memory.size
         for i in 0..<memory.size {
             freeStack[i] = UInt16(truncatingIfNeeded: memory.size - 1 - i)
@@ -354,15 +361,24 @@ public final class SplitRingDriver {
             markOutOfOrder(element.id)
             return nil
         }
+        if ahead == 0 {
+            peekedPosition = Int(lastUsed)
+            peekedEntry = element
+        }
         return (cookies[id], element.len)
     }
 
-    /// Takes the next used entry that ``peekUsed(ahead:)`` (with `ahead` 0) just returned,
-    /// without checking it again: its descriptors become free. For single-descriptor buffers
-    /// (receive), whose cookie the peek already gave.
+    /// Takes the next used entry that ``peekUsed(ahead:)`` (with `ahead` 0) just returned, as
+    /// the peek read and checked it: its descriptors become free. For single-descriptor
+    /// buffers (receive), whose cookie the peek already gave.
     @inlinable @inline(__always)
     public func skipPeekedUsed() {
-        let id = Int(cvs_used_ring(memory.used)[Int(lastUsed) & mask].id)
+        guard peekedPosition == Int(lastUsed) else {
+            _ = takeUsed()  // no peek to go by: read and check it now
+            return
+        }
+        let id = Int(peekedEntry.id)
+        peekedPosition = -1
         lastUsed &+= 1
         nextCompletion &+= 1
         releaseChain(head: id) { _ in }
@@ -375,7 +391,14 @@ public final class SplitRingDriver {
     /// flight.
     @inlinable
     public func takeUsed(_ eachTail: (UInt32) -> Void = { _ in }) -> (cookie: UInt32, length: UInt32)? {
-        let element = cvs_used_ring(memory.used)[Int(lastUsed) & mask]
+        // The entry a peek checked, if it is this one: the device may have rewritten it since.
+        let element: cvs_vring_used_elem
+        if peekedPosition == Int(lastUsed) {
+            element = peekedEntry
+            peekedPosition = -1
+        } else {
+            element = cvs_used_ring(memory.used)[Int(lastUsed) & mask]
+        }
         let id = Int(element.id)
         guard id <= mask, chainLength[id] != 0 else {
             markBadUsedEntry(element.id)
