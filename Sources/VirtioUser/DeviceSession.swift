@@ -213,6 +213,7 @@ extension VirtioUserDevice {
             }
         }
         for pair in pairs { pair.quiesce() }
+        reportBadLengths()
         var text = reason
         if orderly, let session = state.session {
             do throws(VirtioError) {
@@ -235,5 +236,18 @@ extension VirtioUserDevice {
         state.session = nil
         state.downReason = text
         for pair in pairs { pair.reclaimAll() }
+    }
+
+    /// Logs, once per session, the first used length the back-end reported that a receive
+    /// buffer cannot hold (the frames are counted in `statistics.rx.errors`, never logged one
+    /// by one: the data path does not log).
+    func reportBadLengths() {
+        for (index, pair) in pairs.enumerated() {
+            guard let written = pair.rx.takeBadLengthToReport() else { continue }
+            configuration.logger.warning("receive length error", metadata: [
+                "socket": "\(configuration.socketPath)", "queue_pair": "\(index)",
+                "reason": "the back-end reported \(written) bytes written into a \(ReceiveQueue.bufferLength)-byte receive buffer (with a \(VirtioNetHeader.size)-byte header); such frames are dropped and counted in statistics.rx.errors",
+            ])
+        }
     }
 }

@@ -27,7 +27,10 @@ extension VirtioUserDevice {
     private func watch(_ lostAt: inout UInt64?) -> Bool {
         let socket = control.withLock { $0.session?.channel.socket }
         if let socket {
-            guard hasFailed(socket) else { return true }
+            guard hasFailed(socket) else {
+                reportBadLengths()
+                return true
+            }
             control.withLock { state in
                 // Only if nothing replaced the session meanwhile.
                 guard state.session?.channel.socket === socket else { return }

@@ -13,9 +13,13 @@ public struct QueueStatistics: Sendable, Equatable {
     /// Frame bytes moved (without the virtio-net header).
     public var bytes: UInt64 = 0
     /// Frames lost: accepted but never completed (transmit), refused for a length the buffer
-    /// cannot hold (transmit: the caller's, receive: the back-end's report).
+    /// cannot hold (transmit: the caller's); received in more buffers than the caller's burst
+    /// can ever hold (receive: see ``VirtioUserDevice/receive(into:queue:)``).
     public var drops: UInt64 = 0
-    /// Ring-protocol violations by the back-end seen on this queue (the ring stops at the first).
+    /// Errors by the back-end seen on this queue: ring-protocol violations (the ring stops at
+    /// the first) and, on receive, frames whose used length their buffers cannot hold (longer
+    /// than a buffer, or shorter than the header; Linux's rx_length_errors), which are dropped.
+    /// The first length error of a session is logged.
     public var errors: UInt64 = 0
     /// Notifications sent to the back-end (the rest were suppressed because it polls).
     public var kicks: UInt64 = 0

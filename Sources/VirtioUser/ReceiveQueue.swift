@@ -1,3 +1,4 @@
+import Synchronization
 import CVirtioShim
 import VirtioCore
 
@@ -23,6 +24,10 @@ final class ReceiveQueue {
     @usableFromInline let refillThreshold: Int
     /// VIRTIO_NET_F_MRG_RXBUF is in force (set by the control path while the pair is stopped).
     @exclusivity(unchecked) @usableFromInline var mergeable = false
+    /// The first used length of the session that a buffer cannot hold, for the control path to
+    /// log (once): `1 << 32 | length`; 0 while there is none; ``reported`` once logged.
+    @usableFromInline let badLength = Atomic<UInt64>(0)
+    static let reported = UInt64.max
 
     init(split: SplitRingDriver, packed: PackedRingDriver, pool: PacketPool, kick: EventNotifier, refillThreshold: Int) {
         self.split = split
@@ -42,6 +47,7 @@ final class ReceiveQueue {
     /// buffer first).
     func reset(packed usesPacked: Bool) {
         self.usesPacked = usesPacked
+        badLength.store(0, ordering: .relaxed)
         if usesPacked { packed.reset() } else { split.reset() }
     }
 
@@ -87,6 +93,7 @@ final class ReceiveQueue {
         var frames = 0
         var bytes = 0
         var dropped = 0
+        var lengthErrors = 0
         while taken < available, burst.held < burst.capacity {
             guard let (slot, written) = ring.peekUsed(ahead: 0) else { break }
             // With mergeable buffers, every buffer of a frame but the last is used to its full
@@ -97,7 +104,7 @@ final class ReceiveQueue {
                 if count != 1 {
                     guard let (used, kept) = receiveSpanning(
                         count: count, available: available &- taken, into: burst, ring: ring,
-                        frames: &frames, bytes: &bytes, dropped: &dropped) else { break }
+                        frames: &frames, bytes: &bytes, dropped: &dropped, lengthErrors: &lengthErrors) else { break }
                     taken &+= used
                     appended &+= kept
                     continue
@@ -108,9 +115,11 @@ final class ReceiveQueue {
             let length = Int(written) &- VirtioNetHeader.size
             guard length >= 0, length <= PacketPool.dataRoom else {
                 // The device claims to have written more than the buffer holds (or less than a
-                // header): do not trust the frame.
+                // header): do not trust the frame. A receive error, as Linux counts it
+                // (rx_length_errors), not a drop.
                 pool.put(slot: slot)
-                dropped &+= 1
+                noteBadLength(written)
+                lengthErrors &+= 1
                 continue
             }
             burst.append(PacketBuffer(slot: slot, data: pool.dataPointer(slot: slot), length: length))
@@ -118,7 +127,7 @@ final class ReceiveQueue {
             frames &+= 1
             bytes &+= length
         }
-        finish(frames: frames, bytes: bytes, dropped: dropped, ring: ring)
+        finish(frames: frames, bytes: bytes, dropped: dropped, lengthErrors: lengthErrors, ring: ring)
         return appended
     }
 
@@ -129,13 +138,24 @@ final class ReceiveQueue {
     @inlinable
     func receiveSpanning<Ring: DriverRing>(
         count: Int, available: Int, into burst: PacketBurst, ring: Ring,
-        frames: inout Int, bytes: inout Int, dropped: inout Int
+        frames: inout Int, bytes: inout Int, dropped: inout Int, lengthErrors: inout Int
     ) -> (taken: Int, appended: Int)? {
         guard count >= 1, count <= ring.inFlight else {
             ring.reportViolation("num_buffers \(count) in a receive header, with \(ring.inFlight) buffers posted")
             return nil
         }
-        guard count <= available, count <= burst.capacity &- burst.held else { return nil }
+        guard count <= available else { return nil }  // not all used yet
+        if count > burst.capacity {
+            // No burst of this caller's can ever hold it: drop it whole and count it. Left on
+            // the ring, it would stop this queue for good.
+            for _ in 0..<count {
+                guard let (slot, _) = ring.takeUsed({ _ in }) else { return nil }
+                pool.put(slot: slot)
+            }
+            dropped &+= 1
+            return (count, 0)
+        }
+        guard count <= burst.capacity &- burst.held else { return nil }  // the next burst has room
         let start = burst.count
         var frameBytes = 0
         var valid = true
@@ -147,17 +167,21 @@ final class ReceiveQueue {
             let data = pool.dataPointer(slot: slot) - (k == 0 ? 0 : VirtioNetHeader.size)
             let length = Int(written) &- (k == 0 ? VirtioNetHeader.size : 0)
             burst.append(PacketBuffer(slot: slot, data: data, length: length, segments: k == 0 ? UInt16(truncatingIfNeeded: count) : 0))
-            if length < 0 || length > pool.room(after: data, slot: slot) { valid = false }
+            if length < 0 || length > pool.room(after: data, slot: slot) {
+                valid = false
+                noteBadLength(written)
+            }
             frameBytes &+= length
             k &+= 1
         }
         if !valid {
-            // A length the buffer cannot hold: drop the whole frame, keep the buffers.
+            // A length the buffer cannot hold (or a violation): the whole frame goes, the
+            // buffers stay, and it counts as a receive error.
             while burst.count > start {
                 burst.held &-= 1
                 pool.put(slot: burst.storage[burst.count].slot)
             }
-            dropped &+= 1
+            if ring.violation == nil { lengthErrors &+= 1 }
             return ring.violation == nil ? (k, 0) : nil
         }
         frames &+= 1
@@ -166,12 +190,28 @@ final class ReceiveQueue {
     }
 
     @inlinable
-    func finish<Ring: DriverRing>(frames: Int, bytes: Int, dropped: Int, ring: Ring) {
+    func finish<Ring: DriverRing>(frames: Int, bytes: Int, dropped: Int, lengthErrors: Int, ring: Ring) {
         if ring.freeDescriptors >= refillThreshold { refill(ring) }
         if frames > 0 {
             QueueCounters.add(counters.packets, frames)
             QueueCounters.add(counters.bytes, bytes)
         }
         if dropped > 0 { QueueCounters.add(counters.drops, dropped) }
+        if lengthErrors > 0 { QueueCounters.add(counters.errors, lengthErrors) }
+    }
+
+    /// Keeps the session's first bad used length for the control path's log line.
+    @usableFromInline @inline(never)
+    func noteBadLength(_ written: UInt32) {
+        if badLength.load(ordering: .relaxed) == 0 { badLength.store(1 << 32 | UInt64(written), ordering: .relaxed) }
+    }
+
+    /// The session's first bad used length, once: later calls (and later bad lengths of the
+    /// session) give nil.
+    func takeBadLengthToReport() -> UInt32? {
+        let value = badLength.load(ordering: .relaxed)
+        guard value != 0, value != Self.reported else { return nil }
+        badLength.store(Self.reported, ordering: .relaxed)
+        return UInt32(truncatingIfNeeded: value)
     }
 }

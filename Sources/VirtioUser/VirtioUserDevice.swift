@@ -294,6 +294,11 @@ public final class VirtioUserDevice: Sendable {
     /// Appends frames received on queue pair `queue` to `burst` (up to its free space);
     /// returns how many. The buffers are yours until you transmit or release them (through the
     /// same pair). Returns 0 when not running.
+    ///
+    /// With mergeable receive buffers a long frame arrives in several 2,048-byte buffers, one
+    /// burst entry each: a 9,000-byte jumbo frame takes 5, a 64 KiB frame 33. A frame of more
+    /// buffers than `burst` can ever hold (its capacity) is dropped and counted in
+    /// `statistics.rx.drops`, so size bursts for the longest frame you expect.
     @inlinable
     @discardableResult
     public func receive(into burst: PacketBurst, queue: Int = 0) -> Int {

@@ -69,6 +69,41 @@ final class JumboFrameTests: XCTestCase {
         XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 5), total: 1000).intact, 1000)
     }
 
+    /// A frame of more buffers than the caller's burst can ever hold (3 against a capacity of
+    /// 2) is dropped whole and counted, and the frames behind it arrive. The old receive left
+    /// it at the head of the ring, waiting for room that never came: the queue stopped.
+    func testAFrameLongerThanTheBurstIsDroppedNotAStall() throws {
+        let backend = try startBackend(self, mode: .loopback)
+        let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
+        try device.start()
+        XCTAssertTrue(device.negotiatedFeatures.contains(.netMergeableRxBuffers))
+        let out = PacketBurst(capacity: 4)
+        device.allocate(into: out, count: 3)
+        for k in 0..<3 {
+            var packet = out[k]
+            packet.length = k < 2 ? 2048 : 100  // 4,196 frame bytes + the header: 3 buffers back
+            packet.segments = k == 0 ? 3 : 0
+            out[k] = packet
+        }
+        XCTAssertEqual(device.transmit(out), 3)
+        let burst = PacketBurst(capacity: 2)
+        XCTAssertTrue(waitUntil {
+            _ = device.receive(into: burst)
+            return device.statistics.rx.drops == 1
+        }, "dropped and counted")
+        XCTAssertEqual(burst.count, 0, "nothing of it handed out")
+        // The queue goes on: short frames still arrive with the same small bursts.
+        device.allocate(into: burst, count: 1)
+        var short = burst[0]
+        short.length = 60
+        burst[0] = short
+        XCTAssertEqual(device.transmit(burst), 1)
+        XCTAssertTrue(waitUntil { device.receive(into: burst) == 1 }, "the queue stopped behind the long frame")
+        device.release(burst)
+        device.stop()
+        XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "every buffer of the dropped frame is back")
+    }
+
     /// Malformed chains from the caller are dropped whole and counted; every buffer returns.
     func testMalformedChainsAreDroppedWhole() throws {
         let backend = try startBackend(self, mode: .loopback)
