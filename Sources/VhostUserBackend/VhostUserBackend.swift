@@ -74,8 +74,9 @@ public final class VhostUserBackend: Sendable {
         /// (`package`), not API.
         package var frameObserver: (@Sendable (_ digest: UInt64, _ length: Int) -> Void)?
         /// Where connection events go: a front-end connected, its rings started (with what it
-        /// negotiated), its session ended (and why). Forwarding never logs.
-        public var logger = Logger(label: "swift-virtio-user.backend")
+        /// negotiated), its session ended (and why). Forwarding never logs. Silent unless you
+        /// pass one (swift-log's guidance for libraries).
+        public var logger = Logger(label: "swift-virtio-user.backend") { _ in SwiftLogNoOpLogHandler() }
         /// Runs on the serving thread before it serves: to pin it to a CPU, or to instrument it.
         public var onServingThreadStart: (@Sendable () -> Void)?
 

@@ -55,7 +55,8 @@ public final class VhostUserSwitch: Sendable {
         /// back before that port's frames are dropped instead (1…10,000).
         public var fullDestinationWaitMilliseconds = 100
         /// Where port events go: a front-end connected or left, a session closed for an error.
-        public var logger = Logger(label: "swift-virtio-user.switch")
+        /// Silent unless you pass one (swift-log's guidance for libraries).
+        public var logger = Logger(label: "swift-virtio-user.switch") { _ in SwiftLogNoOpLogHandler() }
         /// Runs on the serving thread before it serves (to pin it to a CPU).
         public var onServingThreadStart: (@Sendable () -> Void)?
 

@@ -52,8 +52,10 @@ extension VirtioUserDevice {
         /// ``VirtioUserDevice/maximumFrameLength`` still pass, whatever the MTU.
         public var mtu: Int?
         /// Where control-path events go: link up (with what was negotiated) and down (with
-        /// why), negotiation failures, reconnection. The data path never logs.
-        public var logger = Logger(label: "swift-virtio-user.device")
+        /// why), negotiation failures, reconnection. The data path never logs. Silent unless
+        /// you pass one (swift-log's guidance for libraries): `Logger(label: "my-app")` sends
+        /// them to whatever `LoggingSystem` your app bootstrapped.
+        public var logger = Logger(label: "swift-virtio-user.device") { _ in SwiftLogNoOpLogHandler() }
         /// Where the shared memory comes from.
         public var memory: MemoryBacking = .memfd
         /// With `.hugepages`, fall back to normal pages when the hugepage pool is too small
