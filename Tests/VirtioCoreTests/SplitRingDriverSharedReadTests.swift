@@ -14,15 +14,24 @@ final class SplitRingDriverSharedReadTests: XCTestCase {
         return (UInt32(avail[0]), UInt32(avail[1]))
     }
 
-    /// The old `skipPeekedUsed` read the id again: rewritten to the other buffer's, it freed
-    /// that one (still in the device's hands) and left the peeked one in flight for ever.
-    func testAnIdRewrittenBetweenPeekAndSkipFreesTheBufferPeeked() {
-        let ring = RingFixture(size: 16)
+    /// Posts two buffers, has the device return the first (64 bytes) and the driver peek at
+    /// it; returns both ids.
+    private func peekAtTheFirstOfTwo(_ ring: RingFixture) -> (UInt32, UInt32) {
         let (first, second) = postTwo(ring)
         ring.setUsedEntry(at: 0, id: first, length: 64)
         ring.usedIndex = 1
         XCTAssertEqual(ring.driver.usedCount(), 1)
-        XCTAssertEqual(ring.driver.peekUsed()?.cookie, 100)
+        let peeked = ring.driver.peekUsed()
+        XCTAssertEqual(peeked?.cookie, 100)
+        XCTAssertEqual(peeked?.length, 64)
+        return (first, second)
+    }
+
+    /// The old `skipPeekedUsed` read the id again: rewritten to the other buffer's, it freed
+    /// that one (still in the device's hands) and left the peeked one in flight for ever.
+    func testAnIdRewrittenBetweenPeekAndSkipFreesTheBufferPeeked() {
+        let ring = RingFixture(size: 16)
+        let (_, second) = peekAtTheFirstOfTwo(ring)
         ring.setUsedEntry(at: 0, id: second, length: 64)  // the device rewrites it
         ring.driver.skipPeekedUsed()
         XCTAssertEqual(ring.driver.inFlight, 1)
@@ -40,11 +49,7 @@ final class SplitRingDriverSharedReadTests: XCTestCase {
     /// a 16-entry table (a write outside its arrays).
     func testAnIdRewrittenOutOfRangeIsNeverUsed() {
         let ring = RingFixture(size: 16)
-        let (first, _) = postTwo(ring)
-        ring.setUsedEntry(at: 0, id: first, length: 64)
-        ring.usedIndex = 1
-        XCTAssertEqual(ring.driver.usedCount(), 1)
-        XCTAssertEqual(ring.driver.peekUsed()?.cookie, 100)
+        _ = peekAtTheFirstOfTwo(ring)
         // The old driver would now have read 0xFFFF back; here it must not look again.
         ring.setUsedEntry(at: 0, id: 0xFFFF, length: 64)
         ring.driver.skipPeekedUsed()
@@ -56,11 +61,7 @@ final class SplitRingDriverSharedReadTests: XCTestCase {
     /// the id and the length are the ones peeked.
     func testAnIdAndLengthRewrittenBetweenPeekAndTakeAreThePeekedOnes() {
         let ring = RingFixture(size: 16)
-        let (first, second) = postTwo(ring)
-        ring.setUsedEntry(at: 0, id: first, length: 64)
-        ring.usedIndex = 1
-        XCTAssertEqual(ring.driver.usedCount(), 1)
-        XCTAssertEqual(ring.driver.peekUsed()?.length, 64)
+        let (_, second) = peekAtTheFirstOfTwo(ring)
         ring.setUsedEntry(at: 0, id: second, length: 60_000)
         let taken = ring.driver.takeUsed()
         XCTAssertEqual(taken?.cookie, 100)

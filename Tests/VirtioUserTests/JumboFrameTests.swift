@@ -57,13 +57,7 @@ final class JumboFrameTests: XCTestCase {
         try device.start()
         XCTAssertFalse(device.negotiatedFeatures.contains(.netMergeableRxBuffers))
         let burst = PacketBurst(capacity: 8)
-        device.allocate(into: burst, count: 3)
-        for k in 0..<3 {
-            var packet = burst[k]
-            packet.length = 2000
-            packet.segments = k == 0 ? 3 : 0
-            burst[k] = packet
-        }
+        chain(burst, from: device, lengths: [2000, 2000, 2000])
         XCTAssertEqual(device.transmit(burst), 3, "the chain goes out")
         XCTAssertTrue(waitUntil { backend.statistics.drops == 1 })
         XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 5), total: 1000).intact, 1000)
@@ -78,13 +72,7 @@ final class JumboFrameTests: XCTestCase {
         try device.start()
         XCTAssertTrue(device.negotiatedFeatures.contains(.netMergeableRxBuffers))
         let out = PacketBurst(capacity: 4)
-        device.allocate(into: out, count: 3)
-        for k in 0..<3 {
-            var packet = out[k]
-            packet.length = k < 2 ? 2048 : 100  // 4,196 frame bytes + the header: 3 buffers back
-            packet.segments = k == 0 ? 3 : 0
-            out[k] = packet
-        }
+        chain(out, from: device, lengths: [2048, 2048, 100])  // 4,196 frame bytes + the header: 3 buffers back
         XCTAssertEqual(device.transmit(out), 3)
         let burst = PacketBurst(capacity: 2)
         XCTAssertTrue(waitUntil {
@@ -142,5 +130,16 @@ final class JumboFrameTests: XCTestCase {
         XCTAssertEqual(stats.tx.drops, 2)
         XCTAssertEqual(device.availableBuffers(), stats.poolSize)
         XCTAssertEqual(device.invalidReleases(), 0)
+    }
+
+    /// Fills `burst` with one frame of `lengths.count` chained buffers of these lengths.
+    private func chain(_ burst: PacketBurst, from device: VirtioUserDevice, lengths: [Int]) {
+        device.allocate(into: burst, count: lengths.count)
+        for (k, length) in lengths.enumerated() {
+            var packet = burst[k]
+            packet.length = length
+            packet.segments = k == 0 ? UInt16(lengths.count) : 0
+            burst[k] = packet
+        }
     }
 }
