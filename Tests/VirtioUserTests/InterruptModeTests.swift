@@ -130,7 +130,7 @@ final class InterruptModeTests: XCTestCase {
         let device = try VirtioUserDevice(configuration: .init(socketPath: backend.configuration.socketPath))
         try device.start()
         XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 3), total: 1000).intact, 1000)
-        MonotonicClock.sleep(milliseconds: 300)  // past the idle polls before sleeping
+        clock.waitUntilQuiet()  // past the idle polls before sleeping, however slow the machine
         let used = clock.nanosecondsUsed(during: 500)
         print("interrupt mode: idle back-end thread used \(used / 1000) µs of CPU in 500 ms")
         XCTAssertLessThan(used, 100_000_000, "an idle back-end must sleep, not poll (polling would use ~500 ms)")
@@ -176,6 +176,15 @@ final class ServingThreadClock: @unchecked Sendable {
     }
 
     func waitUntilCaptured() { ready.wait() }
+
+    /// Waits (at most `limit` ms) for a 100 ms window in which the thread used under 20 ms of
+    /// CPU: the idle polls before a sleep take 20,000 rounds, which a slow or busy machine
+    /// stretches well past any fixed wait. A thread that never sleeps never gets quiet, and the
+    /// caller's measurement then fails as it should.
+    func waitUntilQuiet(limit: Int = 5000) {
+        var waited = 0
+        while waited < limit, nanosecondsUsed(during: 100) >= 20_000_000 { waited += 100 }
+    }
 
     /// The CPU time the thread used while the caller slept `milliseconds`.
     func nanosecondsUsed(during milliseconds: Int) -> UInt64 {
