@@ -33,6 +33,11 @@ public final class VhostUserChannel {
     /// before it fails with ``VirtioError/Kind/timeout``.
     public var sendTimeoutMilliseconds: Int
 
+    /// A monotonic instant (``MonotonicClock/nanoseconds()``) past which no send or receive
+    /// waits, whatever its own timeout: a caller with a budget for several messages (a
+    /// teardown that must end in bounded time) sets it.
+    public var deadline: UInt64 = .max
+
     /// Wraps a connected socket.
     public init(socket: OwnedDescriptor, sendTimeoutMilliseconds: Int = 5000) {
         self.socket = socket
@@ -48,7 +53,7 @@ public final class VhostUserChannel {
         bytes.reserveCapacity(VhostUserHeader.byteCount + payload.count)
         VhostUserHeader(request: request, flags: flags | VhostUserHeader.version, size: UInt32(payload.count)).encode(into: &bytes)
         bytes.append(contentsOf: payload)
-        let deadline = MonotonicClock.deadline(milliseconds: sendTimeoutMilliseconds, after: MonotonicClock.nanoseconds())
+        let deadline = min(self.deadline, MonotonicClock.deadline(milliseconds: sendTimeoutMilliseconds, after: MonotonicClock.nanoseconds()))
         var sent = 0
         while sent < bytes.count {
             // The fds ride on the first chunk only.
@@ -63,7 +68,7 @@ public final class VhostUserChannel {
             if n < 0 && (code == EAGAIN || code == EWOULDBLOCK) {
                 let remaining = MonotonicClock.pollMilliseconds(until: deadline)
                 guard remaining != 0, try Poll.waitWritable(socket.raw, milliseconds: remaining) else {
-                    throw VirtioError(.timeout, "The vhost-user peer has not read what we sent for \(sendTimeoutMilliseconds) ms, so \(request) could not be sent; it may be hung.")
+                    throw VirtioError(.timeout, "The vhost-user peer has not read what we sent in time (at most \(sendTimeoutMilliseconds) ms), so \(request) could not be sent; it may be hung.")
                 }
                 continue
             }
@@ -91,7 +96,8 @@ public final class VhostUserChannel {
     /// Receives one whole message, waiting at most `timeoutMilliseconds` in total
     /// (negative: forever).
     public func receive(timeoutMilliseconds: Int) throws(VirtioError) -> VhostUserFrame {
-        let deadline = timeoutMilliseconds < 0 ? UInt64.max : MonotonicClock.deadline(milliseconds: timeoutMilliseconds, after: MonotonicClock.nanoseconds())
+        let own = timeoutMilliseconds < 0 ? UInt64.max : MonotonicClock.deadline(milliseconds: timeoutMilliseconds, after: MonotonicClock.nanoseconds())
+        let deadline = min(self.deadline, own)
         var descriptors: [OwnedDescriptor] = []
         let headerBytes = try read(count: VhostUserHeader.byteCount, deadline: deadline, descriptors: &descriptors, what: "a message header")
         let header = try VhostUserHeader.decode(headerBytes[...])

@@ -26,7 +26,7 @@ enum IdleSleep {
         }
         let ready = try Poll.waitAny(fds, milliseconds: milliseconds)
         for session in sessions {
-            for vring in session.vrings { vring.kick?.drainPeer() }
+            for vring in session.vrings { vring.kick?.drain() }
         }
         return !ready.isEmpty
     }

@@ -194,7 +194,7 @@ extension VirtioUserDevice {
             try session.setStatus(negotiatedStatus.union(.driverOK))
         }
         // The receive rings were filled before the back-end knew them: wake it once.
-        for pair in pairs { pair.rx.kick.signal() }
+        for pair in pairs { try pair.rx.kick.signal() }
         state.negotiated = features
         state.protocolFeatures = protocolFeatures
     }
@@ -216,6 +216,8 @@ extension VirtioUserDevice {
         reportBadLengths()
         var text = reason
         if orderly, let session = state.session {
+            // A back-end that answers slowly, or not at all, gets this much in all.
+            session.channel.deadline = MonotonicClock.deadline(milliseconds: ControlBudget.teardownMilliseconds, after: MonotonicClock.nanoseconds())
             do throws(VirtioError) {
                 if state.negotiated.contains(.vhostUserProtocolFeatures) {
                     for pair in pairs {

@@ -57,6 +57,11 @@ extension VirtioUserDevice {
         guard var draft = control.withLock({ state in state.started && state.session == nil ? state : nil }) else { return true }
         do throws(VirtioError) {
             let socket = try connect(&draft, timeoutMilliseconds: 100)
+            // Registered under the lock, then the stop flag read: either stop() sees the
+            // socket and shuts it down, or this sees the flag.
+            control.withLock { $0.negotiating = socket }
+            defer { control.withLock { $0.negotiating = nil } }
+            guard !monitorStopping.load(ordering: .relaxed) else { return false }
             try establish(socket, &draft)
             lostAt = nil
         } catch {

@@ -70,7 +70,9 @@ final class ReceiveQueue {
         }
         if posted < wanted { QueueCounters.add(counters.noBuffers, wanted &- posted) }
         if posted > 0, ring.publish() {
-            kick.signal()
+            // A back-end that made the kick block is hostile: the ring stops and the link
+            // monitor ends the session.
+            do throws(VirtioError) { try kick.signal() } catch { ring.reportViolation(error.message) }
             QueueCounters.add(counters.kicks, 1)
         }
     }

@@ -118,7 +118,9 @@ final class TransmitQueue {
         if wanted > i { QueueCounters.add(counters.ringFull, wanted &- i) }
         if i > 0 {
             if ring.publish() {
-                kick.signal()
+                // A back-end that made the kick block is hostile: the ring stops and the link
+                // monitor ends the session.
+                do throws(VirtioError) { try kick.signal() } catch { ring.reportViolation(error.message) }
                 QueueCounters.add(counters.kicks, 1)
             }
             if let capture, capture.directions.contains(.transmit) { capture.record(burst, from: 0, count: i) }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 @_exported import VirtioCore
 import Synchronization
 @_exported import VhostUser
@@ -68,6 +71,16 @@ public final class VirtioUserDevice: Sendable {
         /// Server mode: our listening socket, kept across reconnections until stop().
         var listener: Listener?
         var monitor: DedicatedThread?
+        /// The connection the link monitor is negotiating on, off the lock: stop() shuts it
+        /// down so a back-end that answers slowly cannot hold the join.
+        var negotiating: OwnedDescriptor?
+    }
+
+    /// What a back-end can cost the control path, at most: a teardown's messages together
+    /// (``stop()``), and the link-status read in ``linkState``.
+    enum ControlBudget {
+        static let teardownMilliseconds = 1000
+        static let linkQueryMilliseconds = 500
     }
 
     /// Allocates the shared memory, the rings and the pool. Nothing is sent until ``start()``.
@@ -172,11 +185,18 @@ public final class VirtioUserDevice: Sendable {
     /// where it stopped (GET_VRING_BASE), closes the connection (and, in server mode, the
     /// listening socket) and returns every in-flight buffer to the pool. Safe to call when not
     /// started.
+    ///
+    /// Returns within about 2 s whatever the back-end does: the teardown's messages get 1 s in
+    /// all, a negotiation the link monitor is running is cut short, a ``linkState`` read in
+    /// progress takes at most 0.5 s, and a burst in progress at most 10 ms more (a kick the
+    /// back-end made block).
     public func stop() {
         monitorStopping.store(true, ordering: .relaxed)
         // Join outside the lock: the monitor takes it too.
         let monitor = control.withLock { state in
             defer { state.monitor = nil }
+            // A negotiation in progress ends at once (the back-end sees the connection close).
+            if let socket = state.negotiating { _ = shutdown(socket.raw, Int32(SHUT_RDWR)) }
             return state.monitor
         }
         // The monitor may be the thread running this (the last reference to the device was
@@ -209,6 +229,11 @@ public final class VirtioUserDevice: Sendable {
                 }
             }
             if state.linkStatusFromConfig {
+                // The lock is held: the back-end gets a short budget, and one that cannot
+                // answer within it (or answers wrongly) has broken the session, since a late
+                // reply would be taken for the answer to the next request.
+                session.channel.deadline = MonotonicClock.deadline(milliseconds: ControlBudget.linkQueryMilliseconds, after: MonotonicClock.nanoseconds())
+                defer { session.channel.deadline = .max }
                 do throws(VirtioError) {
                     guard let config = VirtioNetConfig(bytes: try session.getConfig(offset: 0, size: UInt32(VirtioNetConfig.byteCount))) else {
                         return .down(reason: "the back-end's config space could not be read")
@@ -217,7 +242,8 @@ public final class VirtioUserDevice: Sendable {
                         return .down(reason: "the back-end reports the link down (VIRTIO_NET_S_LINK_UP clear)")
                     }
                 } catch {
-                    return .down(reason: "reading the link status failed: \(error.message)")
+                    tearDown(&state, reason: "reading the link status failed: \(error.message)", orderly: false)
+                    return .down(reason: state.downReason)
                 }
             }
             return .up

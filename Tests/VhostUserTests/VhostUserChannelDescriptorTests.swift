@@ -24,10 +24,9 @@ final class VhostUserChannelDescriptorTests: XCTestCase {
         XCTAssertNotEqual(fcntl(received.raw, F_GETFD) & FD_CLOEXEC, 0, "received fds are close-on-exec")
 
         let adopted = EventNotifier(adopting: received)
-        adopted.signal()
-        adopted.signal()
-        XCTAssertEqual(original.drain(), 2, "the received fd is the same eventfd")
-        original.signal()
+        try adopted.signal()
+        XCTAssertEqual(original.drain(), 1, "the received fd is the same eventfd")
+        try original.signal()
         XCTAssertEqual(adopted.drain(), 1)
     }
 
@@ -133,7 +132,7 @@ final class VhostUserChannelDescriptorTests: XCTestCase {
         let frame = try XCTUnwrap(result.value).get()
         XCTAssertEqual(frame.descriptors.count, 1)
         XCTAssertEqual(try VhostUserMessage.decode(header: frame.header, payload: frame.payload, descriptorCount: 1), message)
-        EventNotifier(adopting: frame.descriptors[0]).signal()
+        try EventNotifier(adopting: frame.descriptors[0]).signal()
         XCTAssertEqual(original.drain(), 1)
     }
 }

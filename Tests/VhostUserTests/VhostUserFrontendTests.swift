@@ -64,10 +64,10 @@ final class VhostUserFrontendTests: XCTestCase {
             try channel.expect(.setStatus(3))
             try channel.expect(.resetOwner)
             // The received notifiers are the front-end's eventfds.
-            EventNotifier(adopting: kickFrame.descriptors[0]).signal()
+            try EventNotifier(adopting: kickFrame.descriptors[0]).signal()
             XCTAssertEqual(kick.drain(), 1)
             XCTAssertEqual(call.drain(), 0)
-            EventNotifier(adopting: callFrame.descriptors[0]).signal()
+            try EventNotifier(adopting: callFrame.descriptors[0]).signal()
             XCTAssertEqual(call.drain(), 1)
             channel.expectFrontendDone()
         })

@@ -6,22 +6,24 @@ import XCTest
 
 /// eventfd counting, readiness and adoption of a duplicated descriptor.
 final class EventNotifierTests: XCTestCase {
-    func testSignalsAddUpAndDrainClears() throws {
+    /// Signals coalesce: while the counter is non-zero the other end is already woken, so
+    /// nothing more is written (a write is where a hostile peer could make us sleep).
+    func testSignalsCoalesceAndDrainClears() throws {
         let notifier = try EventNotifier()
         XCTAssertEqual(notifier.drain(), 0, "a fresh eventfd has a zero count (and drain does not block)")
-        notifier.signal()
-        notifier.signal()
-        notifier.signal()
-        XCTAssertEqual(notifier.drain(), 3)
+        try notifier.signal()
+        try notifier.signal()
+        try notifier.signal()
+        XCTAssertEqual(notifier.drain(), 1)
         XCTAssertEqual(notifier.drain(), 0)
-        notifier.signal()
+        try notifier.signal()
         XCTAssertEqual(notifier.drain(), 1)
     }
 
     func testReadinessFollowsTheCount() throws {
         let notifier = try EventNotifier()
         XCTAssertEqual(try Poll.waitReadable(notifier.descriptor.raw, milliseconds: 0), .timedOut)
-        notifier.signal()
+        try notifier.signal()
         XCTAssertEqual(try Poll.waitReadable(notifier.descriptor.raw, milliseconds: 0), .readable)
         notifier.drain()
         XCTAssertEqual(try Poll.waitReadable(notifier.descriptor.raw, milliseconds: 0), .timedOut)
@@ -31,8 +33,8 @@ final class EventNotifierTests: XCTestCase {
         let a = try EventNotifier(), b = try EventNotifier(), c = try EventNotifier()
         let fds = [a.descriptor.raw, b.descriptor.raw, c.descriptor.raw]
         XCTAssertEqual(try Poll.waitAny(fds, milliseconds: 0), [])
-        c.signal()
-        a.signal()
+        try c.signal()
+        try a.signal()
         XCTAssertEqual(try Poll.waitAny(fds, milliseconds: 0), [0, 2])
     }
 
@@ -41,10 +43,9 @@ final class EventNotifierTests: XCTestCase {
         let copy = dup(original.descriptor.raw)
         XCTAssertGreaterThanOrEqual(copy, 0)
         let adopted = EventNotifier(adopting: OwnedDescriptor(taking: copy))
-        adopted.signal()
-        adopted.signal()
-        XCTAssertEqual(original.drain(), 2)
-        original.signal()
+        try adopted.signal()
+        XCTAssertEqual(original.drain(), 1)
+        try original.signal()
         XCTAssertEqual(adopted.drain(), 1)
     }
 
@@ -54,5 +55,18 @@ final class EventNotifierTests: XCTestCase {
         let flags = fcntl(a.descriptor.raw, F_GETFL)
         XCTAssertNotEqual(flags & O_NONBLOCK, 0)
         XCTAssertNotEqual(fcntl(a.descriptor.raw, F_GETFD) & FD_CLOEXEC, 0)
+    }
+
+    /// The peer shares the open file: it can clear O_NONBLOCK. An empty counter then makes a
+    /// plain read(2) sleep, a full one a plain write(2); drain and signal return at once.
+    func testABlockingOpenFileNeverPutsDrainOrSignalToSleep() throws {
+        let notifier = try EventNotifier()
+        let fd = notifier.descriptor.raw
+        XCTAssertEqual(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK), 0)
+        XCTAssertEqual(notifier.drain(), 0, "an empty, blocking eventfd")
+        var full: UInt64 = 0xFFFF_FFFF_FFFF_FFFE
+        XCTAssertEqual(write(fd, &full, 8), 8)
+        try notifier.signal()
+        XCTAssertEqual(notifier.drain(), full, "nothing was added to a full counter")
     }
 }

@@ -4,7 +4,15 @@ import Glibc
 import CVirtioShim
 
 /// An eventfd used as a virtqueue kick or call notifier (non-blocking, close-on-exec).
+///
+/// Every notifier is shared with a peer, and O_NONBLOCK belongs to the open file the peer
+/// holds too: it can clear the flag, empty the counter or fill it whenever it likes. So
+/// ``signal()`` and ``drain()`` never sleep on its terms (see `cvs_peer_eventfd_signal`).
 public final class EventNotifier: Sendable {
+    /// How long a write may block (the peer cleared O_NONBLOCK and filled the counter) before
+    /// it is interrupted and ``signal()`` fails.
+    public static let writeTimeoutMilliseconds: Int32 = 10
+
     /// The descriptor, sent to the peer with SET_VRING_KICK / SET_VRING_CALL.
     public let descriptor: OwnedDescriptor
 
@@ -21,19 +29,30 @@ public final class EventNotifier: Sendable {
         self.descriptor = descriptor
     }
 
-    /// Adds one to the counter, waking whoever polls the other end. A full counter (EAGAIN)
-    /// already means "signalled", so it is not an error.
+    /// Wakes whoever polls the other end. Writes nothing while the counter is non-zero (the
+    /// other end is already woken). Throws when the peer made the write block for
+    /// ``writeTimeoutMilliseconds`` (it is hostile: end its session), or the fd failed.
     @inlinable
-    public func signal() {
-        var one: UInt64 = 1
-        _ = SystemCall.attempt { Glibc.write(descriptor.raw, &one, 8) }
+    public func signal() throws(VirtioError) {
+        let result = cvs_peer_eventfd_signal(descriptor.raw, Self.writeTimeoutMilliseconds)
+        if result != 0 { throw Self.signalFailure(result) }
     }
 
-    /// Reads and clears the counter; returns how many signals arrived since the last drain.
+    /// Reads and clears the counter without ever sleeping; returns how many signals arrived
+    /// since the last drain (0 when none, or when the fd failed).
     @discardableResult
     public func drain() -> UInt64 {
         var value: UInt64 = 0
-        let (n, _) = SystemCall.attempt { Glibc.read(descriptor.raw, &value, 8) }
-        return n == 8 ? value : 0
+        return cvs_peer_eventfd_drain(descriptor.raw, &value) == 1 ? value : 0
+    }
+
+    @usableFromInline
+    static func signalFailure(_ result: Int32) -> VirtioError {
+        if result == -ETIMEDOUT {
+            return VirtioError(
+                .protocolViolation,
+                "A write to the peer's eventfd blocked for \(writeTimeoutMilliseconds) ms: the peer cleared O_NONBLOCK on it and filled its counter.")
+        }
+        return VirtioError.system("signalling the peer's eventfd", errno: -result)
     }
 }

@@ -21,6 +21,10 @@ final class HostileBackend: @unchecked Sendable {
         let region: MemoryRegionDescriptor
         var addresses: [UInt32: VringAddress] = [:]
         var sizes: [UInt32: Int] = [:]
+        /// The device's kick and call eventfds, by ring (shared open files: what we do to
+        /// their flags and counters, the device sees).
+        var kicks: [UInt32: OwnedDescriptor] = [:]
+        var calls: [UInt32: OwnedDescriptor] = [:]
 
         init(channel: VhostUserChannel, memory: UnsafeMutableRawPointer, length: Int, region: MemoryRegionDescriptor) {
             self.channel = channel
@@ -117,6 +121,8 @@ final class HostileBackend: @unchecked Sendable {
         var started = Set<UInt32>()
         var sizes: [UInt32: Int] = [:]
         var addresses: [UInt32: VringAddress] = [:]
+        var kicks: [UInt32: OwnedDescriptor] = [:]
+        var calls: [UInt32: OwnedDescriptor] = [:]
         while true {
             let frame = try channel.receive(timeoutMilliseconds: 10_000)
             if case .control(let request, let answer) = takeover, frame.header.request == request {
@@ -140,11 +146,16 @@ final class HostileBackend: @unchecked Sendable {
                 sizes[state.index] = Int(state.num)
             case .setVringAddr(let address):
                 addresses[address.index] = address
+            case .setVringCall(let file):
+                calls[file.index] = frame.descriptors.first
             case .setVringKick(let file):
+                kicks[file.index] = frame.descriptors.first
                 started.insert(file.index)
                 if started.count == 2, let session, case .rings(let script) = takeover {
                     session.sizes = sizes
                     session.addresses = addresses
+                    session.kicks = kicks
+                    session.calls = calls
                     try script(session)
                     finished.raised.store(true, ordering: .releasing)
                     _ = Poll.waitHangUp(channel.socket.raw, milliseconds: 10_000)

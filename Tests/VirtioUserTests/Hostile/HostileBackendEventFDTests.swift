@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import VirtioUser
+import XCTest
+
+/// A back-end that turns the device's own kick and call eventfds against it, or stops
+/// answering. The fds are shared open files, so O_NONBLOCK and the counters are the back-end's
+/// to change. No device call may then block past its stated time, and `stop()` returns within
+/// its documented bound (about 2 s).
+final class HostileBackendEventFDTests: XCTestCase {
+    private func configuration(_ path: String) -> VirtioUserDevice.Configuration {
+        var configuration = VirtioUserDevice.Configuration(socketPath: path)
+        configuration.reconnect = false
+        return configuration
+    }
+
+    /// Clears O_NONBLOCK on each fd's open file and sets its counter to `count`.
+    private static func makeBlocking(_ descriptors: [OwnedDescriptor], count: UInt64) throws {
+        for descriptor in descriptors {
+            let fd = descriptor.raw
+            var value: UInt64 = 0
+            _ = read(fd, &value, 8)
+            if count > 0 { try fd.writeEventCount(count) }
+            guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0 else {
+                throw VirtioError.system("clearing O_NONBLOCK", errno: errno)
+            }
+        }
+    }
+
+    /// Runs `body` on a thread of its own; true when it returned within `milliseconds` (a call
+    /// that hangs leaves its thread behind and fails the test instead of hanging it).
+    private func finishes(within milliseconds: Int, _ body: @escaping @Sendable () -> Void) -> Bool {
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            body()
+            done.signal()
+        }
+        return done.wait(timeout: .now() + .milliseconds(milliseconds)) == .success
+    }
+
+    /// Kick fds made blocking with the counter at its maximum: a plain write(2) of 1 sleeps
+    /// until the back-end reads, which a hostile one never does. Transmitting and refilling
+    /// receive buffers (both kick) return at once.
+    func testKickFdsMadeBlockingAndFullNeverHangATransmit() throws {
+        let path = try makeSocketPath(self)
+        let peer = try HostileBackend(path: path, takeover: .rings { session in
+            try Self.makeBlocking(Array(session.kicks.values), count: 0xFFFF_FFFF_FFFF_FFFE)
+        })
+        let device = try VirtioUserDevice(configuration: configuration(path))
+        try device.start()
+        XCTAssertTrue(waitUntil { peer.ringScriptFinished })
+        let sent = finishes(within: 3000) {
+            for _ in 0..<4 {
+                let burst = PacketBurst(capacity: 8)
+                fillWithFrames(burst, from: device)
+                device.transmit(burst)
+                device.release(burst)
+                let received = PacketBurst(capacity: 8)
+                device.receive(into: received)
+                device.release(received)
+            }
+        }
+        XCTAssertTrue(sent, "a transmit or receive slept in a kick the back-end made block")
+        XCTAssertGreaterThan(device.statistics.tx.kicks, 0, "the device kicked (the back-end asked for kicks)")
+        XCTAssertTrue(finishes(within: 3000) { device.stop() }, "stop() hung")
+        peer.join()
+    }
+
+    /// Call fds made blocking and empty: after a wait on the call fd, a plain read(2) to clear
+    /// it sleeps. A blocking receive returns when its time is up, a `receivedBursts` loop ends
+    /// when its task is cancelled, and `stop()` returns.
+    func testCallFdsMadeBlockingAndEmptyNeverHangAReceive() throws {
+        let path = try makeSocketPath(self)
+        let peer = try HostileBackend(path: path, takeover: .rings { session in
+            try Self.makeBlocking(Array(session.calls.values), count: 0)
+        })
+        let device = try VirtioUserDevice(configuration: configuration(path))
+        try device.start()
+        XCTAssertTrue(waitUntil { peer.ringScriptFinished })
+
+        let returned = finishes(within: 3000) {
+            let burst = PacketBurst(capacity: 8)
+            _ = device.receive(into: burst, timeoutMilliseconds: 300)
+            device.release(burst)
+        }
+        XCTAssertTrue(returned, "a 300 ms blocking receive did not return")
+
+        let ended = finishes(within: 3000) {
+            let done = DispatchSemaphore(value: 0)
+            let waiting = Task {
+                for await _ in device.receivedBursts(capacity: 8) {}
+                done.signal()
+            }
+            MonotonicClock.sleep(milliseconds: 300)
+            waiting.cancel()
+            done.wait()
+        }
+        XCTAssertTrue(ended, "a cancelled receivedBursts loop did not end")
+        XCTAssertTrue(finishes(within: 3000) { device.stop() }, "stop() hung")
+        peer.join()
+    }
+
+    /// A back-end that stops answering once the rings run: stop() still returns within its
+    /// bound (the teardown's messages get 1 s in all), not after every reply timeout.
+    func testStopReturnsInBoundedTimeWhenTheBackEndStopsAnswering() throws {
+        let path = try makeSocketPath(self)
+        let peer = try HostileBackend(path: path, takeover: .rings { _ in })
+        var configuration = configuration(path)
+        configuration.replyTimeoutMilliseconds = 5000
+        let device = try VirtioUserDevice(configuration: configuration)
+        try device.start()
+        XCTAssertTrue(waitUntil { peer.ringScriptFinished })
+        let start = MonotonicClock.nanoseconds()
+        XCTAssertTrue(finishes(within: 10_000) { device.stop() }, "stop() hung")
+        let elapsed = MonotonicClock.nanoseconds() - start
+        XCTAssertLessThan(elapsed, 3_000_000_000, "stop() took \(elapsed / 1_000_000) ms; its bound is about 2 s")
+        if case .down(let reason) = device.linkState {
+            XCTAssertTrue(reason.contains("did not answer the teardown"), reason)
+        } else {
+            XCTFail("the link is up after stop()")
+        }
+        XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "buffers lost")
+        peer.join()
+    }
+
+    /// Server mode: the back-end left, and the next one to connect says nothing while the link
+    /// monitor negotiates with it (each reply may take 5 s). stop() cuts that negotiation
+    /// short instead of joining a monitor that waits out the replies.
+    func testStopCutsShortANegotiationWithASilentBackEnd() throws {
+        let path = try makeSocketPath(self)
+        var configuration = VirtioUserDevice.Configuration(socketPath: path)
+        configuration.connectionMode = .server
+        configuration.replyTimeoutMilliseconds = 5000
+        let device = try VirtioUserDevice(configuration: configuration)
+        let first = try startBackend(self) { $0.socketPath = path; $0.connectionMode = .client }
+        try device.start()
+        XCTAssertTrue(waitUntil { device.linkState == .up })
+        first.stop()
+        XCTAssertTrue(waitUntil { device.linkState != .up })
+        // A silent back-end: it connects and reads nothing, answers nothing.
+        let silent = try UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 2000))
+        defer { _ = silent }
+        XCTAssertTrue(waitUntil { (try? Poll.waitReadable(silent.raw, milliseconds: 0)) == .readable }, "the monitor never started negotiating")
+        let start = MonotonicClock.nanoseconds()
+        XCTAssertTrue(finishes(within: 10_000) { device.stop() }, "stop() hung")
+        let elapsed = MonotonicClock.nanoseconds() - start
+        XCTAssertLessThan(elapsed, 3_000_000_000, "stop() took \(elapsed / 1_000_000) ms; its bound is about 2 s")
+    }
+}
