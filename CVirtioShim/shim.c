@@ -29,7 +29,15 @@ void *cvs_mmap_shared(int fd, size_t length, off_t offset) {
     return p == MAP_FAILED ? NULL : p;
 }
 
+void *cvs_mmap_shared_populated(int fd, void *addr, size_t length) {
+    int flags = MAP_SHARED | MAP_POPULATE | (addr ? MAP_FIXED : 0);
+    void *p = mmap(addr, length, PROT_READ | PROT_WRITE, flags, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
 int cvs_munmap(void *addr, size_t length) { return munmap(addr, length); }
+
+int cvs_dup_onto(int from, int onto) { return dup3(from, onto, O_CLOEXEC); }
 
 int64_t cvs_file_size(int fd) {
     struct stat st;

@@ -140,8 +140,15 @@ int cvs_memfd_create(const char *name, unsigned int flags);
 int cvs_memfd_seal_size(int fd);
 /// mmap(fd, len, offset) read/write shared; returns NULL with errno on failure.
 void *cvs_mmap_shared(int fd, size_t length, off_t offset);
+/// mmap(fd, len, 0) read/write shared with every page faulted in (MAP_POPULATE: the kernel
+/// allocates and zeroes them in one pass), anywhere when `addr` is NULL, else at exactly `addr`,
+/// replacing whatever was mapped there in one step. Returns NULL with errno on failure.
+void *cvs_mmap_shared_populated(int fd, void *addr, size_t length);
 /// munmap(2): 0 or -1 with errno.
 int cvs_munmap(void *addr, size_t length);
+/// dup3(from, onto, O_CLOEXEC): `onto` now refers to `from`'s open file (its old one closed).
+/// Returns `onto`, or -1 with errno.
+int cvs_dup_onto(int from, int onto);
 /// Size of `fd` as fstat(2) reports it, or -1 with errno.
 int64_t cvs_file_size(int fd);
 /// The page size of the file system holding `fd` as fstatfs(2) reports it (f_bsize: the

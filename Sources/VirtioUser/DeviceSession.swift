@@ -123,7 +123,9 @@ extension VirtioUserDevice {
         }
         let features = offered.intersection(wantedFeatures(protocolFeatures: protocolFeatures))
         let packed = features.contains(.ringPacked)
+        if sharedWithABackEnd.load(ordering: .relaxed) { try renewSharedResources() }
         for pair in pairs { pair.resetRings(packed: packed) }
+        sharedWithABackEnd.store(true, ordering: .relaxed)
         for pair in pairs {
             try session.setVringCall(index: pair.rxRingIndex, notifier: pair.rxCall)
             try session.setVringCall(index: pair.txRingIndex, notifier: pair.txCall)

@@ -27,14 +27,14 @@ extension VirtioUserDevice {
     private func watch(_ lostAt: inout UInt64?) -> Bool {
         let socket = control.withLock { $0.session?.channel.socket }
         if let socket {
-            guard hasFailed(socket) else {
+            guard let reason = failure(socket) else {
                 reportBadLengths()
                 return true
             }
             control.withLock { state in
                 // Only if nothing replaced the session meanwhile.
                 guard state.session?.channel.socket === socket else { return }
-                tearDown(&state, reason: "the back-end went away; reconnecting", orderly: false)
+                tearDown(&state, reason: reason, orderly: false)
             }
             lostAt = MonotonicClock.nanoseconds()
             return true
@@ -79,9 +79,15 @@ extension VirtioUserDevice {
         return true
     }
 
-    /// Waits up to 100 ms for the socket to hang up; also reports a ring violation.
-    private func hasFailed(_ socket: OwnedDescriptor) -> Bool {
-        if pairs.contains(where: { $0.rx.violation != nil || $0.tx.violation != nil }) { return true }
-        return Poll.waitHangUp(socket.raw, milliseconds: 100)
+    /// Waits up to 100 ms for the socket to hang up; also reports a ring violation and a
+    /// fault in the memory. Returns why the session is over, or nil.
+    private func failure(_ socket: OwnedDescriptor) -> String? {
+        if memoryFaults() != faultsAtRenewal.load(ordering: .relaxed) { return Self.memoryFaultReason }
+        if pairs.contains(where: { $0.rx.violation != nil || $0.tx.violation != nil }) {
+            return "the back-end went away; reconnecting"
+        }
+        return Poll.waitHangUp(socket.raw, milliseconds: 100) ? "the back-end went away; reconnecting" : nil
     }
+
+    static let memoryFaultReason = "the back-end punched a hole in the device's shared memory (an access raised SIGBUS; zero memory now stands in for it); the session is ended, and the next one gets fresh memory"
 }

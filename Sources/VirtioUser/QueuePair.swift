@@ -72,11 +72,23 @@ final class QueuePair: @unchecked Sendable {
     /// Runs `body` with the pool to the control path alone: waits for a data-path call in
     /// progress, and holds new allocate/release calls until it is done.
     func withPoolExclusive(_ body: () -> Void) {
+        holdPool()
+        body()
+        releasePool()
+    }
+
+    /// The two halves of ``withPoolExclusive(_:)``, for holding every pair's pool at once.
+    func holdPool() {
         controlHoldsPool.store(true, ordering: .sequentiallyConsistent)
         while inBurst.load(ordering: .acquiring) { sched_yield() }
-        body()
+    }
+
+    func releasePool() {
         controlHoldsPool.store(false, ordering: .releasing)
     }
+
+    /// Every notifier of the pair, for renewing them between sessions.
+    var notifiers: [EventNotifier] { [rx.kick, tx.kick, rxCall, txCall] }
 
     /// Attaches `capture`; fails when one is attached already.
     func attach(_ capture: PacketCapture) throws(VirtioError) {

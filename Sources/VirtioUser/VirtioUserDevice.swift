@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CVirtioShim
 @_exported import VirtioCore
 import Synchronization
 @_exported import VhostUser
@@ -57,6 +58,12 @@ public final class VirtioUserDevice: Sendable {
     let monitorStopping = Atomic<Bool>(false)
     /// Sessions established so far (the first start and every reconnection).
     let connections = Atomic<Int>(0)
+    /// Set once a back-end was given an fd of ours: a later session renews them first.
+    let sharedWithABackEnd = Atomic<Bool>(false)
+    /// The SIGBUS guard's slot for ``memory`` (-1: unguarded, all 2,048 slots in use).
+    let memoryGuardSlot: Int32
+    /// ``memoryFaults()`` when the memory was last renewed.
+    let faultsAtRenewal = Atomic<UInt64>(0)
 
     struct ControlState {
         var started = false
@@ -123,10 +130,16 @@ public final class VirtioUserDevice: Sendable {
         self.pairs = pairs
         pairTable = .allocate(capacity: pairs.count)
         pairTable.initialize(from: pairs.map { Unmanaged.passUnretained($0) }, count: pairs.count)
+        // Seals stop a back-end from shrinking the memory, not from punching holes in it: on
+        // hugetlbfs a page it punched out may not come back, and the access raises SIGBUS.
+        // The guard absorbs that (zero memory under the access) and the link monitor ends the
+        // session; the next one gets fresh memory.
+        memoryGuardSlot = cvs_guard_register(memory.base, memory.size)
     }
 
     deinit {
         stop()
+        if memoryGuardSlot >= 0 { cvs_guard_unregister(memoryGuardSlot) }
         pairTable.deallocate()
     }
 
@@ -222,6 +235,9 @@ public final class VirtioUserDevice: Sendable {
             guard let session = state.session else { return .down(reason: state.downReason) }
             if Poll.peerHasClosed(session.channel.socket.raw) {
                 return .down(reason: "the back-end closed the connection")
+            }
+            if memoryFaults() != faultsAtRenewal.load(ordering: .relaxed) {
+                return .down(reason: Self.memoryFaultReason)
             }
             for pair in pairs {
                 if let violation = pair.rx.violation ?? pair.tx.violation {

@@ -4,6 +4,6 @@ import ArgumentParser
 struct VirtioBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtio-bench",
-        abstract: "Helpers for Scripts/bench-vs-dpdk.sh (benchmarks, not tests).",
-        subcommands: [CoreLatency.self, InterruptLatency.self])
+        abstract: "Helpers for Scripts/bench-vs-dpdk.sh, and measurements of our own (benchmarks, not tests).",
+        subcommands: [CoreLatency.self, InterruptLatency.self, SessionSetup.self])
 }

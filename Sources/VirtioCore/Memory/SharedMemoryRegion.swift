@@ -44,6 +44,8 @@ public final class SharedMemoryRegion: @unchecked Sendable {
     public let fallbackReason: String?
     /// The NUMA node the pages were bound to, or nil without NUMA support.
     public let numaNode: Int?
+    /// The memfd's name, for ``renew()``.
+    private let name: String
 
     /// The largest region this type creates (1 TiB): far beyond any ring and pool, and small
     /// enough that rounding to any page size cannot overflow.
@@ -66,6 +68,7 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         fallbackToNormalPages: Bool = true,
         name: String = "virtio-user"
     ) throws(VirtioError) {
+        self.name = name
         guard minimumSize > 0, minimumSize <= Self.maximumSize else {
             throw VirtioError(.invalidArgument, "A shared memory region needs a size from 1 to \(Self.maximumSize) bytes, not \(minimumSize).")
         }
@@ -111,28 +114,66 @@ public final class SharedMemoryRegion: @unchecked Sendable {
         (value + alignment - 1) & ~(alignment - 1)
     }
 
-    private static func map(
-        size minimumSize: Int, pageSize: Int, flags: UInt32, name: String
-    ) throws(VirtioError) -> (UnsafeMutableRawPointer, Int, OwnedDescriptor, Int?) {
-        let size = roundUp(minimumSize, to: pageSize)
+    /// Replaces the pages behind the mapping with those of a fresh file of the same backing,
+    /// at the same address (every pointer into the region stays valid) and under the same fd
+    /// number (whatever holds ``descriptor`` now refers to the new file). A peer that mapped
+    /// the old file keeps only the old pages, so it sees nothing written from here on. The
+    /// contents start zeroed. Call only while nothing else reads or writes the region.
+    package func renew() throws(VirtioError) {
+        let flags: UInt32
+        switch backing {
+        case .memfd:
+            flags = 0
+        case .hugepages(let hugeSize):
+            flags = UInt32(CVS_MEMFD_HUGETLB) | (UInt32(hugeSize.trailingZeroBitCount) << UInt32(CVS_MEMFD_HUGE_SHIFT))
+        }
+        let file = try Self.createFile(size: size, flags: flags, name: name)
+        if flags != 0 {
+            // Hugepages are mapped aside first: a shortage fails here (ENOMEM), while the old
+            // mapping is still whole. (The old pages and the new ones coexist for a moment, so
+            // renewing needs twice the region in free hugepages.) The fixed mapping below then
+            // maps the pages already allocated.
+            guard let aside = cvs_mmap_shared_populated(file.raw, nil, size) else {
+                throw VirtioError.system("mmap of \(size) bytes of hugepages (a fresh region)", errno: errno, hint: "Renewing the memory for a new session needs as many free hugepages as the region takes.")
+            }
+            _ = cvs_munmap(aside, size)
+        }
+        guard cvs_mmap_shared_populated(file.raw, base, size) != nil else {
+            let code = errno
+            // A failed fixed mapping may have removed the old one: put the old file back.
+            _ = cvs_mmap_shared_populated(descriptor.raw, base, size)
+            throw VirtioError.system("mmap of a fresh region over the old one", errno: code)
+        }
+        guard cvs_dup_onto(file.raw, descriptor.raw) >= 0 else {
+            throw VirtioError.system("dup3 of a fresh region's memfd", errno: errno)
+        }
+    }
+
+    /// A sealed memfd of `size` bytes.
+    private static func createFile(size: Int, flags: UInt32, name: String) throws(VirtioError) -> OwnedDescriptor {
         let what = flags == 0 ? "memfd_create" : "memfd_create(MFD_HUGETLB)"
         let fd = OwnedDescriptor(taking: try SystemCall.run(what) {
             cvs_memfd_create(name, UInt32(CVS_MEMFD_DEFAULT) | flags)
         })
         _ = try SystemCall.run("ftruncate(\(size) bytes)") { ftruncate(fd.raw, off_t(size)) }
+        // Seal the size so that no one holding the fd (the peer included) can shrink the file
+        // under our mapping and turn our next access into SIGBUS. Without the seal we refuse
+        // the region (a hugetlb request then falls back to normal pages, which can be sealed).
+        _ = try SystemCall.run("sealing the memfd") { cvs_memfd_seal_size(fd.raw) }
+        return fd
+    }
+
+    private static func map(
+        size minimumSize: Int, pageSize: Int, flags: UInt32, name: String
+    ) throws(VirtioError) -> (UnsafeMutableRawPointer, Int, OwnedDescriptor, Int?) {
+        let size = roundUp(minimumSize, to: pageSize)
+        let what = flags == 0 ? "memfd_create" : "memfd_create(MFD_HUGETLB)"
+        let fd = try createFile(size: size, flags: flags, name: name)
         // Hugetlb memfds accept ftruncate even when the pool is too small; mmap is where the
         // shortage shows (ENOMEM), so that is where a fallback decision is made.
         guard let base = cvs_mmap_shared(fd.raw, size, 0) else {
             let code = errno
             throw VirtioError.system("mmap of \(size) bytes (\(what))", errno: code)
-        }
-        // Seal the size so that no one holding the fd (the peer included) can shrink the file
-        // under our mapping and turn our next access into SIGBUS. Without the seal we refuse
-        // the region (a hugetlb request then falls back to normal pages, which can be sealed).
-        if cvs_memfd_seal_size(fd.raw) != 0 {
-            let code = errno
-            _ = cvs_munmap(base, size)
-            throw VirtioError.system("sealing the memfd", errno: code)
         }
         let node = cvs_numa_bind_local(base, size)
         // Touch every page now: a hugepage shortage then fails here, as an error we can

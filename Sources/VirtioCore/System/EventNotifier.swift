@@ -29,6 +29,16 @@ public final class EventNotifier: Sendable {
         self.descriptor = descriptor
     }
 
+    /// Puts a fresh eventfd, with a zero count, under the same fd number: a peer holding the
+    /// old one can no longer signal us or see our signals. A thread polling the old one wakes
+    /// only at its timeout.
+    package func renew() throws(VirtioError) {
+        let fresh = try EventNotifier()
+        guard cvs_dup_onto(fresh.descriptor.raw, descriptor.raw) >= 0 else {
+            throw VirtioError.system("dup3 of a fresh eventfd", errno: errno)
+        }
+    }
+
     /// Wakes whoever polls the other end. Writes nothing while the counter is non-zero (the
     /// other end is already woken). Throws when the peer made the write block for
     /// ``writeTimeoutMilliseconds`` (it is hostile: end its session), or the fd failed.

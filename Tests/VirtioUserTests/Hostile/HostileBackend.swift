@@ -19,6 +19,8 @@ final class HostileBackend: @unchecked Sendable {
         let memory: UnsafeMutableRawPointer
         let length: Int
         let region: MemoryRegionDescriptor
+        /// The device's memory fd, as SET_MEM_TABLE passed it.
+        let memoryDescriptor: OwnedDescriptor
         var addresses: [UInt32: VringAddress] = [:]
         var sizes: [UInt32: Int] = [:]
         /// The device's kick and call eventfds, by ring (shared open files: what we do to
@@ -26,8 +28,9 @@ final class HostileBackend: @unchecked Sendable {
         var kicks: [UInt32: OwnedDescriptor] = [:]
         var calls: [UInt32: OwnedDescriptor] = [:]
 
-        init(channel: VhostUserChannel, memory: UnsafeMutableRawPointer, length: Int, region: MemoryRegionDescriptor) {
+        init(channel: VhostUserChannel, memory: UnsafeMutableRawPointer, length: Int, region: MemoryRegionDescriptor, memoryDescriptor: OwnedDescriptor) {
             self.channel = channel
+            self.memoryDescriptor = memoryDescriptor
             self.memory = memory
             self.length = length
             self.region = region
@@ -141,7 +144,7 @@ final class HostileBackend: @unchecked Sendable {
                 let region = regions[0]
                 let length = Int(region.mmapOffset + region.size)
                 guard let mapping = cvs_mmap_shared(frame.descriptors[0].raw, length, 0) else { return }
-                session = Session(channel: channel, memory: mapping, length: length, region: region)
+                session = Session(channel: channel, memory: mapping, length: length, region: region, memoryDescriptor: frame.descriptors[0])
             case .setVringNum(let state):
                 sizes[state.index] = Int(state.num)
             case .setVringAddr(let address):
