@@ -116,7 +116,7 @@ let package = Package(
         .testTarget(
             name: "VirtioUserTests",
             dependencies: [
-                "VirtioUser", "VhostUserBackend", "VhostUserBackendFuzzing", "CAllocationCounter",
+                "VirtioUser", "VhostUserBackend", "VhostUserBackendFuzzing", "VirtioCore", "VhostUser", "CAllocationCounter",
                 "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

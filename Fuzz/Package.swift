@@ -10,7 +10,7 @@ let package = Package(
         .target(name: "FuzzDriver", swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(
             name: "FuzzMessageDecoder",
-            dependencies: ["FuzzDriver", .product(name: "VhostUserBackend", package: "swift-virtio-user")],
+            dependencies: ["FuzzDriver", .product(name: "VhostUserBackendFuzzing", package: "swift-virtio-user")],
             swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(
             name: "FuzzForwarding",

@@ -21,8 +21,10 @@ APP_MODULE = "VirtioUser"
 
 
 def dump():
-    subprocess.run(["swift", "package", "dump-symbol-graph", "--skip-synthesized-members"],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    run = subprocess.run(["swift", "package", "dump-symbol-graph", "--skip-synthesized-members"],
+                         cwd=ROOT, capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"public-api: error: swift package dump-symbol-graph failed:\n{run.stdout}{run.stderr}")
     graphs = glob.glob(os.path.join(ROOT, ".build", "*", "symbolgraph", "*.symbols.json"))
     if not graphs:
         sys.exit("public-api: error: no symbol graphs under .build/*/symbolgraph")

@@ -5,13 +5,13 @@ import CVirtioShim
 import VirtioCore
 
 /// One message as it crossed the socket: header, payload and any fds that came with it.
-public struct VhostUserFrame: Sendable {
-    public var header: VhostUserHeader
-    public var payload: [UInt8]
+@usableFromInline package struct VhostUserFrame: Sendable {
+    @usableFromInline package var header: VhostUserHeader
+    @usableFromInline package var payload: [UInt8]
     /// Received fds, owned by the frame (closed when it is dropped unless taken).
-    public var descriptors: [OwnedDescriptor]
+    @usableFromInline package var descriptors: [OwnedDescriptor]
 
-    public init(header: VhostUserHeader, payload: [UInt8], descriptors: [OwnedDescriptor] = []) {
+    @usableFromInline package init(header: VhostUserHeader, payload: [UInt8], descriptors: [OwnedDescriptor] = []) {
         self.header = header
         self.payload = payload
         self.descriptors = descriptors
@@ -25,27 +25,27 @@ public struct VhostUserFrame: Sendable {
 /// message, waiting at most a deadline, and refuse oversized payloads and truncated or excess
 /// fds. A peer that stops reading or sends half a message costs a bounded time, never a hang.
 /// Not thread-safe: one session drives a channel.
-public final class VhostUserChannel {
+@usableFromInline package final class VhostUserChannel {
     /// The connected socket.
-    public let socket: OwnedDescriptor
+    @usableFromInline package let socket: OwnedDescriptor
 
     /// How long one send may wait for the peer to make room (read what we sent before)
     /// before it fails with ``VirtioError/Kind/timeout``.
-    public var sendTimeoutMilliseconds: Int
+    @usableFromInline package var sendTimeoutMilliseconds: Int
 
     /// A monotonic instant (``MonotonicClock/nanoseconds()``) past which no send or receive
     /// waits, whatever its own timeout: a caller with a budget for several messages (a
     /// teardown that must end in bounded time) sets it.
-    public var deadline: UInt64 = .max
+    @usableFromInline package var deadline: UInt64 = .max
 
     /// Wraps a connected socket.
-    public init(socket: OwnedDescriptor, sendTimeoutMilliseconds: Int = 5000) {
+    @usableFromInline package init(socket: OwnedDescriptor, sendTimeoutMilliseconds: Int = 5000) {
         self.socket = socket
         self.sendTimeoutMilliseconds = sendTimeoutMilliseconds
     }
 
     /// Sends one message.
-    public func send(request: VhostUserRequest, flags: UInt32, payload: [UInt8], descriptors: [Int32] = []) throws(VirtioError) {
+    @usableFromInline package func send(request: VhostUserRequest, flags: UInt32, payload: [UInt8], descriptors: [Int32] = []) throws(VirtioError) {
         guard descriptors.count <= Int(CVS_MAX_RECV_FDS) else {
             throw VirtioError(.invalidArgument, "\(request) would carry \(descriptors.count) fds; at most \(CVS_MAX_RECV_FDS) fit one message.")
         }
@@ -83,19 +83,19 @@ public final class VhostUserChannel {
     }
 
     /// Sends a typed request.
-    public func send(_ message: VhostUserMessage, needReply: Bool = false, descriptors: [Int32] = []) throws(VirtioError) {
+    @usableFromInline package func send(_ message: VhostUserMessage, needReply: Bool = false, descriptors: [Int32] = []) throws(VirtioError) {
         try send(request: message.request, flags: needReply ? VhostUserHeader.needReplyFlag : 0,
                  payload: message.encodePayload(), descriptors: descriptors)
     }
 
     /// Sends a reply to `request` with `payload`.
-    public func reply(to request: VhostUserRequest, payload: [UInt8]) throws(VirtioError) {
+    @usableFromInline package func reply(to request: VhostUserRequest, payload: [UInt8]) throws(VirtioError) {
         try send(request: request, flags: VhostUserHeader.replyFlag, payload: payload)
     }
 
     /// Receives one whole message, waiting at most `timeoutMilliseconds` in total
     /// (negative: forever).
-    public func receive(timeoutMilliseconds: Int) throws(VirtioError) -> VhostUserFrame {
+    @usableFromInline package func receive(timeoutMilliseconds: Int) throws(VirtioError) -> VhostUserFrame {
         let own = timeoutMilliseconds < 0 ? UInt64.max : MonotonicClock.deadline(milliseconds: timeoutMilliseconds, after: MonotonicClock.nanoseconds())
         let deadline = min(self.deadline, own)
         var descriptors: [OwnedDescriptor] = []

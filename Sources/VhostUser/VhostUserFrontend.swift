@@ -5,78 +5,78 @@ import VirtioCore
 ///
 /// Once REPLY_ACK is negotiated, every request without a reply of its own asks for an ack, so
 /// a back-end that rejects something says so at that message instead of failing silently.
-public final class VhostUserFrontend {
+@usableFromInline package final class VhostUserFrontend {
     /// The framed connection.
-    public let channel: VhostUserChannel
+    @usableFromInline package let channel: VhostUserChannel
     /// How long each reply may take.
-    public let replyTimeoutMilliseconds: Int
+    @usableFromInline package let replyTimeoutMilliseconds: Int
     /// Protocol features in force (after ``setProtocolFeatures(_:)``).
-    public private(set) var protocolFeatures: VhostUserProtocolFeatures = []
+    @usableFromInline package private(set) var protocolFeatures: VhostUserProtocolFeatures = []
     /// Every request sent, in order (the control path is short; tests and traces read it).
-    public private(set) var sentRequests: [VhostUserRequest] = []
+    @usableFromInline package private(set) var sentRequests: [VhostUserRequest] = []
 
     /// Starts a session on a connected socket.
-    public init(socket: OwnedDescriptor, replyTimeoutMilliseconds: Int = 5000) {
+    @usableFromInline package init(socket: OwnedDescriptor, replyTimeoutMilliseconds: Int = 5000) {
         channel = VhostUserChannel(socket: socket)
         self.replyTimeoutMilliseconds = replyTimeoutMilliseconds
     }
 
-    public func setOwner() throws(VirtioError) { try perform(.setOwner) }
+    @usableFromInline package func setOwner() throws(VirtioError) { try perform(.setOwner) }
 
-    public func resetOwner() throws(VirtioError) { try perform(.resetOwner) }
+    @usableFromInline package func resetOwner() throws(VirtioError) { try perform(.resetOwner) }
 
-    public func getFeatures() throws(VirtioError) -> VirtioFeatures {
+    @usableFromInline package func getFeatures() throws(VirtioError) -> VirtioFeatures {
         VirtioFeatures(rawValue: try query(.getFeatures))
     }
 
-    public func setFeatures(_ features: VirtioFeatures) throws(VirtioError) { try perform(.setFeatures(features)) }
+    @usableFromInline package func setFeatures(_ features: VirtioFeatures) throws(VirtioError) { try perform(.setFeatures(features)) }
 
-    public func getProtocolFeatures() throws(VirtioError) -> VhostUserProtocolFeatures {
+    @usableFromInline package func getProtocolFeatures() throws(VirtioError) -> VhostUserProtocolFeatures {
         VhostUserProtocolFeatures(rawValue: try query(.getProtocolFeatures))
     }
 
     /// Sets the protocol features; from here on REPLY_ACK (if included) is used.
-    public func setProtocolFeatures(_ features: VhostUserProtocolFeatures) throws(VirtioError) {
+    @usableFromInline package func setProtocolFeatures(_ features: VhostUserProtocolFeatures) throws(VirtioError) {
         try perform(.setProtocolFeatures(features))
         protocolFeatures = features
     }
 
-    public func getQueueNum() throws(VirtioError) -> UInt64 { try query(.getQueueNum) }
+    @usableFromInline package func getQueueNum() throws(VirtioError) -> UInt64 { try query(.getQueueNum) }
 
     /// Shares memory: one fd per region.
-    public func setMemTable(_ regions: [MemoryRegionDescriptor], descriptors: [Int32]) throws(VirtioError) {
+    @usableFromInline package func setMemTable(_ regions: [MemoryRegionDescriptor], descriptors: [Int32]) throws(VirtioError) {
         guard regions.count == descriptors.count, (1...MemoryRegionDescriptor.maximumCount).contains(regions.count) else {
             throw VirtioError(.invalidArgument, "SET_MEM_TABLE needs 1…\(MemoryRegionDescriptor.maximumCount) regions, each with one fd.")
         }
         try perform(.setMemTable(regions), descriptors: descriptors)
     }
 
-    public func setVringNum(index: UInt32, size: UInt32) throws(VirtioError) {
+    @usableFromInline package func setVringNum(index: UInt32, size: UInt32) throws(VirtioError) {
         try perform(.setVringNum(VringState(index: index, num: size)))
     }
 
-    public func setVringBase(index: UInt32, base: UInt32) throws(VirtioError) {
+    @usableFromInline package func setVringBase(index: UInt32, base: UInt32) throws(VirtioError) {
         try perform(.setVringBase(VringState(index: index, num: base)))
     }
 
-    public func setVringAddr(_ address: VringAddress) throws(VirtioError) { try perform(.setVringAddr(address)) }
+    @usableFromInline package func setVringAddr(_ address: VringAddress) throws(VirtioError) { try perform(.setVringAddr(address)) }
 
-    public func setVringKick(index: UInt32, notifier: EventNotifier) throws(VirtioError) {
+    @usableFromInline package func setVringKick(index: UInt32, notifier: EventNotifier) throws(VirtioError) {
         try checkFileIndex(index, .setVringKick)
         try perform(.setVringKick(VringFile(index: index, hasDescriptor: true)), descriptors: [notifier.descriptor.raw])
     }
 
-    public func setVringCall(index: UInt32, notifier: EventNotifier) throws(VirtioError) {
+    @usableFromInline package func setVringCall(index: UInt32, notifier: EventNotifier) throws(VirtioError) {
         try checkFileIndex(index, .setVringCall)
         try perform(.setVringCall(VringFile(index: index, hasDescriptor: true)), descriptors: [notifier.descriptor.raw])
     }
 
-    public func setVringEnable(index: UInt32, enabled: Bool) throws(VirtioError) {
+    @usableFromInline package func setVringEnable(index: UInt32, enabled: Bool) throws(VirtioError) {
         try perform(.setVringEnable(VringState(index: index, num: enabled ? 1 : 0)))
     }
 
     /// Stops ring `index` and returns where the back-end stopped (its next available index).
-    public func getVringBase(index: UInt32) throws(VirtioError) -> UInt32 {
+    @usableFromInline package func getVringBase(index: UInt32) throws(VirtioError) -> UInt32 {
         try send(.getVringBase(VringState(index: index, num: 0)))
         let frame = try awaitReply(to: .getVringBase, size: 8)
         var reader = WireReader(frame.payload)
@@ -87,14 +87,14 @@ public final class VhostUserFrontend {
         return state.num
     }
 
-    public func setStatus(_ status: VirtioDeviceStatus) throws(VirtioError) { try perform(.setStatus(status.rawValue)) }
+    @usableFromInline package func setStatus(_ status: VirtioDeviceStatus) throws(VirtioError) { try perform(.setStatus(status.rawValue)) }
 
     /// Tells the back-end our MTU (NET_SET_MTU; acknowledged with REPLY_ACK when in force).
-    public func netSetMTU(_ mtu: Int) throws(VirtioError) { try perform(.netSetMTU(UInt64(mtu))) }
+    @usableFromInline package func netSetMTU(_ mtu: Int) throws(VirtioError) { try perform(.netSetMTU(UInt64(mtu))) }
 
     /// Reads `size` bytes of the device configuration space from `offset` (GET_CONFIG). The
     /// reply must echo the window and carry exactly its bytes.
-    public func getConfig(offset: UInt32, size: UInt32) throws(VirtioError) -> [UInt8] {
+    @usableFromInline package func getConfig(offset: UInt32, size: UInt32) throws(VirtioError) -> [UInt8] {
         guard size <= VhostUserConfigSpace.maximumSize else {
             throw VirtioError(.invalidArgument, "GET_CONFIG of \(size) bytes: at most \(VhostUserConfigSpace.maximumSize) may be asked for.")
         }
@@ -107,7 +107,7 @@ public final class VhostUserFrontend {
         return space.payload
     }
 
-    public func getStatus() throws(VirtioError) -> VirtioDeviceStatus {
+    @usableFromInline package func getStatus() throws(VirtioError) -> VirtioDeviceStatus {
         let value = try query(.getStatus)
         guard value <= 0xFF else {
             throw VirtioError(.protocolViolation, "GET_STATUS answered 0x\(String(value, radix: 16)), which is not an 8-bit status.")

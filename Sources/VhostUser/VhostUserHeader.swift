@@ -2,44 +2,44 @@ import VirtioCore
 
 /// The 12-byte header of every vhost-user message: request, flags, payload size (all
 /// little-endian u32).
-public struct VhostUserHeader: Equatable, Sendable {
-    public var request: VhostUserRequest
-    public var flags: UInt32
-    public var size: UInt32
+@usableFromInline package struct VhostUserHeader: Equatable, Sendable {
+    @usableFromInline package var request: VhostUserRequest
+    @usableFromInline package var flags: UInt32
+    @usableFromInline package var size: UInt32
 
     /// Header length on the wire.
-    public static let byteCount = 12
+    @usableFromInline package static let byteCount = 12
     /// Bits 0-1: protocol version, always 1.
-    public static let versionMask: UInt32 = 0x3
-    public static let version: UInt32 = 0x1
+    @usableFromInline package static let versionMask: UInt32 = 0x3
+    @usableFromInline package static let version: UInt32 = 0x1
     /// Bit 2: this message is a reply.
-    public static let replyFlag: UInt32 = 0x4
+    @usableFromInline package static let replyFlag: UInt32 = 0x4
     /// Bit 3: the sender wants a REPLY_ACK.
-    public static let needReplyFlag: UInt32 = 0x8
+    @usableFromInline package static let needReplyFlag: UInt32 = 0x8
     /// The largest payload we accept. The biggest message we know (a full SET_MEM_TABLE, or a
     /// config space) is far smaller; anything past this is a broken or hostile peer.
-    public static let maximumPayload: UInt32 = 4096
+    @usableFromInline package static let maximumPayload: UInt32 = 4096
 
-    public init(request: VhostUserRequest, flags: UInt32, size: UInt32) {
+    @usableFromInline package init(request: VhostUserRequest, flags: UInt32, size: UInt32) {
         self.request = request
         self.flags = flags
         self.size = size
     }
 
     /// True when the reply bit is set.
-    public var isReply: Bool { flags & Self.replyFlag != 0 }
+    @usableFromInline package var isReply: Bool { flags & Self.replyFlag != 0 }
     /// True when a REPLY_ACK is requested.
-    public var needsReply: Bool { flags & Self.needReplyFlag != 0 }
+    @usableFromInline package var needsReply: Bool { flags & Self.needReplyFlag != 0 }
 
     /// Appends the wire form to `bytes`.
-    public func encode(into bytes: inout [UInt8]) {
+    @usableFromInline package func encode(into bytes: inout [UInt8]) {
         bytes.appendLittleEndian(request.rawValue)
         bytes.appendLittleEndian(flags)
         bytes.appendLittleEndian(size)
     }
 
     /// Reads a header from exactly 12 bytes and checks the version and the size bound.
-    public static func decode(_ bytes: ArraySlice<UInt8>) throws(VirtioError) -> VhostUserHeader {
+    @usableFromInline package static func decode(_ bytes: ArraySlice<UInt8>) throws(VirtioError) -> VhostUserHeader {
         guard bytes.count == byteCount else {
             throw VirtioError(.protocolViolation, "A vhost-user header has 12 bytes; got \(bytes.count).")
         }

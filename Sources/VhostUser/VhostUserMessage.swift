@@ -2,7 +2,7 @@ import VirtioCore
 
 /// A front-end → back-end request, typed. Each case knows its wire payload and how many file
 /// descriptors travel with it; ``decode(header:payload:descriptorCount:)`` checks both.
-public enum VhostUserMessage: Equatable, Sendable {
+@usableFromInline package enum VhostUserMessage: Equatable, Sendable {
     case getFeatures
     case setFeatures(VirtioFeatures)
     case setOwner
@@ -29,7 +29,7 @@ public enum VhostUserMessage: Equatable, Sendable {
     case netSetMTU(UInt64)
 
     /// The request code.
-    public var request: VhostUserRequest {
+    @usableFromInline package var request: VhostUserRequest {
         switch self {
         case .getFeatures: return .getFeatures
         case .setFeatures: return .setFeatures
@@ -55,7 +55,7 @@ public enum VhostUserMessage: Equatable, Sendable {
     }
 
     /// True when the protocol defines a reply of its own (so REPLY_ACK does not apply).
-    public var hasReply: Bool {
+    @usableFromInline package var hasReply: Bool {
         switch self {
         case .getFeatures, .getProtocolFeatures, .getVringBase, .getQueueNum, .getStatus, .getConfig: return true
         default: return false
@@ -63,7 +63,7 @@ public enum VhostUserMessage: Equatable, Sendable {
     }
 
     /// How many fds must travel with this message.
-    public var descriptorCount: Int {
+    @usableFromInline package var descriptorCount: Int {
         switch self {
         case .setMemTable(let regions): return regions.count
         case .setVringKick(let file), .setVringCall(let file), .setVringErr(let file):
@@ -73,7 +73,7 @@ public enum VhostUserMessage: Equatable, Sendable {
     }
 
     /// The payload bytes.
-    public func encodePayload() -> [UInt8] {
+    @usableFromInline package func encodePayload() -> [UInt8] {
         var bytes: [UInt8] = []
         switch self {
         case .getFeatures, .setOwner, .resetOwner, .getProtocolFeatures, .getQueueNum, .getStatus:
@@ -111,7 +111,7 @@ public enum VhostUserMessage: Equatable, Sendable {
     /// Decodes and validates a request: the payload size must be exactly the message's, and the
     /// number of fds that came with it exactly what the message calls for. Unknown requests
     /// are refused with `.unsupported`.
-    public static func decode(header: VhostUserHeader, payload: [UInt8], descriptorCount: Int) throws(VirtioError) -> VhostUserMessage {
+    @usableFromInline package static func decode(header: VhostUserHeader, payload: [UInt8], descriptorCount: Int) throws(VirtioError) -> VhostUserMessage {
         let request = header.request
         if header.isReply {
             throw VirtioError(.protocolViolation, "\(request) arrived with the reply flag set, but it is a request.")

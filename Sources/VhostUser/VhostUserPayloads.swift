@@ -1,10 +1,10 @@
 import VirtioCore
 
 /// `struct vhost_vring_state`: a ring index and a number (size, base or enable flag).
-public struct VringState: Equatable, Sendable {
-    public var index: UInt32
-    public var num: UInt32
-    public init(index: UInt32, num: UInt32) {
+@usableFromInline package struct VringState: Equatable, Sendable {
+    @usableFromInline package var index: UInt32
+    @usableFromInline package var num: UInt32
+    @usableFromInline package init(index: UInt32, num: UInt32) {
         self.index = index
         self.num = num
     }
@@ -13,15 +13,15 @@ public struct VringState: Equatable, Sendable {
 
 /// `struct vhost_vring_addr`: where a ring's parts are, in the front-end's address space.
 /// Note the wire order: descriptor table, used ring, available ring, log.
-public struct VringAddress: Equatable, Sendable {
-    public var index: UInt32
+@usableFromInline package struct VringAddress: Equatable, Sendable {
+    @usableFromInline package var index: UInt32
     /// Bit 0 (VHOST_VRING_F_LOG) asks for logging of used-ring writes.
-    public var flags: UInt32
-    public var descriptorTable: UInt64
-    public var usedRing: UInt64
-    public var availableRing: UInt64
-    public var log: UInt64
-    public init(index: UInt32, flags: UInt32 = 0, descriptorTable: UInt64, usedRing: UInt64, availableRing: UInt64, log: UInt64 = 0) {
+    @usableFromInline package var flags: UInt32
+    @usableFromInline package var descriptorTable: UInt64
+    @usableFromInline package var usedRing: UInt64
+    @usableFromInline package var availableRing: UInt64
+    @usableFromInline package var log: UInt64
+    @usableFromInline package init(index: UInt32, flags: UInt32 = 0, descriptorTable: UInt64, usedRing: UInt64, availableRing: UInt64, log: UInt64 = 0) {
         self.index = index
         self.flags = flags
         self.descriptorTable = descriptorTable
@@ -34,10 +34,10 @@ public struct VringAddress: Equatable, Sendable {
 
 /// The u64 of SET_VRING_KICK / CALL / ERR: ring index in bits 0-7, bit 8 set when no fd is
 /// attached (the peer must then poll).
-public struct VringFile: Equatable, Sendable {
-    public var index: UInt32
-    public var hasDescriptor: Bool
-    public init(index: UInt32, hasDescriptor: Bool) {
+@usableFromInline package struct VringFile: Equatable, Sendable {
+    @usableFromInline package var index: UInt32
+    @usableFromInline package var hasDescriptor: Bool
+    @usableFromInline package init(index: UInt32, hasDescriptor: Bool) {
         self.index = index
         self.hasDescriptor = hasDescriptor
     }
@@ -58,13 +58,13 @@ public struct VringFile: Equatable, Sendable {
 /// The payload of GET_CONFIG / SET_CONFIG (`struct vhost_user_config`): a window of the device
 /// configuration space. A GET_CONFIG request carries `size` zero bytes; the reply carries the
 /// same header and the bytes.
-public struct VhostUserConfigSpace: Equatable, Sendable {
-    public var offset: UInt32
-    public var size: UInt32
+@usableFromInline package struct VhostUserConfigSpace: Equatable, Sendable {
+    @usableFromInline package var offset: UInt32
+    @usableFromInline package var size: UInt32
     /// Bit 0: VHOST_SET_CONFIG_TYPE_MIGRATION (SET_CONFIG only).
-    public var flags: UInt32
-    public var payload: [UInt8]
-    public init(offset: UInt32, size: UInt32, flags: UInt32 = 0, payload: [UInt8]? = nil) {
+    @usableFromInline package var flags: UInt32
+    @usableFromInline package var payload: [UInt8]
+    @usableFromInline package init(offset: UInt32, size: UInt32, flags: UInt32 = 0, payload: [UInt8]? = nil) {
         self.offset = offset
         self.size = size
         self.flags = flags
@@ -72,10 +72,10 @@ public struct VhostUserConfigSpace: Equatable, Sendable {
     }
     static let headerByteCount = 12
     /// VHOST_USER_MAX_CONFIG_SIZE.
-    public static let maximumSize: UInt32 = 256
+    @usableFromInline package static let maximumSize: UInt32 = 256
 
     /// The wire bytes: header, then the payload.
-    public var encoded: [UInt8] {
+    @usableFromInline package var encoded: [UInt8] {
         var bytes: [UInt8] = []
         bytes.appendLittleEndian(offset)
         bytes.appendLittleEndian(size)
@@ -103,15 +103,15 @@ public struct VhostUserConfigSpace: Equatable, Sendable {
 }
 
 /// One entry of SET_MEM_TABLE (`struct vhost_memory_region`).
-public struct MemoryRegionDescriptor: Equatable, Sendable {
+@usableFromInline package struct MemoryRegionDescriptor: Equatable, Sendable {
     /// Address the driver uses in descriptors ("guest physical").
-    public var guestPhysicalAddress: UInt64
-    public var size: UInt64
+    @usableFromInline package var guestPhysicalAddress: UInt64
+    @usableFromInline package var size: UInt64
     /// Address the front-end uses for ring addresses (its virtual address).
-    public var userAddress: UInt64
+    @usableFromInline package var userAddress: UInt64
     /// Offset of the region inside the fd sent with it.
-    public var mmapOffset: UInt64
-    public init(guestPhysicalAddress: UInt64, size: UInt64, userAddress: UInt64, mmapOffset: UInt64) {
+    @usableFromInline package var mmapOffset: UInt64
+    @usableFromInline package init(guestPhysicalAddress: UInt64, size: UInt64, userAddress: UInt64, mmapOffset: UInt64) {
         self.guestPhysicalAddress = guestPhysicalAddress
         self.size = size
         self.userAddress = userAddress
@@ -119,5 +119,5 @@ public struct MemoryRegionDescriptor: Equatable, Sendable {
     }
     static let byteCount = 32
     /// VHOST_MEMORY_BASELINE_NREGIONS: the most regions one SET_MEM_TABLE may carry.
-    public static let maximumCount = 8
+    @usableFromInline package static let maximumCount = 8
 }

@@ -2,41 +2,41 @@ import VirtioCore
 
 /// A vhost-user request code (QEMU docs/interop/vhost-user.rst, "Front-end message types").
 /// A struct rather than an enum so a code we do not know can still be carried and reported.
-public struct VhostUserRequest: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+@usableFromInline package struct VhostUserRequest: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    @usableFromInline package let rawValue: UInt32
+    @usableFromInline package init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    public static let getFeatures = VhostUserRequest(rawValue: 1)
-    public static let setFeatures = VhostUserRequest(rawValue: 2)
-    public static let setOwner = VhostUserRequest(rawValue: 3)
-    public static let resetOwner = VhostUserRequest(rawValue: 4)
-    public static let setMemTable = VhostUserRequest(rawValue: 5)
-    public static let setLogBase = VhostUserRequest(rawValue: 6)
-    public static let setLogFD = VhostUserRequest(rawValue: 7)
-    public static let setVringNum = VhostUserRequest(rawValue: 8)
-    public static let setVringAddr = VhostUserRequest(rawValue: 9)
-    public static let setVringBase = VhostUserRequest(rawValue: 10)
-    public static let getVringBase = VhostUserRequest(rawValue: 11)
-    public static let setVringKick = VhostUserRequest(rawValue: 12)
-    public static let setVringCall = VhostUserRequest(rawValue: 13)
-    public static let setVringErr = VhostUserRequest(rawValue: 14)
-    public static let getProtocolFeatures = VhostUserRequest(rawValue: 15)
-    public static let setProtocolFeatures = VhostUserRequest(rawValue: 16)
-    public static let getQueueNum = VhostUserRequest(rawValue: 17)
-    public static let setVringEnable = VhostUserRequest(rawValue: 18)
-    public static let sendRARP = VhostUserRequest(rawValue: 19)
-    public static let netSetMTU = VhostUserRequest(rawValue: 20)
-    public static let setBackendRequestFD = VhostUserRequest(rawValue: 21)
-    public static let iotlbMessage = VhostUserRequest(rawValue: 22)
-    public static let getConfig = VhostUserRequest(rawValue: 24)
-    public static let setConfig = VhostUserRequest(rawValue: 25)
-    public static let getInflightFD = VhostUserRequest(rawValue: 31)
-    public static let setInflightFD = VhostUserRequest(rawValue: 32)
-    public static let getMaxMemSlots = VhostUserRequest(rawValue: 36)
-    public static let addMemReg = VhostUserRequest(rawValue: 37)
-    public static let remMemReg = VhostUserRequest(rawValue: 38)
-    public static let setStatus = VhostUserRequest(rawValue: 39)
-    public static let getStatus = VhostUserRequest(rawValue: 40)
+    @usableFromInline package static let getFeatures = VhostUserRequest(rawValue: 1)
+    @usableFromInline package static let setFeatures = VhostUserRequest(rawValue: 2)
+    @usableFromInline package static let setOwner = VhostUserRequest(rawValue: 3)
+    @usableFromInline package static let resetOwner = VhostUserRequest(rawValue: 4)
+    @usableFromInline package static let setMemTable = VhostUserRequest(rawValue: 5)
+    @usableFromInline package static let setLogBase = VhostUserRequest(rawValue: 6)
+    @usableFromInline package static let setLogFD = VhostUserRequest(rawValue: 7)
+    @usableFromInline package static let setVringNum = VhostUserRequest(rawValue: 8)
+    @usableFromInline package static let setVringAddr = VhostUserRequest(rawValue: 9)
+    @usableFromInline package static let setVringBase = VhostUserRequest(rawValue: 10)
+    @usableFromInline package static let getVringBase = VhostUserRequest(rawValue: 11)
+    @usableFromInline package static let setVringKick = VhostUserRequest(rawValue: 12)
+    @usableFromInline package static let setVringCall = VhostUserRequest(rawValue: 13)
+    @usableFromInline package static let setVringErr = VhostUserRequest(rawValue: 14)
+    @usableFromInline package static let getProtocolFeatures = VhostUserRequest(rawValue: 15)
+    @usableFromInline package static let setProtocolFeatures = VhostUserRequest(rawValue: 16)
+    @usableFromInline package static let getQueueNum = VhostUserRequest(rawValue: 17)
+    @usableFromInline package static let setVringEnable = VhostUserRequest(rawValue: 18)
+    @usableFromInline package static let sendRARP = VhostUserRequest(rawValue: 19)
+    @usableFromInline package static let netSetMTU = VhostUserRequest(rawValue: 20)
+    @usableFromInline package static let setBackendRequestFD = VhostUserRequest(rawValue: 21)
+    @usableFromInline package static let iotlbMessage = VhostUserRequest(rawValue: 22)
+    @usableFromInline package static let getConfig = VhostUserRequest(rawValue: 24)
+    @usableFromInline package static let setConfig = VhostUserRequest(rawValue: 25)
+    @usableFromInline package static let getInflightFD = VhostUserRequest(rawValue: 31)
+    @usableFromInline package static let setInflightFD = VhostUserRequest(rawValue: 32)
+    @usableFromInline package static let getMaxMemSlots = VhostUserRequest(rawValue: 36)
+    @usableFromInline package static let addMemReg = VhostUserRequest(rawValue: 37)
+    @usableFromInline package static let remMemReg = VhostUserRequest(rawValue: 38)
+    @usableFromInline package static let setStatus = VhostUserRequest(rawValue: 39)
+    @usableFromInline package static let getStatus = VhostUserRequest(rawValue: 40)
 
     private static let names: [UInt32: String] = [
         1: "GET_FEATURES", 2: "SET_FEATURES", 3: "SET_OWNER", 4: "RESET_OWNER", 5: "SET_MEM_TABLE",
@@ -50,7 +50,7 @@ public struct VhostUserRequest: RawRepresentable, Hashable, Sendable, CustomStri
     ]
 
     /// The protocol's name for the code, or "request N".
-    public var description: String { Self.names[rawValue] ?? "request \(rawValue)" }
+    @usableFromInline package var description: String { Self.names[rawValue] ?? "request \(rawValue)" }
 }
 
 /// VHOST_USER_PROTOCOL_F_* bits, negotiated with GET/SET_PROTOCOL_FEATURES.

@@ -1,3 +1,4 @@
+import VirtioCore
 import Synchronization
 
 /// Counters of a back-end, over all the connections it served.

@@ -2,9 +2,9 @@
 import Glibc
 #endif
 import Logging
-@_exported import VirtioCore
+import VirtioCore
 import Synchronization
-@_exported import VhostUser
+import VhostUser
 
 /// A vhost-user back-end (the device side) written in Swift: listens on a Unix socket, serves
 /// one front-end at a time — ours, or DPDK's virtio-user — and accepts the next one after a
@@ -78,7 +78,7 @@ public final class VhostUserBackend: Sendable {
         /// pass one (swift-log's guidance for libraries).
         public var logger = Logger(label: "swift-virtio-user.backend") { _ in SwiftLogNoOpLogHandler() }
         /// Runs on the serving thread before it serves: to pin it to a CPU, or to instrument it.
-        public var onServingThreadStart: (@Sendable () -> Void)?
+        package var onServingThreadStart: (@Sendable () -> Void)?
 
         /// A configuration with defaults for the rest.
         public init(socketPath: String, mode: BackendMode = .loopback) {

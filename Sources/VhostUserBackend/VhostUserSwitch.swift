@@ -58,7 +58,7 @@ public final class VhostUserSwitch: Sendable {
         /// Silent unless you pass one (swift-log's guidance for libraries).
         public var logger = Logger(label: "swift-virtio-user.switch") { _ in SwiftLogNoOpLogHandler() }
         /// Runs on the serving thread before it serves (to pin it to a CPU).
-        public var onServingThreadStart: (@Sendable () -> Void)?
+        package var onServingThreadStart: (@Sendable () -> Void)?
 
         public init(portPaths: [String]) {
             self.portPaths = portPaths

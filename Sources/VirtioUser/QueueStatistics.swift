@@ -1,3 +1,4 @@
+import VirtioCore
 import Synchronization
 
 /// Counters of one queue, as read at one moment.

@@ -2,9 +2,9 @@
 import Glibc
 #endif
 import CVirtioShim
-@_exported import VirtioCore
+import VirtioCore
 import Synchronization
-@_exported import VhostUser
+import VhostUser
 
 /// A virtio-net device in user space, driven over vhost-user: the Swift counterpart of DPDK's
 /// virtio-user poll-mode driver.
@@ -267,7 +267,7 @@ public final class VirtioUserDevice: Sendable {
     }
 
     /// The vhost-user requests sent in the current session, in order (for traces and tests).
-    public var sentRequests: [String] {
+    package var sentRequests: [String] {
         control.withLock { $0.session?.sentRequests.map(\.description) ?? [] }
     }
 

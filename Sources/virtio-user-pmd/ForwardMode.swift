@@ -1,3 +1,4 @@
+import VirtioCore
 import ArgumentParser
 
 /// testpmd's forwarding modes, as far as one port goes.

@@ -1,3 +1,4 @@
+import VirtioCore
 import VirtioUser
 
 /// The headers txonly writes into each frame: Ethernet + IPv4 + UDP, like testpmd's txonly

@@ -1,3 +1,4 @@
+import VirtioCore
 import VirtioUser
 
 /// A one-line progress report on stderr, rewritten in place (carriage return) four times a

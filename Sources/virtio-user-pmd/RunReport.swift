@@ -1,3 +1,4 @@
+import VirtioCore
 import Foundation
 import VhostUserBackend
 import VirtioUser

@@ -1,4 +1,6 @@
 import CAllocationCounter
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import VirtioUser
 import XCTest

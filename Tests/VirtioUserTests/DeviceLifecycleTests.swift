@@ -1,3 +1,5 @@
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import VirtioUser
 import XCTest

@@ -1,5 +1,7 @@
 import Logging
 import MetricsTestKit
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import VirtioUser
 import XCTest

@@ -1,5 +1,7 @@
 import Foundation
 import Synchronization
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import VirtioUser
 import XCTest

@@ -60,17 +60,18 @@ struct PingResponderCommand: ParsableCommand {
             device = try VirtioUserDevice(configuration: configuration)
             try device.start()
         } catch {
-            Console.error("ping-responder: error: \(error.message)")
+            let line = "ping-responder: error: \(error.message)\n"
+            _ = line.withCString { write(2, $0, strlen($0)) }
             throw ExitCode(2)
         }
         defer { device.stop() }
         guard let address = Self.parseIPv4(ip) else { throw ValidationError("--ip '\(ip)' is not an IPv4 address (a.b.c.d).") }
         let responder = EchoResponder(address: address, mac: device.macAddress)
         print("ping-responder: answering for \(ip) at \(device.macAddress) on \(socket)")
-        Console.flush()
+        fflush(nil)
         let totals = answer(on: device, with: responder)
         print("answered \(totals.arp) ARP requests and \(totals.echo) echo requests; ignored \(totals.ignored) frames; \(totals.unsent) replies found no room")
-        Console.flush()
+        fflush(nil)
     }
 
     /// Receives, answers and transmits until stopped. Each answer is built in a scratch
@@ -83,8 +84,9 @@ struct PingResponderCommand: ParsableCommand {
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchSize, alignment: 8)
         defer { scratch.deallocate() }
         var arp = 0, echo = 0, ignored = 0, unsent = 0
-        let deadline = duration > 0 ? MonotonicClock.deadline(MonotonicClock.nanoseconds(seconds: duration), after: MonotonicClock.nanoseconds()) : UInt64.max
-        while !stopRequested.load(ordering: .relaxed), MonotonicClock.nanoseconds() < deadline {
+        let clock = ContinuousClock()
+        let deadline = duration > 0 ? clock.now.advanced(by: .seconds(duration)) : nil
+        while !stopRequested.load(ordering: .relaxed), deadline.map({ clock.now < $0 }) ?? true {
             // Sleeps on the back-end's notification while nothing arrives.
             guard device.receive(into: rx, timeoutMilliseconds: 100) > 0 else { continue }
             for i in 0..<rx.count {

@@ -28,31 +28,31 @@ public enum MemoryBacking: Sendable, Equatable, CustomStringConvertible {
 ///
 /// `@unchecked Sendable`: every stored property is immutable after `init`; the memory it points
 /// to is shared by design, and who may touch which part of it is the rings' business.
-public final class SharedMemoryRegion: @unchecked Sendable {
+@usableFromInline package final class SharedMemoryRegion: @unchecked Sendable {
     /// Start of our mapping. Also used as the region's "guest physical" address: like DPDK's
     /// virtio-user, we hand our own virtual addresses to the backend.
-    public let base: UnsafeMutableRawPointer
+    @usableFromInline package let base: UnsafeMutableRawPointer
     /// Mapped size in bytes, a multiple of ``pageSize``.
-    public let size: Int
+    @usableFromInline package let size: Int
     /// The memfd a peer maps (sent with SET_MEM_TABLE).
-    public let descriptor: OwnedDescriptor
+    @usableFromInline package let descriptor: OwnedDescriptor
     /// The backing actually in use (after any fallback).
-    public let backing: MemoryBacking
+    @usableFromInline package let backing: MemoryBacking
     /// Page size of the backing.
-    public let pageSize: Int
+    @usableFromInline package let pageSize: Int
     /// Why the requested backing was not used, when a fallback happened.
-    public let fallbackReason: String?
+    @usableFromInline package let fallbackReason: String?
     /// The NUMA node the pages were bound to, or nil without NUMA support.
-    public let numaNode: Int?
+    @usableFromInline package let numaNode: Int?
     /// The memfd's name, for ``renew()``.
     private let name: String
 
     /// The largest region this type creates (1 TiB): far beyond any ring and pool, and small
     /// enough that rounding to any page size cannot overflow.
-    public static let maximumSize = 1 << 40
+    @usableFromInline package static let maximumSize = 1 << 40
 
     /// The system's normal page size.
-    public static var systemPageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
+    @usableFromInline package static var systemPageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
 
     /// Creates and maps a region of at least `minimumSize` bytes.
     ///
@@ -62,7 +62,7 @@ public final class SharedMemoryRegion: @unchecked Sendable {
     ///   - fallbackToNormalPages: with `.hugepages`, use normal pages (and say why in
     ///     ``fallbackReason``) when the hugepage pool cannot supply the region.
     ///   - name: the memfd's name, visible in /proc/PID/maps.
-    public init(
+    @usableFromInline package init(
         minimumSize: Int,
         backing: MemoryBacking = .memfd,
         fallbackToNormalPages: Bool = true,
@@ -110,7 +110,7 @@ public final class SharedMemoryRegion: @unchecked Sendable {
 
     /// Round `value` up to a multiple of `alignment` (a power of two).
     @inlinable
-    public static func roundUp(_ value: Int, to alignment: Int) -> Int {
+    package static func roundUp(_ value: Int, to alignment: Int) -> Int {
         (value + alignment - 1) & ~(alignment - 1)
     }
 
@@ -119,7 +119,7 @@ public final class SharedMemoryRegion: @unchecked Sendable {
     /// number (whatever holds ``descriptor`` now refers to the new file). A peer that mapped
     /// the old file keeps only the old pages, so it sees nothing written from here on. The
     /// contents start zeroed. Call only while nothing else reads or writes the region.
-    package func renew() throws(VirtioError) {
+    @usableFromInline package func renew() throws(VirtioError) {
         let flags: UInt32
         switch backing {
         case .memfd:

@@ -6,7 +6,7 @@
 /// index on a split ring, the chain's first slot on a packed one. Chains are used in the order
 /// they were taken. Nothing read from the ring is trusted: a violation stops the ring and
 /// ``violation`` says why.
-public protocol DeviceRing: AnyObject {
+@usableFromInline package protocol DeviceRing: AnyObject {
     /// The queue size.
     var size: Int { get }
     /// Set when the driver broke the ring protocol; the ring is unusable from then on.
@@ -44,14 +44,14 @@ public protocol DeviceRing: AnyObject {
 extension DeviceRing {
     /// Reads chain `head` with indirect tables refused (not negotiated).
     @inlinable
-    public func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
+    package func readChain(head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int) -> Int? {
         readChain(head: head, into: segments, capacity: capacity, allowsIndirect: false) { _, _ in nil }
     }
 
     /// Reads chain `head` with indirect tables allowed, `indirect` mapping a table. (Not an
     /// optional closure: that would escape, and allocate per call.)
     @inlinable
-    public func readChain(
+    package func readChain(
         head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
         indirect: (_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer?
     ) -> Int? {

@@ -4,7 +4,7 @@
 /// Buffers carry a 32-bit cookie of the caller's (never `UInt32.max`) that comes back with
 /// them. Nothing read from the ring is trusted: a violation stops the ring and ``violation``
 /// says why (readable from any thread).
-public protocol DriverRing: AnyObject {
+@usableFromInline package protocol DriverRing: AnyObject {
     /// The queue size.
     var size: Int { get }
     /// Descriptors free to add buffers with.
@@ -46,7 +46,7 @@ public protocol DriverRing: AnyObject {
 }
 
 extension SplitRingDriver: DriverRing {
-    public var vringBase: UInt32 { UInt32(startIndex) }
+    @usableFromInline package var vringBase: UInt32 { UInt32(startIndex) }
 }
 
 extension PackedRingDriver: DriverRing {}

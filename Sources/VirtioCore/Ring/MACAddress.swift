@@ -36,7 +36,7 @@ public struct MACAddress: Sendable, Hashable, CustomStringConvertible {
     public var isMulticast: Bool { bytes.0 & 0x01 != 0 }
 
     /// Writes the six bytes at `pointer`.
-    public func write(to pointer: UnsafeMutableRawPointer) {
+    @usableFromInline package func write(to pointer: UnsafeMutableRawPointer) {
         withUnsafeBytes(of: bytes) { pointer.copyMemory(from: $0.baseAddress!, byteCount: 6) }
     }
 

@@ -13,17 +13,17 @@ import CVirtioShim
 /// Everything read from the ring is checked: a chain may not be longer than the slots the
 /// driver can have filled, an indirect descriptor must stand alone and name a table inside the
 /// shared memory. A violation stops the ring. One thread owns a ring.
-public final class PackedRingDevice: DeviceRing {
+@usableFromInline package final class PackedRingDevice: DeviceRing {
     /// The shared ring memory.
-    public let memory: PackedRingMemory
-    public let size: Int
-    @exclusivity(unchecked) public private(set) var violation: String?
-    @exclusivity(unchecked) public var usesEventIndex = false
+    @usableFromInline package let memory: PackedRingMemory
+    @usableFromInline package let size: Int
+    @exclusivity(unchecked) @usableFromInline package private(set) var violation: String?
+    @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
     /// Treat every entry of an indirect table as device-readable. For transmit queues, which
     /// the device only reads: DPDK's virtio driver (22.11 and later) leaves VIRTQ_DESC_F_WRITE
     /// set on the virtio-net header entry of its packed transmit tables, and its own vhost
     /// ignores the flag there.
-    @exclusivity(unchecked) public var readsIndirectTablesAsReadOnly = false
+    @exclusivity(unchecked) @usableFromInline package var readsIndirectTablesAsReadOnly = false
 
     /// Where the next chain to take starts.
     @exclusivity(unchecked) @usableFromInline var nextAvail: PackedRingPosition
@@ -47,7 +47,7 @@ public final class PackedRingDevice: DeviceRing {
 
     /// Starts a device view at `base` (SET_VRING_BASE: slot in bits 0–14, wrap counter in bit
     /// 15; the spec's start is 0x8000). The caller checked the slot is inside the ring.
-    public init(memory: PackedRingMemory, base: UInt16 = 0x8000) {
+    @usableFromInline package init(memory: PackedRingMemory, base: UInt16 = 0x8000) {
         self.memory = memory
         size = memory.size
         let start = PackedRingPosition(encoded: base)
@@ -70,20 +70,20 @@ public final class PackedRingDevice: DeviceRing {
     }
 
     /// True when `base` (a SET_VRING_BASE value) names a slot of a ring of `size`.
-    public static func isValidBase(_ base: UInt16, size: Int) -> Bool {
+    @usableFromInline package static func isValidBase(_ base: UInt16, size: Int) -> Bool {
         Int(base & 0x7FFF) < size
     }
 
-    public var vringBase: UInt32 { UInt32(nextAvail.encoded) }
+    @usableFromInline package var vringBase: UInt32 { UInt32(nextAvail.encoded) }
 
-    public func setNotificationsEnabled(_ enabled: Bool) {
+    @usableFromInline package func setNotificationsEnabled(_ enabled: Bool) {
         let flags = enabled ? CVS_RING_EVENT_FLAGS_ENABLE : CVS_RING_EVENT_FLAGS_DISABLE
         cvs_store_relaxed_u16(cvs_pevent_flags(memory.deviceEvent), UInt16(flags))
         cvs_fence_seq_cst()
     }
 
     @inlinable
-    public func availableCount() -> Int {
+    package func availableCount() -> Int {
         if violation != nil { return 0 }
         while outstanding < size {
             // Acquire: the driver makes a chain's first descriptor available last (§2.8.6), so
@@ -122,7 +122,7 @@ public final class PackedRingDevice: DeviceRing {
     }
 
     @inlinable
-    public func peekAvailable(ahead: Int) -> UInt16? {
+    package func peekAvailable(ahead: Int) -> UInt16? {
         found[wrapped(foundFirst &+ ahead)]
     }
 
@@ -133,7 +133,7 @@ public final class PackedRingDevice: DeviceRing {
     }
 
     @inlinable
-    public func skipAvailable(_ count: Int) {
+    package func skipAvailable(_ count: Int) {
         for _ in 0..<count {
             // Chains lie back to back, so the next one to take starts where this one does.
             nextAvail = nextAvail.advanced(by: Int(chainLength[Int(found[foundFirst])]), size: size)
@@ -144,7 +144,7 @@ public final class PackedRingDevice: DeviceRing {
 
     /// Reads the chain starting at slot `head` (see ``DeviceRing/readChain(head:into:capacity:allowsIndirect:_:)``).
     @inlinable
-    public func readChain(
+    package func readChain(
         head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
         allowsIndirect: Bool, _ indirect: (UInt64, Int) -> UnsafeMutableRawPointer?
     ) -> Int? {
@@ -204,7 +204,7 @@ public final class PackedRingDevice: DeviceRing {
     /// Returns chain `head` (taken, in the order taken): writes a used descriptor with its
     /// buffer id at the next used slot, which skips the chain's length (§2.8.6).
     @inlinable
-    public func putUsed(head: UInt16, length: UInt32) {
+    package func putUsed(head: UInt16, length: UInt32) {
         let slot = nextUsed.slot
         memory.descriptors[slot].id = chainID[Int(head)]
         memory.descriptors[slot].len = length
@@ -217,7 +217,7 @@ public final class PackedRingDevice: DeviceRing {
     }
 
     @inlinable
-    public func publishUsed() -> Bool {
+    package func publishUsed() -> Bool {
         guard pendingCount > 0 else { return false }
         let ring = memory.descriptors
         var index = 1

@@ -14,10 +14,10 @@ import Synchronization
 ///
 /// Completions are per buffer; IN_ORDER batching is not used with packed rings.
 /// One thread owns a ring; only ``violation`` may be read from another.
-public final class PackedRingDriver {
+@usableFromInline package final class PackedRingDriver {
     /// The shared ring memory.
-    public let memory: PackedRingMemory
-    public let size: Int
+    @usableFromInline package let memory: PackedRingMemory
+    @usableFromInline package let size: Int
     /// Where the next descriptor goes.
     @exclusivity(unchecked) @usableFromInline var nextAvail = PackedRingPosition(slot: 0, wrap: true)
     /// The first descriptor of the unpublished batch (its flags not yet stored), or -1.
@@ -48,13 +48,13 @@ public final class PackedRingDriver {
     @usableFromInline let chainLength: UnsafeMutablePointer<UInt16>
     /// Per id in a chain: the next id.
     @usableFromInline let nextInChain: UnsafeMutablePointer<UInt16>
-    @inlinable public var violation: String? {
+    @inlinable package var violation: String? {
         violationFlag.load(ordering: .acquiring) ? violationText : nil
     }
     @usableFromInline let violationFlag = Atomic<Bool>(false)
     @exclusivity(unchecked) @usableFromInline var violationText: String?
     /// VIRTIO_RING_F_EVENT_IDX: the device's event area may ask for a kick at one descriptor.
-    @exclusivity(unchecked) public var usesEventIndex = false
+    @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
     /// Indirect tables, as for ``SplitRingDriver``: ``SplitRingDriver/indirectEntries``
     /// entries per id, in memory the device reads; nil without them.
     @exclusivity(unchecked) @usableFromInline var indirectTables: UnsafeMutablePointer<cvs_pvirtq_desc>?
@@ -62,13 +62,13 @@ public final class PackedRingDriver {
     @usableFromInline let indirectCookies: UnsafeMutablePointer<UInt32>
     @usableFromInline let indirectCount: UnsafeMutablePointer<UInt8>
     /// Indirect descriptors negotiated; set before the ring runs.
-    @exclusivity(unchecked) public var usesIndirect = false
+    @exclusivity(unchecked) @usableFromInline package var usesIndirect = false
 
     @usableFromInline static let idle = UInt32.max
     @usableFromInline static var entries: Int { SplitRingDriver.indirectEntries }
 
     /// Takes over `memory` and zeroes it (both wrap counters at 1, slot 0).
-    public init(memory: PackedRingMemory) {
+    @usableFromInline package init(memory: PackedRingMemory) {
         self.memory = memory
         size = memory.size
         foundIDs = .allocate(capacity: memory.size)
@@ -97,7 +97,7 @@ public final class PackedRingDriver {
     }
 
     /// Forgets every buffer (reclaim them first with ``reclaimAll(_:)``) and zeroes the ring.
-    public func reset() {
+    @usableFromInline package func reset() {
         nextAvail = PackedRingPosition(slot: 0, wrap: true)
         nextUsed = nextAvail
         scanUsed = nextAvail
@@ -124,21 +124,21 @@ public final class PackedRingDriver {
     }
 
     /// What SET_VRING_BASE announces: slot 0, wrap counter 1.
-    public var vringBase: UInt32 { 0x8000 }
+    @usableFromInline package var vringBase: UInt32 { 0x8000 }
     /// Descriptors (ids, and so slots) not in flight.
-    @inlinable public var freeDescriptors: Int { freeCount }
-    @inlinable public var inFlight: Int { size &- freeCount }
+    @inlinable package var freeDescriptors: Int { freeCount }
+    @inlinable package var inFlight: Int { size &- freeCount }
     /// Always 1: each used descriptor completes one buffer.
-    @inlinable public var lastCompletedBuffers: Int { 1 }
+    @inlinable package var lastCompletedBuffers: Int { 1 }
 
     /// Bytes of indirect tables a ring of `size` needs (as for a split ring).
-    public func attachIndirectTables(at pointer: UnsafeMutableRawPointer, address: UInt64) {
+    @usableFromInline package func attachIndirectTables(at pointer: UnsafeMutableRawPointer, address: UInt64) {
         indirectTables = pointer.bindMemory(to: cvs_pvirtq_desc.self, capacity: size * Self.entries)
         indirectTablesAddress = address
     }
 
     /// Tells the device whether we want used-buffer notifications (the driver event area).
-    public func setInterruptsEnabled(_ enabled: Bool) {
+    @usableFromInline package func setInterruptsEnabled(_ enabled: Bool) {
         let flags = enabled ? CVS_RING_EVENT_FLAGS_ENABLE : CVS_RING_EVENT_FLAGS_DISABLE
         cvs_store_relaxed_u16(cvs_pevent_flags(memory.driverEvent), UInt16(flags))
         cvs_fence_seq_cst()
@@ -166,7 +166,7 @@ public final class PackedRingDriver {
     /// One single-descriptor buffer (unpublished until ``publish()``); false when no slot is free.
     @inlinable
     @discardableResult
-    public func add(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool {
+    package func add(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool {
         guard freeCount > 0 else { return false }
         freeCount &-= 1
         let id = Int(freeStack[freeCount])
@@ -182,7 +182,7 @@ public final class PackedRingDriver {
     /// are not free.
     @inlinable
     @discardableResult
-    public func addChain(
+    package func addChain(
         count: Int, deviceWritable: Bool,
         _ segment: (Int) -> (address: UInt64, length: UInt32, cookie: UInt32)
     ) -> Bool {
@@ -232,7 +232,7 @@ public final class PackedRingDriver {
     /// Makes everything added since the last call available (the batch's first flags, stored
     /// last with release), then reports whether the device wants a kick.
     @inlinable
-    public func publish() -> Bool {
+    package func publish() -> Bool {
         guard pendingSlot >= 0 else { return false }
         let old = PackedRingPosition(slot: pendingSlot, wrap: pendingFlags & UInt16(CVS_VIRTQ_DESC_F_AVAIL) != 0)
         cvs_store_release_u16(cvs_pdesc_flags(memory.descriptors, UInt32(pendingSlot)), pendingFlags)
@@ -256,7 +256,7 @@ public final class PackedRingDriver {
     /// How many used descriptors are ready to take. Each is checked as it is found: it must
     /// name a buffer in flight, and its chain may not run past the slots published.
     @inlinable
-    public func usedCount() -> Int {
+    package func usedCount() -> Int {
         if violationFlag.load(ordering: .relaxed) { return 0 }
         // Locals for the walk, written back once: class fields would be stored every round.
         var scan = scanUsed
@@ -294,7 +294,7 @@ public final class PackedRingDriver {
     /// its first cookie and the bytes written. Nil, with ``violation`` set, when two used
     /// descriptors named the same buffer.
     @inlinable @inline(__always)
-    public func peekUsed(ahead: Int = 0) -> (cookie: UInt32, length: UInt32)? {
+    package func peekUsed(ahead: Int = 0) -> (cookie: UInt32, length: UInt32)? {
         let index = wrapped(foundFirst &+ ahead)
         let id = Int(foundIDs[index])
         guard chainLength[id] != 0 else {
@@ -306,7 +306,7 @@ public final class PackedRingDriver {
 
     /// Takes the buffer ``peekUsed(ahead:)`` (0) just returned.
     @inlinable @inline(__always)
-    public func skipPeekedUsed() {
+    package func skipPeekedUsed() {
         let id = Int(foundIDs[foundFirst])
         advanceFound()
         releaseChain(first: id) { _ in }
@@ -315,7 +315,7 @@ public final class PackedRingDriver {
     /// Takes the next used buffer: its first cookie and the bytes written; `eachTail` gets the
     /// cookies of its other parts. Nil, with ``violation`` set, as for ``peekUsed(ahead:)``.
     @inlinable
-    public func takeUsed(_ eachTail: (UInt32) -> Void = { _ in }) -> (cookie: UInt32, length: UInt32)? {
+    package func takeUsed(_ eachTail: (UInt32) -> Void = { _ in }) -> (cookie: UInt32, length: UInt32)? {
         guard let (cookie, length) = peekUsed() else { return nil }
         let id = Int(foundIDs[foundFirst])
         advanceFound()
@@ -361,7 +361,7 @@ public final class PackedRingDriver {
     }
 
     /// Calls `body` with the cookie of every buffer in flight and frees them (teardown).
-    public func reclaimAll(_ body: (UInt32) -> Void) {
+    @usableFromInline package func reclaimAll(_ body: (UInt32) -> Void) {
         for id in 0..<size where cookies[id] != Self.idle {
             body(cookies[id])
             let indirect = Int(indirectCount[id])
@@ -381,7 +381,7 @@ public final class PackedRingDriver {
     }
 
     /// Stops the ring for a violation its user found (such as a bad `num_buffers`).
-    public func reportViolation(_ text: String) {
+    @usableFromInline package func reportViolation(_ text: String) {
         markViolation(text)
     }
 

@@ -3,21 +3,21 @@ import CVirtioShim
 /// Where the three parts of one packed virtqueue (VIRTIO 1.1 §2.8) sit in memory: the
 /// descriptor ring and the two event suppression areas. vhost-user's SET_VRING_ADDR carries
 /// them in its descriptor, "available" (driver area) and "used" (device area) fields.
-public struct PackedRingMemory {
+@usableFromInline package struct PackedRingMemory {
     /// Queue size: 1 to ``maximumSize``, not necessarily a power of two.
-    public let size: Int
+    @usableFromInline package let size: Int
     /// The descriptor ring (`size` entries), written by both sides.
-    public let descriptors: UnsafeMutablePointer<cvs_pvirtq_desc>
+    @usableFromInline package let descriptors: UnsafeMutablePointer<cvs_pvirtq_desc>
     /// Driver event suppression: the driver says when it wants used-buffer notifications.
-    public let driverEvent: UnsafeMutableRawPointer
+    @usableFromInline package let driverEvent: UnsafeMutableRawPointer
     /// Device event suppression: the device says when it wants kicks.
-    public let deviceEvent: UnsafeMutableRawPointer
+    @usableFromInline package let deviceEvent: UnsafeMutableRawPointer
 
     /// The largest packed queue size the spec allows.
-    public static let maximumSize = 32768
+    @usableFromInline package static let maximumSize = 32768
 
     /// Creates a view over parts placed by a peer (the back-end's case).
-    public init(size: Int, descriptors: UnsafeMutableRawPointer, driverEvent: UnsafeMutableRawPointer, deviceEvent: UnsafeMutableRawPointer) {
+    @usableFromInline package init(size: Int, descriptors: UnsafeMutableRawPointer, driverEvent: UnsafeMutableRawPointer, deviceEvent: UnsafeMutableRawPointer) {
         self.size = size
         self.descriptors = descriptors.assumingMemoryBound(to: cvs_pvirtq_desc.self)
         self.driverEvent = driverEvent
@@ -26,18 +26,18 @@ public struct PackedRingMemory {
 
     /// True for 1 … 32768.
     @inlinable
-    public static func isValidSize(_ size: Int) -> Bool {
+    package static func isValidSize(_ size: Int) -> Bool {
         size > 0 && size <= maximumSize
     }
 
     /// Bytes one ring of `size` entries needs with ``place(at:size:)``'s layout.
-    public static func bytesNeeded(size: Int) -> Int {
+    @usableFromInline package static func bytesNeeded(size: Int) -> Int {
         deviceEventOffset(size: size) + 64
     }
 
     /// Lays a ring out at `base` (64-byte aligned): the descriptors, then each event area on its
     /// own cache line, since each has a different writer.
-    public static func place(at base: UnsafeMutableRawPointer, size: Int) -> PackedRingMemory {
+    @usableFromInline package static func place(at base: UnsafeMutableRawPointer, size: Int) -> PackedRingMemory {
         PackedRingMemory(
             size: size, descriptors: base,
             driverEvent: base + driverEventOffset(size: size),

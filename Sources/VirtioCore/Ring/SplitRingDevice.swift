@@ -1,16 +1,16 @@
 import CVirtioShim
 
 /// One descriptor of a chain, as the device reads it (addresses still in the driver's space).
-public struct ChainSegment: Sendable, Equatable {
+@usableFromInline package struct ChainSegment: Sendable, Equatable {
     /// The driver's address of the buffer.
-    public var address: UInt64
+    @usableFromInline package var address: UInt64
     /// Its length in bytes.
-    public var length: UInt32
+    @usableFromInline package var length: UInt32
     /// True when the device may write it (VRING_DESC_F_WRITE).
-    public var deviceWritable: Bool
+    @usableFromInline package var deviceWritable: Bool
 
     /// Creates a segment.
-    public init(address: UInt64, length: UInt32, deviceWritable: Bool) {
+    @usableFromInline package init(address: UInt64, length: UInt32, deviceWritable: Bool) {
         self.address = address
         self.length = length
         self.deviceWritable = deviceWritable
@@ -26,22 +26,22 @@ public struct ChainSegment: Sendable, Equatable {
 /// Mutable state is `@exclusivity(unchecked)`: one thread owns the ring, and the dynamic
 /// exclusivity check on every access cost more than the ring work itself (half the
 /// instructions of a transmit burst under callgrind).
-public final class SplitRingDevice: DeviceRing {
+@usableFromInline package final class SplitRingDevice: DeviceRing {
     /// The shared ring memory.
-    public let memory: SplitRingMemory
+    @usableFromInline package let memory: SplitRingMemory
     @usableFromInline let mask: Int
     /// Next available entry to take.
     @exclusivity(unchecked) @usableFromInline var lastAvail: UInt16
     /// Next used slot to fill (published by ``publishUsed()``).
     @exclusivity(unchecked) @usableFromInline var usedShadow: UInt16
     /// Set when the driver broke the protocol; the ring is unusable from then on.
-    @exclusivity(unchecked) public private(set) var violation: String?
+    @exclusivity(unchecked) @usableFromInline package private(set) var violation: String?
     /// VIRTIO_RING_F_EVENT_IDX: notifications follow `avail_event` / `used_event` instead of
     /// the flags. Set before the ring runs.
-    @exclusivity(unchecked) public var usesEventIndex = false
+    @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
 
     /// Starts a device view at `baseIndex` (the value of SET_VRING_BASE).
-    public init(memory: SplitRingMemory, baseIndex: UInt16 = 0) {
+    @usableFromInline package init(memory: SplitRingMemory, baseIndex: UInt16 = 0) {
         self.memory = memory
         mask = memory.size - 1
         lastAvail = baseIndex
@@ -49,16 +49,16 @@ public final class SplitRingDevice: DeviceRing {
     }
 
     /// The queue size.
-    @inlinable public var size: Int { mask + 1 }
+    @inlinable package var size: Int { mask + 1 }
     /// Where the device stopped: the value GET_VRING_BASE reports.
-    public var availIndex: UInt16 { lastAvail }
+    @usableFromInline package var availIndex: UInt16 { lastAvail }
     /// ``availIndex`` as GET_VRING_BASE carries it.
-    public var vringBase: UInt32 { UInt32(lastAvail) }
+    @usableFromInline package var vringBase: UInt32 { UInt32(lastAvail) }
 
     /// Asks the driver for kicks (true) or tells it not to bother (false,
     /// VRING_USED_F_NO_NOTIFY). The fence orders this store before the caller's next check of
     /// the available index, so a kick cannot be missed between the two (§2.7.10).
-    public func setNotificationsEnabled(_ enabled: Bool) {
+    @usableFromInline package func setNotificationsEnabled(_ enabled: Bool) {
         cvs_store_relaxed_u16(cvs_used_flags(memory.used), enabled ? 0 : UInt16(CVS_VRING_USED_F_NO_NOTIFY))
         if usesEventIndex {
             // Kick me when the next entry arrives, or (polling) only about once per 32,768.
@@ -70,7 +70,7 @@ public final class SplitRingDevice: DeviceRing {
 
     /// How many chains the driver has made available and we have not taken.
     @inlinable
-    public func availableCount() -> Int {
+    package func availableCount() -> Int {
         if violation != nil { return 0 }
         // Acquire: ring entries and descriptors are read only after the index (§2.7.13).
         let availIdx = cvs_load_acquire_u16(cvs_avail_idx(memory.avail))
@@ -86,7 +86,7 @@ public final class SplitRingDevice: DeviceRing {
     /// than ``availableCount()``). Nil, with ``violation`` set, when the driver wrote a head
     /// outside the table.
     @inlinable
-    public func peekAvailable(ahead: Int = 0) -> UInt16? {
+    package func peekAvailable(ahead: Int = 0) -> UInt16? {
         let head = cvs_avail_ring(memory.avail)[(Int(lastAvail) &+ ahead) & mask]
         guard Int(head) <= mask else {
             markViolation("available ring names descriptor \(head) on a queue of \(mask + 1)")
@@ -97,13 +97,13 @@ public final class SplitRingDevice: DeviceRing {
 
     /// Consumes the next `count` heads ``peekAvailable(ahead:)`` returned.
     @inlinable
-    public func skipAvailable(_ count: Int = 1) {
+    package func skipAvailable(_ count: Int = 1) {
         lastAvail &+= UInt16(truncatingIfNeeded: count)
     }
 
     /// Takes the next available head (call at most ``availableCount()`` times).
     @inlinable
-    public func takeAvailable() -> UInt16? {
+    package func takeAvailable() -> UInt16? {
         guard let head = peekAvailable() else { return nil }
         lastAvail &+= 1
         return head
@@ -115,7 +115,7 @@ public final class SplitRingDevice: DeviceRing {
     /// table of up to the queue size descriptors, read with the same checks; a table may not
     /// nest another.
     @inlinable
-    public func readChain(
+    package func readChain(
         head: UInt16, into segments: UnsafeMutablePointer<ChainSegment>, capacity: Int,
         allowsIndirect: Bool, _ indirect: (UInt64, Int) -> UnsafeMutableRawPointer?
     ) -> Int? {
@@ -199,7 +199,7 @@ public final class SplitRingDevice: DeviceRing {
     /// Returns chain `head` to the driver with `length` bytes written (unpublished until
     /// ``publishUsed()``).
     @inlinable
-    public func putUsed(head: UInt16, length: UInt32) {
+    package func putUsed(head: UInt16, length: UInt32) {
         cvs_used_ring(memory.used)[Int(usedShadow) & mask] = cvs_vring_used_elem(id: UInt32(head), len: length)
         usedShadow &+= 1
     }
@@ -207,7 +207,7 @@ public final class SplitRingDevice: DeviceRing {
     /// Publishes the used entries put since the last call (one release store) and reports
     /// whether the driver wants an interrupt (VRING_AVAIL_F_NO_INTERRUPT clear).
     @inlinable
-    public func publishUsed() -> Bool {
+    package func publishUsed() -> Bool {
         let usedIdx = cvs_used_idx(memory.used)
         let old = cvs_load_relaxed_u16(usedIdx)
         if old == usedShadow { return false }

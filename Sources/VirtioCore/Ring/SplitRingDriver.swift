@@ -10,9 +10,9 @@ import Synchronization
 /// instructions of a transmit burst, measured with callgrind).
 /// One thread owns a ring; the type is deliberately not `Sendable`. Only ``violation`` may be
 /// read from another thread (a link monitor does).
-public final class SplitRingDriver {
+@usableFromInline package final class SplitRingDriver {
     /// The shared ring memory.
-    public let memory: SplitRingMemory
+    @usableFromInline package let memory: SplitRingMemory
     @usableFromInline let mask: Int
     /// Next free slot in the available ring (not yet published past ``publishedAvail``).
     @exclusivity(unchecked) @usableFromInline var availShadow: UInt16
@@ -39,34 +39,34 @@ public final class SplitRingDriver {
     @usableFromInline let nextInChain: UnsafeMutablePointer<UInt16>
     /// Set when the device broke the protocol; the ring is unusable from then on. Safe to read
     /// from any thread: the text is written once, before the flag that publishes it.
-    @inlinable public var violation: String? {
+    @inlinable package var violation: String? {
         violationFlag.load(ordering: .acquiring) ? violationText : nil
     }
     @usableFromInline let violationFlag = Atomic<Bool>(false)
     @exclusivity(unchecked) @usableFromInline var violationText: String?
     /// The index both sides started from at the last reset (what SET_VRING_BASE announces).
-    public private(set) var startIndex: UInt16 = 0
+    @usableFromInline package private(set) var startIndex: UInt16 = 0
     /// VIRTIO_RING_F_EVENT_IDX: notifications follow `used_event` / `avail_event` instead of
     /// the flags. Set by the control path before the ring runs.
-    @exclusivity(unchecked) public var usesEventIndex = false
+    @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
     /// Indirect tables (VIRTIO_RING_F_INDIRECT_DESC): one table of ``indirectEntries``
     /// descriptors per ring descriptor, in memory the device can read; nil without them.
     @exclusivity(unchecked) @usableFromInline var indirectTables: UnsafeMutablePointer<cvs_vring_desc>?
     /// The device's address of the first table.
     @exclusivity(unchecked) @usableFromInline var indirectTablesAddress: UInt64 = 0
     /// Descriptors per indirect table.
-    public static let indirectEntries = 8
+    @usableFromInline package static let indirectEntries = 8
     /// For each descriptor id heading an indirect table in flight: its entries' cookies, and
     /// how many there are (0 otherwise).
     @usableFromInline let indirectCookies: UnsafeMutablePointer<UInt32>
     @usableFromInline let indirectCount: UnsafeMutablePointer<UInt8>
     /// Indirect descriptors negotiated: ``addChain(count:deviceWritable:_:)`` uses a table
     /// when the buffer fits one. Set by the control path before the ring runs.
-    @exclusivity(unchecked) public var usesIndirect = false
+    @exclusivity(unchecked) @usableFromInline package var usesIndirect = false
 
     /// VIRTIO_F_IN_ORDER: descriptors are used in ring order (§2.7.8.1), and the device may
     /// complete a batch of transmit buffers with one used entry naming the last.
-    @exclusivity(unchecked) public private(set) var usesInOrder = false
+    @exclusivity(unchecked) @usableFromInline package private(set) var usesInOrder = false
     /// In order: the next descriptor to hand out.
     @exclusivity(unchecked) @usableFromInline var nextInOrder = 0
     /// The head of each buffer made available, by available-ring position.
@@ -76,25 +76,25 @@ public final class SplitRingDriver {
     /// In order: accept one used entry for a batch of buffers (transmit rings, whose used
     /// lengths carry nothing). A receive ring needs every entry's length, so there a batch
     /// breaks the protocol. Set once by the owner.
-    @exclusivity(unchecked) public var acceptsBatchedCompletions = false
+    @exclusivity(unchecked) @usableFromInline package var acceptsBatchedCompletions = false
     /// Buffers the last ``takeUsed(_:)`` completed: 1, or more for an in-order batch.
-    @inlinable public var lastCompletedBuffers: Int { completedInLastTake }
+    @inlinable package var lastCompletedBuffers: Int { completedInLastTake }
     @exclusivity(unchecked) @usableFromInline var completedInLastTake = 1
 
     /// Turns in-order use on or off for this session; call after ``reset(startIndex:)`` and
     /// the first refill (which hands out descriptors 0, 1, 2, … in order), before the ring runs.
-    public func setInOrder(_ on: Bool) {
+    @usableFromInline package func setInOrder(_ on: Bool) {
         usesInOrder = on
         nextInOrder = inFlight & mask
         nextCompletion = lastUsed
     }
 
     /// Bytes of indirect tables a ring of `size` needs.
-    public static func indirectBytesNeeded(size: Int) -> Int { size * indirectEntries * MemoryLayout<cvs_vring_desc>.stride }
+    @usableFromInline package static func indirectBytesNeeded(size: Int) -> Int { size * indirectEntries * MemoryLayout<cvs_vring_desc>.stride }
 
     /// Gives the ring memory for its indirect tables (``indirectBytesNeeded(size:)`` bytes at
     /// `pointer`, which the device sees at `address`).
-    public func attachIndirectTables(at pointer: UnsafeMutableRawPointer, address: UInt64) {
+    @usableFromInline package func attachIndirectTables(at pointer: UnsafeMutableRawPointer, address: UInt64) {
         indirectTables = pointer.bindMemory(to: cvs_vring_desc.self, capacity: memory.size * Self.indirectEntries)
         indirectTablesAddress = address
     }
@@ -106,7 +106,7 @@ public final class SplitRingDriver {
     @usableFromInline static let idle = UInt32.max
 
     /// Takes over `memory`, zeroes it and starts both indices at `startIndex`.
-    public init(memory: SplitRingMemory, startIndex: UInt16 = 0) {
+    @usableFromInline package init(memory: SplitRingMemory, startIndex: UInt16 = 0) {
         self.memory = memory
         mask = memory.size - 1
         availShadow = startIndex
@@ -130,7 +130,7 @@ public final class SplitRingDriver {
 
     /// Forgets every buffer (the caller reclaims them first with ``reclaimAll(_:)``), zeroes
     /// the shared ring and starts both indices at `startIndex`. For a fresh session.
-    public func reset(startIndex: UInt16 = 0) {
+    @usableFromInline package func reset(startIndex: UInt16 = 0) {
         self.startIndex = startIndex
         usesEventIndex = false
         usesInOrder = false
@@ -168,19 +168,19 @@ public final class SplitRingDriver {
     }
 
     /// The queue size.
-    @inlinable public var size: Int { mask + 1 }
+    @inlinable package var size: Int { mask + 1 }
     /// Descriptors not in flight.
-    @inlinable public var freeDescriptors: Int { freeCount }
+    @inlinable package var freeDescriptors: Int { freeCount }
     /// Descriptors handed to the device and not yet returned.
-    @inlinable public var inFlight: Int { mask + 1 - freeCount }
+    @inlinable package var inFlight: Int { mask + 1 - freeCount }
     /// The available index as published (the value to report as the ring's base).
-    public var availIndex: UInt16 { availShadow }
+    @usableFromInline package var availIndex: UInt16 { availShadow }
 
     /// Tells the device whether we want interrupts (call notifications) for used buffers:
     /// with EVENT_IDX by moving `used_event` to the next entry (or far ahead), otherwise with
     /// VRING_AVAIL_F_NO_INTERRUPT. The fence orders this before the caller's next look at the
     /// used index (§2.7.7.2).
-    public func setInterruptsEnabled(_ enabled: Bool) {
+    @usableFromInline package func setInterruptsEnabled(_ enabled: Bool) {
         cvs_store_relaxed_u16(cvs_avail_flags(memory.avail), enabled ? 0 : UInt16(CVS_VRING_AVAIL_F_NO_INTERRUPT))
         if usesEventIndex {
             let event = enabled ? lastUsed : lastUsed &+ Self.quietDistance
@@ -199,7 +199,7 @@ public final class SplitRingDriver {
     ///   - cookie: returned with the buffer by ``takeUsed(_:)``; must not be `UInt32.max`.
     @inlinable
     @discardableResult
-    public func add(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool {
+    package func add(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool {
         guard freeCount > 0, let id = takeDescriptor() else { return false }
         cookies[id] = cookie
         chainLength[id] = 1
@@ -244,7 +244,7 @@ public final class SplitRingDriver {
     /// `count` descriptors are free (or `count` is 0 or more than 65535).
     @inlinable
     @discardableResult
-    public func addChain(
+    package func addChain(
         count: Int, deviceWritable: Bool,
         _ segment: (Int) -> (address: UInt64, length: UInt32, cookie: UInt32)
     ) -> Bool {
@@ -312,7 +312,7 @@ public final class SplitRingDriver {
     /// Publishes everything added since the last call (one release store), then reports
     /// whether the device asked to be notified (VRING_USED_F_NO_NOTIFY clear).
     @inlinable
-    public func publish() -> Bool {
+    package func publish() -> Bool {
         let availIdx = cvs_avail_idx(memory.avail)
         if cvs_load_relaxed_u16(availIdx) == availShadow { return false }
         let old = publishedAvail
@@ -331,7 +331,7 @@ public final class SplitRingDriver {
     /// How many used entries are ready to take. Zero also when the device broke the protocol
     /// (see ``violation``).
     @inlinable
-    public func usedCount() -> Int {
+    package func usedCount() -> Int {
         if violationFlag.load(ordering: .relaxed) { return 0 }
         // Acquire: the used entries are read only after the index that covers them (§2.7.14).
         let usedIdx = cvs_load_acquire_u16(cvs_used_idx(memory.used))
@@ -350,7 +350,7 @@ public final class SplitRingDriver {
     /// wrote. Nil, with ``violation`` set, when the entry names a descriptor that does not head
     /// a buffer in flight.
     @inlinable @inline(__always)
-    public func peekUsed(ahead: Int = 0) -> (cookie: UInt32, length: UInt32)? {
+    package func peekUsed(ahead: Int = 0) -> (cookie: UInt32, length: UInt32)? {
         let element = cvs_used_ring(memory.used)[(Int(lastUsed) &+ ahead) & mask]
         let id = Int(element.id)
         guard id <= mask, chainLength[id] != 0 else {
@@ -372,7 +372,7 @@ public final class SplitRingDriver {
     /// the peek read and checked it: its descriptors become free. For single-descriptor
     /// buffers (receive), whose cookie the peek already gave.
     @inlinable @inline(__always)
-    public func skipPeekedUsed() {
+    package func skipPeekedUsed() {
         guard peekedPosition == Int(lastUsed) else {
             _ = takeUsed()  // no peek to go by: read and check it now
             return
@@ -390,7 +390,7 @@ public final class SplitRingDriver {
     /// ``violation`` set, when the entry names a descriptor that does not head a buffer in
     /// flight.
     @inlinable
-    public func takeUsed(_ eachTail: (UInt32) -> Void = { _ in }) -> (cookie: UInt32, length: UInt32)? {
+    package func takeUsed(_ eachTail: (UInt32) -> Void = { _ in }) -> (cookie: UInt32, length: UInt32)? {
         // The entry a peek checked, if it is this one: the device may have rewritten it since.
         let element: cvs_vring_used_elem
         if peekedPosition == Int(lastUsed) {
@@ -471,7 +471,7 @@ public final class SplitRingDriver {
 
     /// Calls `body` with the cookie of every buffer still in flight and marks them free: used
     /// when a ring is torn down so no buffer is lost.
-    public func reclaimAll(_ body: (UInt32) -> Void) {
+    @usableFromInline package func reclaimAll(_ body: (UInt32) -> Void) {
         for id in 0...mask where cookies[id] != Self.idle {
             body(cookies[id])
             let indirect = Int(indirectCount[id])
@@ -488,7 +488,7 @@ public final class SplitRingDriver {
 
     /// Stops the ring for a violation its user detected (such as a bad `num_buffers`): the
     /// first one is kept in ``violation``.
-    public func reportViolation(_ text: String) {
+    @usableFromInline package func reportViolation(_ text: String) {
         markViolation(text)
     }
 

@@ -4,21 +4,21 @@ import CVirtioShim
 ///
 /// Both halves of a ring see only this: raw memory and a size. Neither knows about sockets,
 /// eventfds or vhost-user.
-public struct SplitRingMemory {
+@usableFromInline package struct SplitRingMemory {
     /// Queue size: a power of two from 1 to ``maximumSize``.
-    public let size: Int
+    @usableFromInline package let size: Int
     /// The descriptor table (`size` entries).
-    public let descriptors: UnsafeMutablePointer<cvs_vring_desc>
+    @usableFromInline package let descriptors: UnsafeMutablePointer<cvs_vring_desc>
     /// The available ring (driver → device).
-    public let avail: UnsafeMutableRawPointer
+    @usableFromInline package let avail: UnsafeMutableRawPointer
     /// The used ring (device → driver).
-    public let used: UnsafeMutableRawPointer
+    @usableFromInline package let used: UnsafeMutableRawPointer
 
     /// The largest split queue size the spec allows.
-    public static let maximumSize = 32768
+    @usableFromInline package static let maximumSize = 32768
 
     /// Creates a view over three parts placed by a peer (the backend's case).
-    public init(size: Int, descriptors: UnsafeMutableRawPointer, avail: UnsafeMutableRawPointer, used: UnsafeMutableRawPointer) {
+    @usableFromInline package init(size: Int, descriptors: UnsafeMutableRawPointer, avail: UnsafeMutableRawPointer, used: UnsafeMutableRawPointer) {
         self.size = size
         self.descriptors = descriptors.assumingMemoryBound(to: cvs_vring_desc.self)
         self.avail = avail
@@ -27,18 +27,18 @@ public struct SplitRingMemory {
 
     /// True for 1, 2, 4 … 32768.
     @inlinable
-    public static func isValidSize(_ size: Int) -> Bool {
+    package static func isValidSize(_ size: Int) -> Bool {
         size > 0 && size <= maximumSize && size & (size - 1) == 0
     }
 
     /// Bytes one ring of `size` entries needs with ``place(at:size:)``'s layout.
-    public static func bytesNeeded(size: Int) -> Int {
+    @usableFromInline package static func bytesNeeded(size: Int) -> Int {
         usedOffset(size: size) + SharedMemoryRegion.roundUp(cvs_vring_used_bytes(UInt32(size)), to: 64)
     }
 
     /// Lays a ring out at `base` (64-byte aligned): descriptor table, then the available ring,
     /// then the used ring on its own cache lines so the two writers never share one.
-    public static func place(at base: UnsafeMutableRawPointer, size: Int) -> SplitRingMemory {
+    @usableFromInline package static func place(at base: UnsafeMutableRawPointer, size: Int) -> SplitRingMemory {
         let availOffset = cvs_vring_desc_bytes(UInt32(size))
         return SplitRingMemory(
             size: size,

@@ -52,13 +52,13 @@ public struct VirtioFeatures: OptionSet, Sendable, Hashable, CustomStringConvert
 /// The 12-byte virtio-net header that precedes every frame once VERSION_1 is negotiated
 /// (VIRTIO 1.1 §5.1.6: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
 /// num_buffers).
-public enum VirtioNetHeader {
+@usableFromInline package enum VirtioNetHeader {
     /// Its size in bytes.
-    public static let size = 12
+    @usableFromInline package static let size = 12
     /// The longest frame a chain may carry after the header: the largest segmentation-offload
     /// frame Linux builds (64 KiB) with room for link-layer headers. A longer chain is corrupt,
     /// and its length could not be reported in a used entry's 32 bits once summed.
-    public static let maximumFrameLength = 65_536 + 64
+    @usableFromInline package static let maximumFrameLength = 65_536 + 64
 }
 
 /// The offload fields of the virtio-net header (VIRTIO 1.1 §5.1.6): checksum and segmentation
@@ -100,7 +100,7 @@ public struct VirtioNetOffload: Sendable, Equatable {
     public var isEmpty: Bool { flags == 0 && gsoType == 0 }
 
     /// Reads the fields from a header at `header` (little-endian, unaligned).
-    public init(header: UnsafeRawPointer) {
+    @usableFromInline package init(header: UnsafeRawPointer) {
         flags = header.load(fromByteOffset: 0, as: UInt8.self)
         gsoType = header.load(fromByteOffset: 1, as: UInt8.self)
         headerLength = UInt16(littleEndian: header.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
@@ -110,7 +110,7 @@ public struct VirtioNetOffload: Sendable, Equatable {
     }
 
     /// Writes the fields into a header at `header` (the first 10 bytes).
-    public func write(to header: UnsafeMutableRawPointer) {
+    @usableFromInline package func write(to header: UnsafeMutableRawPointer) {
         header.storeBytes(of: flags, toByteOffset: 0, as: UInt8.self)
         header.storeBytes(of: gsoType, toByteOffset: 1, as: UInt8.self)
         header.storeBytes(of: headerLength.littleEndian, toByteOffset: 2, as: UInt16.self)
@@ -145,13 +145,13 @@ public struct VirtioNetOffload: Sendable, Equatable {
 }
 
 /// Virtio device status bits (VIRTIO 1.1 §2.1), carried by SET_STATUS.
-public struct VirtioDeviceStatus: OptionSet, Sendable, Hashable {
-    public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
-    public static let acknowledge = VirtioDeviceStatus(rawValue: 1)
-    public static let driver = VirtioDeviceStatus(rawValue: 2)
-    public static let driverOK = VirtioDeviceStatus(rawValue: 4)
-    public static let featuresOK = VirtioDeviceStatus(rawValue: 8)
-    public static let needsReset = VirtioDeviceStatus(rawValue: 64)
-    public static let failed = VirtioDeviceStatus(rawValue: 128)
+@usableFromInline package struct VirtioDeviceStatus: OptionSet, Sendable, Hashable {
+    @usableFromInline package let rawValue: UInt8
+    @usableFromInline package init(rawValue: UInt8) { self.rawValue = rawValue }
+    @usableFromInline package static let acknowledge = VirtioDeviceStatus(rawValue: 1)
+    @usableFromInline package static let driver = VirtioDeviceStatus(rawValue: 2)
+    @usableFromInline package static let driverOK = VirtioDeviceStatus(rawValue: 4)
+    @usableFromInline package static let featuresOK = VirtioDeviceStatus(rawValue: 8)
+    @usableFromInline package static let needsReset = VirtioDeviceStatus(rawValue: 64)
+    @usableFromInline package static let failed = VirtioDeviceStatus(rawValue: 128)
 }

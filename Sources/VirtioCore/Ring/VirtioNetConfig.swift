@@ -1,23 +1,23 @@
 /// The first 12 bytes of the virtio-net device configuration space (VIRTIO 1.1 §5.1.4:
 /// `struct virtio_net_config`), little-endian: the fields a vhost-user back-end serves with
 /// GET_CONFIG.
-public struct VirtioNetConfig: Sendable, Equatable {
+@usableFromInline package struct VirtioNetConfig: Sendable, Equatable {
     /// `mac`, valid with VIRTIO_NET_F_MAC (offset 0).
-    public var macAddress: MACAddress
+    @usableFromInline package var macAddress: MACAddress
     /// `status` (offset 6), valid with VIRTIO_NET_F_STATUS: bit 0 link up, bit 1 announce.
-    public var status: UInt16
+    @usableFromInline package var status: UInt16
     /// `max_virtqueue_pairs` (offset 8), valid with VIRTIO_NET_F_MQ.
-    public var maxQueuePairs: UInt16
+    @usableFromInline package var maxQueuePairs: UInt16
     /// `mtu` (offset 10), valid with VIRTIO_NET_F_MTU.
-    public var mtu: UInt16
+    @usableFromInline package var mtu: UInt16
 
     /// VIRTIO_NET_S_LINK_UP.
-    public static let linkUp: UInt16 = 1
+    @usableFromInline package static let linkUp: UInt16 = 1
 
     /// Bytes of the fields above.
-    public static let byteCount = 12
+    @usableFromInline package static let byteCount = 12
 
-    public init(macAddress: MACAddress, status: UInt16, maxQueuePairs: UInt16, mtu: UInt16) {
+    @usableFromInline package init(macAddress: MACAddress, status: UInt16, maxQueuePairs: UInt16, mtu: UInt16) {
         self.macAddress = macAddress
         self.status = status
         self.maxQueuePairs = maxQueuePairs
@@ -25,7 +25,7 @@ public struct VirtioNetConfig: Sendable, Equatable {
     }
 
     /// Decodes the 12 bytes; nil when fewer are given.
-    public init?(bytes: [UInt8]) {
+    @usableFromInline package init?(bytes: [UInt8]) {
         guard bytes.count >= Self.byteCount else { return nil }
         func u16(_ offset: Int) -> UInt16 { UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8 }
         macAddress = MACAddress(bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5])
@@ -35,7 +35,7 @@ public struct VirtioNetConfig: Sendable, Equatable {
     }
 
     /// The 12 bytes.
-    public var bytes: [UInt8] {
+    @usableFromInline package var bytes: [UInt8] {
         var result = [UInt8](repeating: 0, count: Self.byteCount)
         let mac = macAddress.bytes
         result[0] = mac.0; result[1] = mac.1; result[2] = mac.2; result[3] = mac.3; result[4] = mac.4; result[5] = mac.5
@@ -49,9 +49,9 @@ public struct VirtioNetConfig: Sendable, Equatable {
 
 /// MTU limits (VIRTIO 1.1 §5.1.4.1: the device's mtu is at least 68; vhost-user's
 /// NET_SET_MTU accepts 68…65535, as DPDK checks).
-public enum VirtioNetMTU {
-    public static let minimum = 68
-    public static let maximum = 65535
+@usableFromInline package enum VirtioNetMTU {
+    @usableFromInline package static let minimum = 68
+    @usableFromInline package static let maximum = 65535
     /// What a device without VIRTIO_NET_F_MTU is assumed to carry.
-    public static let ethernetDefault = 1500
+    @usableFromInline package static let ethernetDefault = 1500
 }

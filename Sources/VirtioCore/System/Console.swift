@@ -4,15 +4,15 @@ import Glibc
 
 /// Output helpers for the command-line tools (glibc's `stdout`/`stderr` globals are not
 /// concurrency-safe in Swift 6).
-public enum Console {
+@usableFromInline package enum Console {
     /// Writes `line` and a newline to standard error, unbuffered.
-    public static func error(_ line: String) {
+    @usableFromInline package static func error(_ line: String) {
         errorRaw(line + "\n")
     }
 
     /// Writes `text` to standard error as it is (no newline added): for a progress line that
     /// rewrites itself with a carriage return.
-    public static func errorRaw(_ text: String) {
+    @usableFromInline package static func errorRaw(_ text: String) {
         var utf8 = Array(text.utf8)
         var written = 0
         while written < utf8.count {
@@ -23,10 +23,10 @@ public enum Console {
     }
 
     /// True when standard error is a terminal.
-    public static var errorIsTerminal: Bool { isatty(2) == 1 }
+    @usableFromInline package static var errorIsTerminal: Bool { isatty(2) == 1 }
 
     /// Flushes buffered standard output (so a parent reading a pipe sees lines at once).
-    public static func flush() {
+    @usableFromInline package static func flush() {
         fflush(nil)
     }
 }

@@ -4,7 +4,7 @@ import Glibc
 import CVirtioShim
 
 /// A plain OS thread for poll loops, which must never run on Swift's cooperative pool.
-public final class DedicatedThread: Sendable {
+@usableFromInline package final class DedicatedThread: Sendable {
     private final class Box: @unchecked Sendable {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
@@ -13,7 +13,7 @@ public final class DedicatedThread: Sendable {
     private let handle: pthread_t
 
     /// Starts `body` on a new thread named `name` (at most 15 bytes are kept by Linux).
-    public init(name: String, _ body: @escaping @Sendable () -> Void) throws(VirtioError) {
+    @usableFromInline package init(name: String, _ body: @escaping @Sendable () -> Void) throws(VirtioError) {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, dedicatedThreadEntry, box)
@@ -26,21 +26,21 @@ public final class DedicatedThread: Sendable {
     }
 
     /// True when called on this thread (joining it from itself would deadlock).
-    public var isCurrent: Bool { pthread_equal(handle, pthread_self()) != 0 }
+    @usableFromInline package var isCurrent: Bool { pthread_equal(handle, pthread_self()) != 0 }
 
     /// Waits for the thread's body to return. Call at most once, and not with ``detach()``.
-    public func join() {
+    @usableFromInline package func join() {
         _ = pthread_join(handle, nil)
     }
 
     /// Lets the thread release its resources by itself when its body returns, for the one
     /// case where nobody can join it: the thread is ending itself. Instead of ``join()``.
-    public func detach() {
+    @usableFromInline package func detach() {
         _ = pthread_detach(handle)
     }
 
     /// Pins the calling thread to `cpu` (for poll loops that must not migrate).
-    public static func pinCurrentThread(to cpu: Int) throws(VirtioError) {
+    @usableFromInline package static func pinCurrentThread(to cpu: Int) throws(VirtioError) {
         _ = try SystemCall.run("sched_setaffinity(CPU \(cpu))", hint: "Is CPU \(cpu) online and allowed for this process?") {
             cvs_pin_current_thread(Int32(cpu))
         }

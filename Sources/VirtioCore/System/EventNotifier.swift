@@ -8,16 +8,16 @@ import CVirtioShim
 /// Every notifier is shared with a peer, and O_NONBLOCK belongs to the open file the peer
 /// holds too: it can clear the flag, empty the counter or fill it whenever it likes. So
 /// ``signal()`` and ``drain()`` never sleep on its terms (see `cvs_peer_eventfd_signal`).
-public final class EventNotifier: Sendable {
+@usableFromInline package final class EventNotifier: Sendable {
     /// How long a write may block (the peer cleared O_NONBLOCK and filled the counter) before
     /// it is interrupted and ``signal()`` fails.
-    public static let writeTimeoutMilliseconds: Int32 = 10
+    @usableFromInline package static let writeTimeoutMilliseconds: Int32 = 10
 
     /// The descriptor, sent to the peer with SET_VRING_KICK / SET_VRING_CALL.
-    public let descriptor: OwnedDescriptor
+    @usableFromInline package let descriptor: OwnedDescriptor
 
     /// Creates a fresh eventfd with a zero count.
-    public init() throws(VirtioError) {
+    @usableFromInline package init() throws(VirtioError) {
         let fd = try SystemCall.run("eventfd", hint: "Raise the open-file limit (ulimit -n) if it is exhausted.") {
             cvs_eventfd(0)
         }
@@ -25,14 +25,14 @@ public final class EventNotifier: Sendable {
     }
 
     /// Wraps an eventfd received from a peer.
-    public init(adopting descriptor: OwnedDescriptor) {
+    @usableFromInline package init(adopting descriptor: OwnedDescriptor) {
         self.descriptor = descriptor
     }
 
     /// Puts a fresh eventfd, with a zero count, under the same fd number: a peer holding the
     /// old one can no longer signal us or see our signals. A thread polling the old one wakes
     /// only at its timeout.
-    package func renew() throws(VirtioError) {
+    @usableFromInline package func renew() throws(VirtioError) {
         let fresh = try EventNotifier()
         guard cvs_dup_onto(fresh.descriptor.raw, descriptor.raw) >= 0 else {
             throw VirtioError.system("dup3 of a fresh eventfd", errno: errno)
@@ -43,7 +43,7 @@ public final class EventNotifier: Sendable {
     /// other end is already woken). Throws when the peer made the write block for
     /// ``writeTimeoutMilliseconds`` (it is hostile: end its session), or the fd failed.
     @inlinable
-    public func signal() throws(VirtioError) {
+    package func signal() throws(VirtioError) {
         let result = cvs_peer_eventfd_signal(descriptor.raw, Self.writeTimeoutMilliseconds)
         if result != 0 { throw Self.signalFailure(result) }
     }
@@ -51,7 +51,7 @@ public final class EventNotifier: Sendable {
     /// Reads and clears the counter without ever sleeping; returns how many signals arrived
     /// since the last drain (0 when none, or when the fd failed).
     @discardableResult
-    public func drain() -> UInt64 {
+    @usableFromInline package func drain() -> UInt64 {
         var value: UInt64 = 0
         return cvs_peer_eventfd_drain(descriptor.raw, &value) == 1 ? value : 0
     }

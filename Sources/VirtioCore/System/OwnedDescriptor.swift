@@ -6,12 +6,12 @@ import Glibc
 ///
 /// Descriptors cross threads (a socket closed by `stop()` while another thread waits on it), so
 /// the object is `Sendable`; the raw value itself never changes.
-public final class OwnedDescriptor: Sendable, CustomStringConvertible {
+@usableFromInline package final class OwnedDescriptor: Sendable, CustomStringConvertible {
     /// The raw descriptor number, valid while this object is alive.
-    public let raw: Int32
+    @usableFromInline package let raw: Int32
 
     /// Takes ownership of `raw`; it is closed when this object is released.
-    public init(taking raw: Int32) {
+    @usableFromInline package init(taking raw: Int32) {
         self.raw = raw
     }
 
@@ -19,5 +19,5 @@ public final class OwnedDescriptor: Sendable, CustomStringConvertible {
         _ = Glibc.close(raw)
     }
 
-    public var description: String { "fd \(raw)" }
+    @usableFromInline package var description: String { "fd \(raw)" }
 }

@@ -17,13 +17,13 @@ public struct SocketFileAccess: Sendable, Equatable {
     }
 
     /// Parses permission bits written in octal ("660", "0660"); nil for anything else.
-    public static func parseMode(_ text: String) -> UInt32? {
+    @usableFromInline package static func parseMode(_ text: String) -> UInt32? {
         guard let mode = UInt32(text, radix: 8), mode <= 0o7777 else { return nil }
         return mode
     }
 
     /// Checks that ``group`` names a group here (before anything is bound).
-    public func validate() throws(VirtioError) {
+    @usableFromInline package func validate() throws(VirtioError) {
         if let group { _ = try Self.groupID(group) }
     }
 

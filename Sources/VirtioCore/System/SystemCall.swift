@@ -4,10 +4,10 @@ import Glibc
 
 /// Every system call of the package goes through here: EINTR is retried, -1 becomes a typed
 /// error naming the call.
-public enum SystemCall {
+@usableFromInline package enum SystemCall {
     /// Runs `body` until it does not fail with EINTR; throws on any other failure.
     @inlinable
-    public static func run<T: BinaryInteger>(
+    package static func run<T: BinaryInteger>(
         _ operation: @autoclosure () -> String,
         hint: @autoclosure () -> String = "",
         _ body: () -> T
@@ -24,7 +24,7 @@ public enum SystemCall {
     /// Like ``run(_:hint:_:)`` but returns the errno instead of throwing (for calls whose
     /// failures are expected, such as EAGAIN on a non-blocking descriptor).
     @inlinable
-    public static func attempt<T: BinaryInteger>(_ body: () -> T) -> (T, Int32) {
+    package static func attempt<T: BinaryInteger>(_ body: () -> T) -> (T, Int32) {
         while true {
             let result = body()
             if result >= 0 { return (result, 0) }

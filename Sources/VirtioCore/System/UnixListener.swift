@@ -4,16 +4,16 @@ import Glibc
 
 /// A listening AF_UNIX socket that removes its socket file when released — but only if the
 /// file at that path is still the one it created, never one another process bound since.
-public final class UnixListener: Sendable {
+@usableFromInline package final class UnixListener: Sendable {
     /// The listening descriptor.
-    public let descriptor: OwnedDescriptor
+    @usableFromInline package let descriptor: OwnedDescriptor
     /// Where it listens.
-    public let path: String
+    @usableFromInline package let path: String
     private let identity: FileIdentity?
 
     /// Listens at `path`, with `access` applied to its file (replacing a stale socket file;
     /// refusing a live one and any other kind of file).
-    public init(path: String, backlog: Int32 = 4, access: SocketFileAccess = .init()) throws(VirtioError) {
+    @usableFromInline package init(path: String, backlog: Int32 = 4, access: SocketFileAccess = .init()) throws(VirtioError) {
         descriptor = try UnixSocket.listen(at: path, backlog: backlog, access: access)
         self.path = path
         identity = FileIdentity(path: path)
@@ -26,18 +26,18 @@ public final class UnixListener: Sendable {
     }
 
     /// Accepts one connection, waiting at most `milliseconds`; nil when the time ran out.
-    public func accept(milliseconds: Int32) throws(VirtioError) -> OwnedDescriptor? {
+    @usableFromInline package func accept(milliseconds: Int32) throws(VirtioError) -> OwnedDescriptor? {
         try UnixSocket.accept(descriptor, milliseconds: milliseconds)
     }
 }
 
 /// Device and inode of a file: tells "the file we made" from "a file now at the same path".
-public struct FileIdentity: Equatable, Sendable {
-    public let device: UInt64
-    public let inode: UInt64
+@usableFromInline package struct FileIdentity: Equatable, Sendable {
+    @usableFromInline package let device: UInt64
+    @usableFromInline package let inode: UInt64
 
     /// The identity of the file at `path` (not following a final symlink), or nil.
-    public init?(path: String) {
+    @usableFromInline package init?(path: String) {
         var info = stat()
         guard lstat(path, &info) == 0 else { return nil }
         device = UInt64(info.st_dev)

@@ -4,27 +4,27 @@ import Glibc
 import CVirtioShim
 
 /// AF_UNIX stream sockets: the vhost-user control channel.
-public enum UnixSocket {
+@usableFromInline package enum UnixSocket {
     /// How a client keeps trying while the listening side is not there yet.
-    public struct RetryPolicy: Sendable, Equatable {
+    @usableFromInline package struct RetryPolicy: Sendable, Equatable {
         /// Total time to keep trying, in milliseconds (0: one attempt).
-        public var timeoutMilliseconds: Int
+        @usableFromInline package var timeoutMilliseconds: Int
         /// Pause between attempts, in milliseconds.
-        public var intervalMilliseconds: Int
+        @usableFromInline package var intervalMilliseconds: Int
 
         /// Creates a policy.
-        public init(timeoutMilliseconds: Int, intervalMilliseconds: Int = 100) {
+        @usableFromInline package init(timeoutMilliseconds: Int, intervalMilliseconds: Int = 100) {
             self.timeoutMilliseconds = max(0, timeoutMilliseconds)
             self.intervalMilliseconds = max(1, intervalMilliseconds)
         }
 
         /// One attempt, no waiting.
-        public static let once = RetryPolicy(timeoutMilliseconds: 0)
+        @usableFromInline package static let once = RetryPolicy(timeoutMilliseconds: 0)
     }
 
     /// Connects to the socket at `path`, retrying while it does not exist or refuses
     /// (ENOENT, ECONNREFUSED, EAGAIN) until the policy's time is up.
-    public static func connect(to path: String, retry: RetryPolicy = .once) throws(VirtioError) -> OwnedDescriptor {
+    @usableFromInline package static func connect(to path: String, retry: RetryPolicy = .once) throws(VirtioError) -> OwnedDescriptor {
         try checkPathLength(path)
         let deadline = MonotonicClock.deadline(milliseconds: retry.timeoutMilliseconds, after: MonotonicClock.nanoseconds())
         while true {
@@ -45,7 +45,7 @@ public enum UnixSocket {
     /// Creates a listening socket at `path`, with `access` applied to its file. A stale socket
     /// file left by a dead process is removed first; a socket another process still listens on,
     /// and any other existing file, are refused rather than deleted.
-    public static func listen(at path: String, backlog: Int32 = 4, access: SocketFileAccess = .init()) throws(VirtioError) -> OwnedDescriptor {
+    @usableFromInline package static func listen(at path: String, backlog: Int32 = 4, access: SocketFileAccess = .init()) throws(VirtioError) -> OwnedDescriptor {
         try checkPathLength(path)
         try access.validate()
         var info = stat()
@@ -88,7 +88,7 @@ public enum UnixSocket {
 
     /// Accepts one connection on a listening socket, waiting at most `milliseconds`
     /// (negative: forever). Returns nil when the time ran out.
-    public static func accept(_ listener: OwnedDescriptor, milliseconds: Int32) throws(VirtioError) -> OwnedDescriptor? {
+    @usableFromInline package static func accept(_ listener: OwnedDescriptor, milliseconds: Int32) throws(VirtioError) -> OwnedDescriptor? {
         switch try Poll.waitReadable(listener.raw, milliseconds: milliseconds) {
         case .timedOut: return nil
         case .hungUp: throw VirtioError(.peerGone, "The listening socket was closed.")
@@ -101,7 +101,7 @@ public enum UnixSocket {
     }
 
     /// A connected pair (for tests and in-process peers).
-    public static func pair() throws(VirtioError) -> (OwnedDescriptor, OwnedDescriptor) {
+    @usableFromInline package static func pair() throws(VirtioError) -> (OwnedDescriptor, OwnedDescriptor) {
         var fds: [Int32] = [-1, -1]
         _ = try SystemCall.run("socketpair") {
             socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)

@@ -42,7 +42,7 @@ public struct VirtioError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     /// A failed system call: `operation` names it, `errno` is the value it left.
-    public static func system(_ operation: String, errno code: Int32, hint: String = "") -> VirtioError {
+    @usableFromInline package static func system(_ operation: String, errno code: Int32, hint: String = "") -> VirtioError {
         let text = String(cString: strerror(code))
         let tail = hint.isEmpty ? "" : " \(hint)"
         return VirtioError(.system, "\(operation) failed: \(text) (errno \(code)).\(tail)", errno: code)

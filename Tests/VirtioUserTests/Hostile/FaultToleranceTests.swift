@@ -2,6 +2,8 @@
 import Glibc
 #endif
 import Foundation
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import VirtioUser
 import XCTest

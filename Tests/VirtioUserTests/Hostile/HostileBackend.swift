@@ -3,6 +3,8 @@ import Glibc
 #endif
 import CVirtioShim
 import Synchronization
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import XCTest
 

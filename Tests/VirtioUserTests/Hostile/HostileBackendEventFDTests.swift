@@ -2,6 +2,8 @@
 import Glibc
 #endif
 import Dispatch
+import VirtioCore
+import VhostUser
 import VirtioUser
 import XCTest
 

@@ -2,6 +2,8 @@
 import Glibc
 #endif
 import CVirtioShim
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import XCTest
 

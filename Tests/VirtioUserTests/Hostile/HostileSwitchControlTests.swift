@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import VirtioUser
 import XCTest

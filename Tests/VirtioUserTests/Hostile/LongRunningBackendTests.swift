@@ -1,5 +1,7 @@
 import CAllocationCounter
 import Foundation
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import XCTest
 

@@ -4,6 +4,8 @@ import Glibc
 import CVirtioShim
 import Foundation
 import Synchronization
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import VirtioUser
 import XCTest

@@ -1,3 +1,5 @@
+import VirtioCore
+import VhostUser
 import VirtioUser
 import XCTest
 

@@ -1,4 +1,6 @@
 import Synchronization
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import VirtioUser
 import XCTest

@@ -1,4 +1,6 @@
 import Foundation
+import VirtioCore
+import VhostUser
 import VhostUserBackend
 import XCTest
 
