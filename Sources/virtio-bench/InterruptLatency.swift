@@ -23,17 +23,10 @@ struct InterruptLatency: ParsableCommand {
     }
 
     func run() throws {
-        let directory = "/tmp/virtio-bench-\(getpid())"
-        mkdir(directory, 0o700)
-        defer { rmdir(directory) }
-        let socket = directory + "/vhost.sock"
-        let backend = try VhostUserBackend(configuration: .init(socketPath: socket, mode: .loopback))
-        try backend.start()
-        defer { backend.stop() }
-        let device = try VirtioUserDevice(configuration: .init(socketPath: socket))
-        try device.start()
-        defer { device.stop() }
+        try withEmbeddedLoopback { device in try measureAll(device) }
+    }
 
+    private func measureAll(_ device: VirtioUserDevice) throws {
         print("interrupt mode, \(rounds) round trips of one 64-byte frame after \(gap) ms idle each; loopback back-end in-process")
         print("mode          p50 µs   p99 µs   max µs   idle CPU (waiting thread / whole process) over \(idleSeconds) s")
         let polling = measure(device) { burst in

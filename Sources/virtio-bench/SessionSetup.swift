@@ -24,22 +24,16 @@ struct SessionSetup: ParsableCommand {
     }
 
     func run() throws {
-        let directory = "/tmp/virtio-bench-\(getpid())"
-        mkdir(directory, 0o700)
-        defer { rmdir(directory) }
-        let socket = directory + "/vhost.sock"
-        let backend = try VhostUserBackend(configuration: .init(socketPath: socket, mode: .loopback))
-        try backend.start()
-        defer { backend.stop() }
-        var configuration = VirtioUserDevice.Configuration(socketPath: socket)
-        configuration.poolSize = poolSize
-        if hugepages {
-            configuration.memory = .hugepages2M
-            configuration.fallbackToNormalPages = false
-        }
-        let device = try VirtioUserDevice(configuration: configuration)
-        try device.start()
-        defer { device.stop() }
+        try withEmbeddedLoopback({ configuration in
+            configuration.poolSize = poolSize
+            if hugepages {
+                configuration.memory = .hugepages2M
+                configuration.fallbackToNormalPages = false
+            }
+        }) { device in try measure(device) }
+    }
+
+    private func measure(_ device: VirtioUserDevice) throws {
         var samples: [UInt64] = []
         for _ in 0..<sessions {
             device.stop()

@@ -64,10 +64,9 @@ final class ReconnectTests: XCTestCase {
         XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize)
     }
 
-    /// A back-end that connects to a listening device and never answers holds the
-    /// reconnection for the reply timeout. `linkState` answers meanwhile: the old monitor
-    /// negotiated with the control lock held, so readers waited out the whole timeout.
-    func testLinkStateNeverWaitsForAReconnection() throws {
+    /// A listening device whose first back-end left, and whose link monitor now negotiates
+    /// with a second one that connected and says nothing (each reply may take 3 s).
+    private func serverDeviceNegotiatingWithASilentBackEnd() throws -> (VirtioUserDevice, OwnedDescriptor) {
         let path = try makeSocketPath(self)
         var configuration = VirtioUserDevice.Configuration(socketPath: path)
         configuration.connectionMode = .server
@@ -79,13 +78,32 @@ final class ReconnectTests: XCTestCase {
         first.stop()
         XCTAssertTrue(waitUntil { device.linkState != .up }, "link must go down")
         let silent = try UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 2000))
+        // The monitor accepted it and sent its first request; it now waits for a reply.
+        XCTAssertTrue(waitUntil { (try? Poll.waitReadable(silent.raw, milliseconds: 0)) == .readable }, "the monitor never started negotiating")
+        return (device, silent)
+    }
+
+    /// `linkState` answers while the monitor waits on a silent back-end: the old monitor
+    /// negotiated with the control lock held, so readers waited out the whole timeout.
+    func testLinkStateNeverWaitsForAReconnection() throws {
+        let (device, silent) = try serverDeviceNegotiatingWithASilentBackEnd()
         defer { _ = silent }
-        MonotonicClock.sleep(milliseconds: 300)  // the monitor has accepted it and waits for a reply
         let before = MonotonicClock.nanoseconds()
         XCTAssertNotEqual(device.linkState, .up)
         let waited = MonotonicClock.nanoseconds() - before
         XCTAssertLessThan(waited, 1_000_000_000, "linkState waited \(waited / 1_000_000) ms for the reconnection")
         device.stop()
+    }
+
+    /// stop() cuts that negotiation short (it shuts the socket down) instead of joining a
+    /// monitor that waits out the replies.
+    func testStopCutsShortANegotiationWithASilentBackEnd() throws {
+        let (device, silent) = try serverDeviceNegotiatingWithASilentBackEnd()
+        defer { _ = silent }
+        let start = MonotonicClock.nanoseconds()
+        device.stop()
+        let elapsed = MonotonicClock.nanoseconds() - start
+        XCTAssertLessThan(elapsed, 2_000_000_000, "stop() took \(elapsed / 1_000_000) ms; its bound is about 2 s")
     }
 
     /// At stop() a listening device closes its listener before it ends the session: a

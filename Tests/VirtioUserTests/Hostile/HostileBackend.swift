@@ -6,6 +6,7 @@ import Synchronization
 import VirtioCore
 import VhostUser
 import VhostUserBackend
+import VirtioUser
 import XCTest
 
 /// A back-end scripted to misbehave, for one connection from our device.
@@ -174,5 +175,30 @@ final class HostileBackend: @unchecked Sendable {
 
     private static func bytes(_ value: UInt64) -> [UInt8] {
         withUnsafeBytes(of: value.littleEndian) { Array($0) }
+    }
+}
+
+/// A device for a scripted back-end: no reconnection (the script's session is the only one),
+/// and replies within `replyTimeoutMilliseconds` (a script that has taken over answers none).
+func hostileBackendDeviceConfiguration(_ path: String, replyTimeoutMilliseconds: Int = 300) -> VirtioUserDevice.Configuration {
+    var configuration = VirtioUserDevice.Configuration(socketPath: path)
+    configuration.reconnect = false
+    configuration.replyTimeoutMilliseconds = replyTimeoutMilliseconds
+    return configuration
+}
+
+extension HostileBackend {
+    /// A device started against a back-end that runs `script` once the rings run; returns
+    /// when the script has run.
+    static func deviceAfterScript(
+        _ testCase: XCTestCase, replyTimeoutMilliseconds: Int = 300,
+        _ script: @escaping @Sendable (Session) throws -> Void
+    ) throws -> (HostileBackend, VirtioUserDevice) {
+        let path = try makeSocketPath(testCase)
+        let peer = try HostileBackend(path: path, takeover: .rings(script))
+        let device = try VirtioUserDevice(configuration: hostileBackendDeviceConfiguration(path, replyTimeoutMilliseconds: replyTimeoutMilliseconds))
+        try device.start()
+        XCTAssertTrue(waitUntil { peer.ringScriptFinished }, "the script did not run")
+        return (peer, device)
     }
 }

@@ -12,12 +12,6 @@ import XCTest
 /// to change. No device call may then block past its stated time, and `stop()` returns within
 /// its documented bound (about 2 s).
 final class HostileBackendEventFDTests: XCTestCase {
-    private func configuration(_ path: String) -> VirtioUserDevice.Configuration {
-        var configuration = VirtioUserDevice.Configuration(socketPath: path)
-        configuration.reconnect = false
-        return configuration
-    }
-
     /// Clears O_NONBLOCK on each fd's open file and sets its counter to `count`.
     private static func makeBlocking(_ descriptors: [OwnedDescriptor], count: UInt64) throws {
         for descriptor in descriptors {
@@ -46,13 +40,9 @@ final class HostileBackendEventFDTests: XCTestCase {
     /// until the back-end reads, which a hostile one never does. Transmitting and refilling
     /// receive buffers (both kick) return at once.
     func testKickFdsMadeBlockingAndFullNeverHangATransmit() throws {
-        let path = try makeSocketPath(self)
-        let peer = try HostileBackend(path: path, takeover: .rings { session in
+        let (peer, device) = try HostileBackend.deviceAfterScript(self) { session in
             try Self.makeBlocking(Array(session.kicks.values), count: 0xFFFF_FFFF_FFFF_FFFE)
-        })
-        let device = try VirtioUserDevice(configuration: configuration(path))
-        try device.start()
-        XCTAssertTrue(waitUntil { peer.ringScriptFinished })
+        }
         let sent = finishes(within: 3000) {
             for _ in 0..<4 {
                 let burst = PacketBurst(capacity: 8)
@@ -74,13 +64,9 @@ final class HostileBackendEventFDTests: XCTestCase {
     /// it sleeps. A blocking receive returns when its time is up, a `receivedBursts` loop ends
     /// when its task is cancelled, and `stop()` returns.
     func testCallFdsMadeBlockingAndEmptyNeverHangAReceive() throws {
-        let path = try makeSocketPath(self)
-        let peer = try HostileBackend(path: path, takeover: .rings { session in
+        let (peer, device) = try HostileBackend.deviceAfterScript(self) { session in
             try Self.makeBlocking(Array(session.calls.values), count: 0)
-        })
-        let device = try VirtioUserDevice(configuration: configuration(path))
-        try device.start()
-        XCTAssertTrue(waitUntil { peer.ringScriptFinished })
+        }
 
         let returned = finishes(within: 3000) {
             let burst = PacketBurst(capacity: 8)
@@ -107,13 +93,7 @@ final class HostileBackendEventFDTests: XCTestCase {
     /// A back-end that stops answering once the rings run: stop() still returns within its
     /// bound (the teardown's messages get 1 s in all), not after every reply timeout.
     func testStopReturnsInBoundedTimeWhenTheBackEndStopsAnswering() throws {
-        let path = try makeSocketPath(self)
-        let peer = try HostileBackend(path: path, takeover: .rings { _ in })
-        var configuration = configuration(path)
-        configuration.replyTimeoutMilliseconds = 5000
-        let device = try VirtioUserDevice(configuration: configuration)
-        try device.start()
-        XCTAssertTrue(waitUntil { peer.ringScriptFinished })
+        let (peer, device) = try HostileBackend.deviceAfterScript(self, replyTimeoutMilliseconds: 5000) { _ in }
         let start = MonotonicClock.nanoseconds()
         XCTAssertTrue(finishes(within: 10_000) { device.stop() }, "stop() hung")
         let elapsed = MonotonicClock.nanoseconds() - start
@@ -125,29 +105,5 @@ final class HostileBackendEventFDTests: XCTestCase {
         }
         XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "buffers lost")
         peer.join()
-    }
-
-    /// Server mode: the back-end left, and the next one to connect says nothing while the link
-    /// monitor negotiates with it (each reply may take 5 s). stop() cuts that negotiation
-    /// short instead of joining a monitor that waits out the replies.
-    func testStopCutsShortANegotiationWithASilentBackEnd() throws {
-        let path = try makeSocketPath(self)
-        var configuration = VirtioUserDevice.Configuration(socketPath: path)
-        configuration.connectionMode = .server
-        configuration.replyTimeoutMilliseconds = 5000
-        let device = try VirtioUserDevice(configuration: configuration)
-        let first = try startBackend(self) { $0.socketPath = path; $0.connectionMode = .client }
-        try device.start()
-        XCTAssertTrue(waitUntil { device.linkState == .up })
-        first.stop()
-        XCTAssertTrue(waitUntil { device.linkState != .up })
-        // A silent back-end: it connects and reads nothing, answers nothing.
-        let silent = try UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 2000))
-        defer { _ = silent }
-        XCTAssertTrue(waitUntil { (try? Poll.waitReadable(silent.raw, milliseconds: 0)) == .readable }, "the monitor never started negotiating")
-        let start = MonotonicClock.nanoseconds()
-        XCTAssertTrue(finishes(within: 10_000) { device.stop() }, "stop() hung")
-        let elapsed = MonotonicClock.nanoseconds() - start
-        XCTAssertLessThan(elapsed, 3_000_000_000, "stop() took \(elapsed / 1_000_000) ms; its bound is about 2 s")
     }
 }

@@ -13,10 +13,7 @@ import XCTest
 /// buffer back in its pool; the process goes on and the next, well-behaved back-end works.
 final class HostileBackendTests: XCTestCase {
     private func configuration(_ path: String) -> VirtioUserDevice.Configuration {
-        var configuration = VirtioUserDevice.Configuration(socketPath: path)
-        configuration.reconnect = false
-        configuration.replyTimeoutMilliseconds = 300
-        return configuration
+        hostileBackendDeviceConfiguration(path)
     }
 
     private static func raw(request: UInt32, flags: UInt32, size: UInt32, payload: [UInt8] = [], descriptors: [Int32] = [], on channel: VhostUserChannel) throws {
