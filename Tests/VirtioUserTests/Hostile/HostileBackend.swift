@@ -93,15 +93,16 @@ final class HostileBackend: @unchecked Sendable {
     /// True once a `.rings` script has returned.
     var ringScriptFinished: Bool { finished.raised.load(ordering: .acquiring) }
 
-    /// Serves on `path`, offering `features` (VERSION_1 alone by default).
-    init(path: String, features: VirtioFeatures = .version1, takeover: Takeover) throws {
+    /// Serves on `path`, offering `features` (VERSION_1 alone by default) and, when `features`
+    /// has PROTOCOL_FEATURES, `protocolFeatures` (with CONFIG it answers GET_CONFIG: link up).
+    init(path: String, features: VirtioFeatures = .version1, protocolFeatures: VhostUserProtocolFeatures = [], takeover: Takeover) throws {
         self.path = path
         let listener = try UnixListener(path: path)
         self.listener = listener
         let finished = self.finished
         thread = try DedicatedThread(name: "hostile-backend") {
             guard let socket = try? listener.accept(milliseconds: 10_000) else { return }
-            try? Self.serve(VhostUserChannel(socket: socket), features: features, takeover: takeover, finished: finished)
+            try? Self.serve(VhostUserChannel(socket: socket), features: features, protocolFeatures: protocolFeatures, takeover: takeover, finished: finished)
         }
     }
 
@@ -112,7 +113,7 @@ final class HostileBackend: @unchecked Sendable {
         let finished = self.finished
         thread = try DedicatedThread(name: "hostile-backend") {
             guard let socket = try? UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 10_000)) else { return }
-            try? Self.serve(VhostUserChannel(socket: socket), features: features, takeover: takeover, finished: finished)
+            try? Self.serve(VhostUserChannel(socket: socket), features: features, protocolFeatures: [], takeover: takeover, finished: finished)
         }
     }
 
@@ -122,7 +123,7 @@ final class HostileBackend: @unchecked Sendable {
         thread = nil
     }
 
-    private static func serve(_ channel: VhostUserChannel, features: VirtioFeatures, takeover: Takeover, finished: Flag) throws {
+    private static func serve(_ channel: VhostUserChannel, features: VirtioFeatures, protocolFeatures: VhostUserProtocolFeatures, takeover: Takeover, finished: Flag) throws {
         var session: Session?
         var started = Set<UInt32>()
         var sizes: [UInt32: Int] = [:]
@@ -141,6 +142,14 @@ final class HostileBackend: @unchecked Sendable {
             switch message {
             case .getFeatures:
                 try channel.reply(to: .getFeatures, payload: bytes(features.rawValue))
+            case .getProtocolFeatures:
+                try channel.reply(to: .getProtocolFeatures, payload: bytes(protocolFeatures.rawValue))
+            case .getConfig(let window):
+                let config = VirtioNetConfig(macAddress: MACAddress(2, 0, 0, 0, 0, 1), status: VirtioNetConfig.linkUp, maxQueuePairs: 1, mtu: 1500)
+                var space = [UInt8](repeating: 0, count: Int(window.offset + window.size))
+                space.replaceSubrange(0..<min(space.count, VirtioNetConfig.byteCount), with: config.bytes.prefix(space.count))
+                let answer = VhostUserConfigSpace(offset: window.offset, size: window.size, payload: Array(space[Int(window.offset)...]))
+                try channel.reply(to: .getConfig, payload: answer.encoded)
             case .getVringBase(let state):
                 try channel.reply(to: .getVringBase, payload: bytes(UInt64(state.index)))
             case .setMemTable(let regions):

@@ -106,4 +106,30 @@ final class HostileBackendEventFDTests: XCTestCase {
         XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize, "buffers lost")
         peer.join()
     }
+
+    /// `linkState` reads the link bit from the back-end (STATUS and CONFIG negotiated) under
+    /// the control lock. A back-end that never answers gets 0.5 s, not the 5 s reply timeout,
+    /// and has broken the session (a late answer would be taken for the next request's): the
+    /// session ends, and the next read answers at once.
+    func testALinkStateReadTheBackEndNeverAnswersIsBoundedAndEndsTheSession() throws {
+        let path = try makeSocketPath(self)
+        let peer = try HostileBackend(
+            path: path, features: [.version1, .netStatus, .vhostUserProtocolFeatures], protocolFeatures: .config,
+            takeover: .rings { _ in })  // from here on it reads nothing and answers nothing
+        let device = try VirtioUserDevice(configuration: hostileBackendDeviceConfiguration(path, replyTimeoutMilliseconds: 5000))
+        try device.start()
+        XCTAssertTrue(waitUntil { peer.ringScriptFinished })
+        var start = MonotonicClock.nanoseconds()
+        let state = device.linkState
+        var elapsed = MonotonicClock.nanoseconds() - start
+        XCTAssertLessThan(elapsed, 2_000_000_000, "linkState took \(elapsed / 1_000_000) ms; its budget is 0.5 s")
+        guard case .down(let reason) = state else { return XCTFail("the link is up with a back-end that does not answer") }
+        XCTAssertTrue(reason.contains("reading the link status failed"), reason)
+        start = MonotonicClock.nanoseconds()
+        XCTAssertNotEqual(device.linkState, .up)
+        elapsed = MonotonicClock.nanoseconds() - start
+        XCTAssertLessThan(elapsed, 100_000_000, "the session should have ended, not be asked again")
+        device.stop()
+        peer.join()
+    }
 }
