@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        // Errno: the errno a failed system call left, typed, in VirtioError.
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         // `swift package generate-documentation` (Scripts/docs.sh); no code depends on it.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -34,7 +36,10 @@ let package = Package(
         // Shared by both sides: system calls, shared memory, split-ring halves.
         .target(
             name: "VirtioCore",
-            dependencies: ["CVirtioShim", .product(name: "CoreMetrics", package: "swift-metrics")],
+            dependencies: [
+                "CVirtioShim", .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strict
         ),
         // vhost-user wire types, framed channel with fd passing, frontend session.
@@ -52,7 +57,7 @@ let package = Package(
         .target(
             name: "VhostUserBackend",
             dependencies: [
-                "VirtioCore", "VhostUser", "CVirtioShim",
+                "VirtioCore", "VhostUser", "CVirtioShim", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
@@ -111,12 +116,16 @@ let package = Package(
         ),
         // Counts heap allocations per thread so tests can prove the hot path allocates nothing.
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
-        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "CVirtioShim"], swiftSettings: strict),
+        .testTarget(
+            name: "VirtioCoreTests",
+            dependencies: ["VirtioCore", "CVirtioShim", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VirtioCore", "CVirtioShim"], swiftSettings: strict),
         .testTarget(
             name: "VirtioUserTests",
             dependencies: [
                 "VirtioUser", "VhostUserBackend", "VhostUserBackendFuzzing", "VirtioCore", "VhostUser", "CAllocationCounter",
+                .product(name: "SystemPackage", package: "swift-system"),
                 "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import SystemPackage
 import VirtioCore
 import Synchronization
 import VhostUser
@@ -237,7 +238,7 @@ final class BackendServer: Sendable {
             }
         } catch {
             // A front-end not (yet, or no longer) listening is the normal wait in client mode.
-            if !(configuration.connectionMode == .client && [ENOENT, ECONNREFUSED].contains(error.errno ?? 0)) {
+            if !(configuration.connectionMode == .client && [Errno.noSuchFileOrDirectory, .connectionRefused].contains(error.errno)) {
                 record(error)
             }
             MonotonicClock.sleep(milliseconds: 100)

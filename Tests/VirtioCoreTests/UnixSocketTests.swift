@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CVirtioShim
 import VirtioCore
+import SystemPackage
 import XCTest
 
 /// AF_UNIX listen/connect/accept, retries, path limits and refusing to clobber files.
@@ -59,7 +60,7 @@ final class UnixSocketTests: XCTestCase {
         let start = MonotonicClock.nanoseconds()
         let error = assertThrowsVirtioError(.system) { () throws(VirtioError) in try UnixSocket.connect(to: path, retry: policy) }
         let elapsedMilliseconds = (MonotonicClock.nanoseconds() - start) / 1_000_000
-        XCTAssertEqual(error?.errno, ENOENT)
+        XCTAssertEqual(error?.errno, .noSuchFileOrDirectory)
         XCTAssertTrue(error?.message.contains(path) ?? false)
         XCTAssertGreaterThanOrEqual(elapsedMilliseconds, 300, "it must keep trying for the whole timeout")
         XCTAssertLessThan(elapsedMilliseconds, 5_000)
@@ -68,7 +69,7 @@ final class UnixSocketTests: XCTestCase {
     func testConnectOnceToAMissingPathFailsAtOnce() throws {
         let directory = try TemporaryDirectory()
         let error = assertThrowsVirtioError(.system) { () throws(VirtioError) in try UnixSocket.connect(to: directory.file("missing")) }
-        XCTAssertEqual(error?.errno, ENOENT)
+        XCTAssertEqual(error?.errno, .noSuchFileOrDirectory)
     }
 
     func testConnectToAStaleSocketIsRefused() throws {
@@ -76,7 +77,7 @@ final class UnixSocketTests: XCTestCase {
         let path = directory.file("stale")
         do { _ = try UnixSocket.listen(at: path) }  // closed at once; the file stays
         let error = assertThrowsVirtioError(.system) { () throws(VirtioError) in try UnixSocket.connect(to: path) }
-        XCTAssertEqual(error?.errno, ECONNREFUSED)
+        XCTAssertEqual(error?.errno, .connectionRefused)
     }
 
     func testListenReplacesAStaleSocketFile() throws {
@@ -133,7 +134,7 @@ final class UnixSocketTests: XCTestCase {
         let error = assertThrowsVirtioError(.system) { () throws(VirtioError) in
             try UnixSocket.listen(at: "/nonexistent-dir-for-virtio-tests/x.sock")
         }
-        XCTAssertEqual(error?.errno, ENOENT)
+        XCTAssertEqual(error?.errno, .noSuchFileOrDirectory)
     }
 
     func testPairIsConnected() throws {

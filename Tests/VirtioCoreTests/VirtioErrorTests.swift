@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import VirtioCore
+import SystemPackage
 import XCTest
 
 /// The error type's message forms, and SystemCall's errno handling.
@@ -9,7 +10,7 @@ final class VirtioErrorTests: XCTestCase {
     func testSystemErrorNamesTheCallTheReasonAndTheHint() {
         let error = VirtioError.system("open(/x)", errno: ENOENT, hint: "Create it first.")
         XCTAssertEqual(error.kind, .system)
-        XCTAssertEqual(error.errno, ENOENT)
+        XCTAssertEqual(error.errno, .noSuchFileOrDirectory)
         XCTAssertEqual(error.description, "open(/x) failed: No such file or directory (errno 2). Create it first.")
         XCTAssertEqual(VirtioError.system("poll", errno: EBADF).description, "poll failed: Bad file descriptor (errno 9).")
     }
@@ -18,7 +19,7 @@ final class VirtioErrorTests: XCTestCase {
         let error = assertThrowsVirtioError(.system) { () throws(VirtioError) in
             try SystemCall.run("close(-1)") { close(-1) }
         }
-        XCTAssertEqual(error?.errno, EBADF)
+        XCTAssertEqual(error?.errno, .badFileDescriptor)
         XCTAssertTrue(error?.message.hasPrefix("close(-1) failed") ?? false)
     }
 

@@ -2,6 +2,7 @@ import VirtioCore
 import VhostUser
 import VhostUserBackend
 import VirtioUser
+import SystemPackage
 import XCTest
 
 /// Start, stop, restart, link state, negotiation results and the control-path message order.
@@ -124,7 +125,7 @@ final class DeviceLifecycleTests: XCTestCase {
         XCTAssertThrowsError(try device.start()) { error in
             let virtioError = error as? VirtioError
             XCTAssertEqual(virtioError?.kind, .system)
-            XCTAssertEqual(virtioError?.errno, ENOENT)
+            XCTAssertEqual(virtioError?.errno, .noSuchFileOrDirectory)
             XCTAssertTrue("\(error)".contains(path))
         }
     }

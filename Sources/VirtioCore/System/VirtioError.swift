@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 
 /// The one error type of this package: what went wrong, where, and what to do about it.
 ///
@@ -31,11 +32,20 @@ public struct VirtioError: Error, CustomStringConvertible, Sendable, Equatable {
     public let kind: Kind
     /// What failed and what to do, as one or two sentences.
     public let message: String
-    /// The errno of a failed system call, when there was one.
-    public let errno: Int32?
+    /// The errno of a failed system call, when there was one (swift-system's `Errno`:
+    /// match it as `.noSuchFileOrDirectory`, `.connectionRefused`, …).
+    public let errno: Errno?
 
-    /// Creates an error of `kind` with a message that says what to do.
+    /// Creates an error of `kind` with a message that says what to do; `errno` is the raw value
+    /// a failed system call left, if any.
     public init(_ kind: Kind, _ message: String, errno: Int32? = nil) {
+        self.kind = kind
+        self.message = message
+        self.errno = errno.map(Errno.init(rawValue:))
+    }
+
+    /// The same, with an `Errno` already typed.
+    public init(_ kind: Kind, _ message: String, errno: Errno?) {
         self.kind = kind
         self.message = message
         self.errno = errno
