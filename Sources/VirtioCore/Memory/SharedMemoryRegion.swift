@@ -145,7 +145,11 @@ public enum MemoryBacking: Sendable, Equatable, CustomStringConvertible {
             throw VirtioError.system("mmap of a fresh region over the old one", errno: code)
         }
         guard cvs_dup_onto(file.raw, descriptor.raw) >= 0 else {
-            throw VirtioError.system("dup3 of a fresh region's memfd", errno: errno)
+            let code = errno
+            // The fd still names the old file: map it back, or the next peer would map a file
+            // that is not the one behind our addresses.
+            _ = cvs_mmap_shared_populated(descriptor.raw, base, size)
+            throw VirtioError.system("dup3 of a fresh region's memfd", errno: code)
         }
     }
 
