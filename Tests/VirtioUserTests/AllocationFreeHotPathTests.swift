@@ -75,6 +75,9 @@ final class AllocationFreeHotPathTests: XCTestCase {
         print("allocations (\(packed ? "packed" : "split"), \(segments) buffer(s) a frame): device \(allocations) in \(received) frames, back-end \(backendAllocations) in \(forwarded) frames")
         device.release(tx)
         device.stop()
+        // Join the serving thread now: its session teardown allocates, and the watched total is
+        // global, so a back-end left running would count in the next call's window.
+        backend.stop()
     }
 
     /// The watched-thread total sees a thread's allocations.
