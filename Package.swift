@@ -43,12 +43,16 @@ let package = Package(
             swiftSettings: strict
         ),
         // vhost-user wire types, framed channel with fd passing, frontend session.
-        .target(name: "VhostUser", dependencies: ["VirtioCore", "CVirtioShim"], swiftSettings: strict),
+        .target(
+            name: "VhostUser",
+            dependencies: ["VirtioCore", "CVirtioShim", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
         // The driver side: VirtioUserDevice.
         .target(
             name: "VirtioUser",
             dependencies: [
-                "VirtioCore", "VhostUser", "CVirtioShim",
+                "VirtioCore", "VhostUser", "CVirtioShim", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
@@ -120,7 +124,10 @@ let package = Package(
             name: "VirtioCoreTests",
             dependencies: ["VirtioCore", "CVirtioShim", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "VirtioCore", "CVirtioShim"], swiftSettings: strict),
+        .testTarget(
+            name: "VhostUserTests",
+            dependencies: ["VhostUser", "VirtioCore", "CVirtioShim", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
         .testTarget(
             name: "VirtioUserTests",
             dependencies: [

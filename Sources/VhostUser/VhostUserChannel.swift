@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CVirtioShim
+import SystemPackage
 import VirtioCore
 
 /// One message as it crossed the socket: header, payload and any fds that came with it.
@@ -47,7 +48,7 @@ import VirtioCore
     /// Sends one message.
     @usableFromInline package func send(request: VhostUserRequest, flags: UInt32, payload: [UInt8], descriptors: [Int32] = []) throws(VirtioError) {
         guard descriptors.count <= Int(CVS_MAX_RECV_FDS) else {
-            throw VirtioError(.invalidArgument, "\(request) would carry \(descriptors.count) fds; at most \(CVS_MAX_RECV_FDS) fit one message.")
+            throw .invalid("file descriptors of \(request)", descriptors.count, "at most \(CVS_MAX_RECV_FDS) fit one message")
         }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(VhostUserHeader.byteCount + payload.count)
@@ -68,13 +69,13 @@ import VirtioCore
             if n < 0 && (code == EAGAIN || code == EWOULDBLOCK) {
                 let remaining = MonotonicClock.pollMilliseconds(until: deadline)
                 guard remaining != 0, try Poll.waitWritable(socket.raw, milliseconds: remaining) else {
-                    throw VirtioError(.timeout, "The vhost-user peer has not read what we sent in time (at most \(sendTimeoutMilliseconds) ms), so \(request) could not be sent; it may be hung.")
+                    throw .connection(.timedOut(waitingFor: "the peer to read \(request), at most \(sendTimeoutMilliseconds) ms"))
                 }
                 continue
             }
             if n < 0 {
                 if code == EPIPE || code == ECONNRESET {
-                    throw VirtioError(.peerGone, "The vhost-user peer closed the connection while we sent \(request).", errno: code)
+                    throw .connection(.closedByPeer(during: "while we sent \(request)", errno: Errno(rawValue: code)))
                 }
                 throw VirtioError.system("sending \(request)", errno: code)
             }
@@ -114,7 +115,7 @@ import VirtioCore
             let wait = MonotonicClock.pollMilliseconds(until: deadline)
             if try Poll.waitReadable(socket.raw, milliseconds: wait) == .timedOut {
                 if wait == 0 || MonotonicClock.nanoseconds() >= deadline {
-                    throw VirtioError(.timeout, "The vhost-user peer did not send \(what) in time; it may be hung or not speak vhost-user.")
+                    throw .connection(.timedOut(waitingFor: what))
                 }
                 continue
             }
@@ -133,15 +134,15 @@ import VirtioCore
             if n < 0 {
                 if code == EAGAIN { continue }
                 if code == ECONNRESET {
-                    throw VirtioError(.peerGone, "The vhost-user peer reset the connection while we read \(what).", errno: code)
+                    throw .connection(.closedByPeer(during: "while we read \(what)", errno: Errno(rawValue: code)))
                 }
                 throw VirtioError.system("receiving \(what)", errno: code)
             }
             if n == 0 {
-                throw VirtioError(.peerGone, "The vhost-user peer closed the connection" + (received == 0 && what == "a message header" ? "." : " in the middle of \(what)."))
+                throw .connection(.closedByPeer(during: received == 0 && what == "a message header" ? "" : "in the middle of \(what)", errno: nil))
             }
             if flags & Int32(CVS_RECV_CTRUNC | CVS_RECV_TOO_MANY_FDS) != 0 {
-                throw VirtioError(.protocolViolation, "The vhost-user peer attached more file descriptors than any message may carry.")
+                throw .peerProtocol(.badFileDescriptors(request: what, problem: "more file descriptors attached than any message may carry"))
             }
             received += n
         }

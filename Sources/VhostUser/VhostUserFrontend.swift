@@ -46,7 +46,7 @@ import VirtioCore
     /// Shares memory: one fd per region.
     @usableFromInline package func setMemTable(_ regions: [MemoryRegionDescriptor], descriptors: [Int32]) throws(VirtioError) {
         guard regions.count == descriptors.count, (1...MemoryRegionDescriptor.maximumCount).contains(regions.count) else {
-            throw VirtioError(.invalidArgument, "SET_MEM_TABLE needs 1…\(MemoryRegionDescriptor.maximumCount) regions, each with one fd.")
+            throw .invalid("memory regions", regions.count, "SET_MEM_TABLE takes 1…\(MemoryRegionDescriptor.maximumCount) regions, each with one fd")
         }
         try perform(.setMemTable(regions), descriptors: descriptors)
     }
@@ -82,7 +82,7 @@ import VirtioCore
         var reader = WireReader(frame.payload)
         let state = VringState(index: reader.u32(), num: reader.u32())
         guard state.index == index else {
-            throw VirtioError(.protocolViolation, "GET_VRING_BASE for ring \(index) was answered for ring \(state.index).")
+            throw .peerProtocol(.badReply(to: "GET_VRING_BASE for ring \(index)", problem: "it names ring \(state.index)"))
         }
         return state.num
     }
@@ -96,13 +96,13 @@ import VirtioCore
     /// reply must echo the window and carry exactly its bytes.
     @usableFromInline package func getConfig(offset: UInt32, size: UInt32) throws(VirtioError) -> [UInt8] {
         guard size <= VhostUserConfigSpace.maximumSize else {
-            throw VirtioError(.invalidArgument, "GET_CONFIG of \(size) bytes: at most \(VhostUserConfigSpace.maximumSize) may be asked for.")
+            throw .invalid("GET_CONFIG size", size, "at most \(VhostUserConfigSpace.maximumSize) bytes may be asked for")
         }
         try send(.getConfig(VhostUserConfigSpace(offset: offset, size: size)))
         let frame = try awaitReply(to: .getConfig, size: VhostUserConfigSpace.headerByteCount + Int(size))
         let space = try VhostUserConfigSpace(decoding: frame.payload, request: .getConfig)
         guard space.offset == offset, space.size == size else {
-            throw VirtioError(.protocolViolation, "GET_CONFIG for \(size) bytes at \(offset) was answered for \(space.size) bytes at \(space.offset).")
+            throw .peerProtocol(.badReply(to: "GET_CONFIG for \(size) bytes at \(offset)", problem: "it is for \(space.size) bytes at \(space.offset)"))
         }
         return space.payload
     }
@@ -110,7 +110,7 @@ import VirtioCore
     @usableFromInline package func getStatus() throws(VirtioError) -> VirtioDeviceStatus {
         let value = try query(.getStatus)
         guard value <= 0xFF else {
-            throw VirtioError(.protocolViolation, "GET_STATUS answered 0x\(String(value, radix: 16)), which is not an 8-bit status.")
+            throw .peerProtocol(.badReply(to: "GET_STATUS", problem: "0x\(String(value, radix: 16)) is not an 8-bit status"))
         }
         return VirtioDeviceStatus(rawValue: UInt8(value))
     }
@@ -121,7 +121,7 @@ import VirtioCore
     /// no-fd flag and mean something else entirely.
     private func checkFileIndex(_ index: UInt32, _ request: VhostUserRequest) throws(VirtioError) {
         guard UInt64(index) <= VringFile.indexMask else {
-            throw VirtioError(.invalidArgument, "\(request) for ring \(index): vhost-user carries ring indices 0…255 in this message.")
+            throw .invalid("ring index of \(request)", index, "vhost-user carries ring indices 0…255 in this message")
         }
     }
 
@@ -141,7 +141,7 @@ import VirtioCore
         var reader = WireReader(frame.payload)
         let status = reader.u64()
         guard status == 0 else {
-            throw VirtioError(.protocolViolation, "The back-end rejected \(message.request) (REPLY_ACK status \(status)).")
+            throw .negotiation(.requestRejected(request: "\(message.request)", status: status))
         }
     }
 
@@ -156,16 +156,16 @@ import VirtioCore
     private func awaitReply(to request: VhostUserRequest, size: Int) throws(VirtioError) -> VhostUserFrame {
         let frame = try channel.receive(timeoutMilliseconds: replyTimeoutMilliseconds)
         guard frame.header.request == request else {
-            throw VirtioError(.protocolViolation, "Expected a reply to \(request); the back-end sent \(frame.header.request).")
+            throw .peerProtocol(.badReply(to: "\(request)", problem: "the back-end sent \(frame.header.request) instead"))
         }
         guard frame.header.isReply else {
-            throw VirtioError(.protocolViolation, "The back-end's answer to \(request) lacks the reply flag.")
+            throw .peerProtocol(.badReply(to: "\(request)", problem: "it lacks the reply flag"))
         }
         guard frame.payload.count == size else {
-            throw VirtioError(.protocolViolation, "The reply to \(request) has \(frame.payload.count) payload bytes; \(size) expected.")
+            throw .peerProtocol(.badReply(to: "\(request)", problem: "it has \(frame.payload.count) payload bytes; \(size) expected"))
         }
         guard frame.descriptors.isEmpty else {
-            throw VirtioError(.protocolViolation, "The reply to \(request) carried \(frame.descriptors.count) unexpected file descriptor(s).")
+            throw .peerProtocol(.badReply(to: "\(request)", problem: "it carried \(frame.descriptors.count) unexpected file descriptor(s)"))
         }
         return frame
     }

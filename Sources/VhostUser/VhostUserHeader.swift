@@ -41,16 +41,16 @@ import VirtioCore
     /// Reads a header from exactly 12 bytes and checks the version and the size bound.
     @usableFromInline package static func decode(_ bytes: ArraySlice<UInt8>) throws(VirtioError) -> VhostUserHeader {
         guard bytes.count == byteCount else {
-            throw VirtioError(.protocolViolation, "A vhost-user header has 12 bytes; got \(bytes.count).")
+            throw .peerProtocol(.malformedMessage(request: "a header", problem: "12 bytes are needed; \(bytes.count) came"))
         }
         var reader = WireReader(bytes)
         let header = VhostUserHeader(
             request: VhostUserRequest(rawValue: reader.u32()), flags: reader.u32(), size: reader.u32())
         guard header.flags & versionMask == version else {
-            throw VirtioError(.protocolViolation, "\(header.request) carries protocol version \(header.flags & versionMask); only version 1 exists.")
+            throw .peerProtocol(.malformedMessage(request: "\(header.request)", problem: "protocol version \(header.flags & versionMask); only version 1 exists"))
         }
         guard header.size <= maximumPayload else {
-            throw VirtioError(.protocolViolation, "\(header.request) announces a \(header.size)-byte payload; the limit is \(maximumPayload).")
+            throw .peerProtocol(.malformedMessage(request: "\(header.request)", problem: "a \(header.size)-byte payload announced; the limit is \(maximumPayload)"))
         }
         return header
     }

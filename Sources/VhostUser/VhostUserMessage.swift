@@ -114,11 +114,11 @@ import VirtioCore
     @usableFromInline package static func decode(header: VhostUserHeader, payload: [UInt8], descriptorCount: Int) throws(VirtioError) -> VhostUserMessage {
         let request = header.request
         if header.isReply {
-            throw VirtioError(.protocolViolation, "\(request) arrived with the reply flag set, but it is a request.")
+            throw .peerProtocol(.malformedMessage(request: "\(request)", problem: "the reply flag is set on a request"))
         }
         func size(_ expected: Int) throws(VirtioError) {
             guard payload.count == expected else {
-                throw VirtioError(.protocolViolation, "\(request) needs a \(expected)-byte payload; got \(payload.count).")
+                throw .peerProtocol(.malformedMessage(request: "\(request)", problem: "a \(expected)-byte payload is needed; \(payload.count) came"))
             }
         }
         var reader = WireReader(payload)
@@ -137,7 +137,7 @@ import VirtioCore
             try size(8)
             let value = reader.u64()
             guard value <= 0xFF else {
-                throw VirtioError(.protocolViolation, "SET_STATUS value 0x\(String(value, radix: 16)) does not fit the 8-bit status.")
+                throw .peerProtocol(.malformedMessage(request: "SET_STATUS", problem: "0x\(String(value, radix: 16)) does not fit the 8-bit status"))
             }
             message = .setStatus(UInt8(value))
         case .netSetMTU:
@@ -169,18 +169,18 @@ import VirtioCore
             }
         case .setMemTable:
             guard payload.count >= 8 else {
-                throw VirtioError(.protocolViolation, "SET_MEM_TABLE payload of \(payload.count) bytes is shorter than its 8-byte count field.")
+                throw .peerProtocol(.malformedMessage(request: "SET_MEM_TABLE", problem: "a payload of \(payload.count) bytes is shorter than its 8-byte count field"))
             }
             let count = Int(reader.u32())
             _ = reader.u32()
             guard count >= 1, count <= MemoryRegionDescriptor.maximumCount else {
-                throw VirtioError(.protocolViolation, "SET_MEM_TABLE names \(count) regions; 1…\(MemoryRegionDescriptor.maximumCount) are allowed.")
+                throw .peerProtocol(.malformedMessage(request: "SET_MEM_TABLE", problem: "\(count) regions named; 1…\(MemoryRegionDescriptor.maximumCount) are allowed"))
             }
             // Front-ends send either exactly `count` entries or the full fixed-size array.
             let exact = 8 + count * MemoryRegionDescriptor.byteCount
             let full = 8 + MemoryRegionDescriptor.maximumCount * MemoryRegionDescriptor.byteCount
             guard payload.count == exact || payload.count == full else {
-                throw VirtioError(.protocolViolation, "SET_MEM_TABLE with \(count) regions needs \(exact) (or \(full)) payload bytes; got \(payload.count).")
+                throw .peerProtocol(.malformedMessage(request: "SET_MEM_TABLE", problem: "\(count) regions need \(exact) (or \(full)) payload bytes; \(payload.count) came"))
             }
             var regions: [MemoryRegionDescriptor] = []
             for _ in 0..<count {
@@ -190,10 +190,10 @@ import VirtioCore
             }
             message = .setMemTable(regions)
         default:
-            throw VirtioError(.unsupported, "\(request) is not supported by this back-end.")
+            throw .peerProtocol(.unsupportedRequest("\(request)"))
         }
         guard descriptorCount == message.descriptorCount else {
-            throw VirtioError(.protocolViolation, "\(request) must carry \(message.descriptorCount) file descriptor(s); \(descriptorCount) arrived.")
+            throw .peerProtocol(.badFileDescriptors(request: "\(request)", problem: "\(message.descriptorCount) file descriptor(s) are needed; \(descriptorCount) arrived"))
         }
         return message
     }

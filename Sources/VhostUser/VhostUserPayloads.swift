@@ -48,7 +48,7 @@ import VirtioCore
 
     init(decoding value: UInt64, request: VhostUserRequest) throws(VirtioError) {
         guard value & ~(Self.indexMask | Self.noDescriptorFlag) == 0 else {
-            throw VirtioError(.protocolViolation, "\(request) payload 0x\(String(value, radix: 16)) has bits set beyond the index and the no-fd flag.")
+            throw .peerProtocol(.malformedMessage(request: "\(request)", problem: "payload 0x\(String(value, radix: 16)) has bits set beyond the index and the no-fd flag"))
         }
         index = UInt32(value & Self.indexMask)
         hasDescriptor = value & Self.noDescriptorFlag == 0
@@ -86,17 +86,17 @@ import VirtioCore
     /// Decodes and checks: size at most 256, and exactly `size` payload bytes.
     init(decoding bytes: [UInt8], request: VhostUserRequest) throws(VirtioError) {
         guard bytes.count >= Self.headerByteCount else {
-            throw VirtioError(.protocolViolation, "\(request) payload of \(bytes.count) bytes is shorter than its 12-byte header.")
+            throw .peerProtocol(.malformedMessage(request: "\(request)", problem: "a payload of \(bytes.count) bytes is shorter than its 12-byte header"))
         }
         var reader = WireReader(bytes)
         offset = reader.u32()
         size = reader.u32()
         flags = reader.u32()
         guard size <= Self.maximumSize else {
-            throw VirtioError(.protocolViolation, "\(request) asks for \(size) bytes of config space; at most \(Self.maximumSize) are allowed.")
+            throw .peerProtocol(.malformedMessage(request: "\(request)", problem: "\(size) bytes of config space asked for; at most \(Self.maximumSize) are allowed"))
         }
         guard bytes.count == Self.headerByteCount + Int(size) else {
-            throw VirtioError(.protocolViolation, "\(request) for \(size) bytes needs \(Self.headerByteCount + Int(size)) payload bytes; got \(bytes.count).")
+            throw .peerProtocol(.malformedMessage(request: "\(request)", problem: "\(size) bytes need \(Self.headerByteCount + Int(size)) payload bytes; \(bytes.count) came"))
         }
         payload = Array(bytes[Self.headerByteCount...])
     }

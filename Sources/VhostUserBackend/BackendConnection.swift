@@ -96,7 +96,7 @@ final class BackendConnection {
         } catch {
             if frame.header.needsReply { try? channel.reply(to: frame.header.request, payload: Self.ack(false)) }
             // A request we do not implement is refused, not fatal: the front-end may cope.
-            if error.kind == .unsupported { return }
+            if case .peerProtocol(.unsupportedRequest) = error { return }
             throw error
         }
         do {
@@ -126,7 +126,7 @@ final class BackendConnection {
 
     private func vring(_ index: UInt32, _ request: VhostUserRequest) throws(VirtioError) -> BackendVring {
         guard Int(index) < vrings.count else {
-            throw VirtioError(.protocolViolation, "\(request) names ring \(index); this back-end has rings 0…\(vrings.count - 1).")
+            throw .peerProtocol(.badRingSetup(ring: Int(index), problem: "\(request) names it; this back-end has rings 0…\(vrings.count - 1)"))
         }
         return vrings[Int(index)]
     }
@@ -144,12 +144,12 @@ final class BackendConnection {
             try replyU64(.getFeatures, offeredFeatures.rawValue)
         case .setFeatures(let requested):
             guard offeredFeatures.isSuperset(of: requested) else {
-                throw VirtioError(.protocolViolation, "SET_FEATURES asks for \(requested), beyond what was offered (\(offeredFeatures)).")
+                throw .peerProtocol(.notNegotiated(request: "SET_FEATURES", feature: "an offer of \(requested) (offered: \(offeredFeatures))"))
             }
             // The ring format is the session's, chosen here once (QEMU sends SET_FEATURES
             // again while rings run, to log dirty pages, but never with another format).
             if requested.contains(.ringPacked) != features.contains(.ringPacked), vrings.contains(where: { $0.ring != nil }) {
-                throw VirtioError(.protocolViolation, "SET_FEATURES changed the ring format while rings run; stop them (GET_VRING_BASE) first.")
+                throw .peerProtocol(.malformedMessage(request: "SET_FEATURES", problem: "the ring format changed while rings run; stop them (GET_VRING_BASE) first"))
             }
             dataPath.apply(requested)
             // Without protocol features a ring is enabled as soon as it starts (vhost-user.rst).
@@ -160,7 +160,7 @@ final class BackendConnection {
             try replyU64(.getProtocolFeatures, offeredProtocolFeatures.rawValue)
         case .setProtocolFeatures(let requested):
             guard offeredProtocolFeatures.isSuperset(of: requested) else {
-                throw VirtioError(.protocolViolation, "SET_PROTOCOL_FEATURES asks for \(requested), beyond what was offered (\(offeredProtocolFeatures)).")
+                throw .peerProtocol(.notNegotiated(request: "SET_PROTOCOL_FEATURES", feature: "an offer of \(requested) (offered: \(offeredProtocolFeatures))"))
             }
             protocolFeatures = requested
         case .getQueueNum:
@@ -173,15 +173,15 @@ final class BackendConnection {
             let vring = try vring(state.index, .setVringNum)
             if features.contains(.ringPacked) {
                 guard PackedRingMemory.isValidSize(Int(state.num)) else {
-                    throw VirtioError(.protocolViolation, "SET_VRING_NUM \(state.num) for packed ring \(state.index) is outside 1…32768.")
+                    throw .peerProtocol(.badRingSetup(ring: Int(state.index), problem: "SET_VRING_NUM \(state.num) for a packed ring is outside 1…32768"))
                 }
             } else {
                 guard SplitRingMemory.isValidSize(Int(state.num)) else {
-                    throw VirtioError(.protocolViolation, "SET_VRING_NUM \(state.num) for ring \(state.index) is not a power of two up to 32768.")
+                    throw .peerProtocol(.badRingSetup(ring: Int(state.index), problem: "SET_VRING_NUM \(state.num) is not a power of two up to 32768"))
                 }
             }
             guard vring.ring == nil else {
-                throw VirtioError(.protocolViolation, "SET_VRING_NUM for ring \(state.index) while it runs.")
+                throw .peerProtocol(.badRingSetup(ring: Int(state.index), problem: "SET_VRING_NUM while it runs"))
             }
             vring.size = Int(state.num)
         case .setVringBase(let state):
@@ -191,10 +191,10 @@ final class BackendConnection {
             // half). Every chain we take is used before the next burst, so the used position
             // equals the available one whenever the ring is stopped: the low half is all we keep.
             guard features.contains(.ringPacked) || state.num <= UInt32(UInt16.max) else {
-                throw VirtioError(.protocolViolation, "SET_VRING_BASE \(state.num) for split ring \(state.index) does not fit a 16-bit index.")
+                throw .peerProtocol(.badRingSetup(ring: Int(state.index), problem: "SET_VRING_BASE \(state.num) for a split ring does not fit a 16-bit index"))
             }
             guard vring.ring == nil else {
-                throw VirtioError(.protocolViolation, "SET_VRING_BASE for ring \(state.index) while it runs.")
+                throw .peerProtocol(.badRingSetup(ring: Int(state.index), problem: "SET_VRING_BASE while it runs"))
             }
             vring.base = UInt16(truncatingIfNeeded: state.num)
         case .setVringAddr(let address):
@@ -205,7 +205,7 @@ final class BackendConnection {
             let vring = try vring(file.index, .setVringKick)
             if let kick = descriptors.first { try PeerDescriptorCheck.requireEventFD(kick, .setVringKick, ring: file.index) }
             guard !memory.isEmpty else {
-                throw VirtioError(.protocolViolation, "SET_VRING_KICK for ring \(file.index) before SET_MEM_TABLE.")
+                throw .peerProtocol(.badRingSetup(ring: Int(file.index), problem: "SET_VRING_KICK before SET_MEM_TABLE"))
             }
             try vring.start(memory: memory)
             // Without an fd the ring is polled (bit 8 of the payload).
@@ -222,10 +222,10 @@ final class BackendConnection {
             // SET_VRING_ENABLE at device creation and every reset, before SET_FEATURES
             // (hw/virtio/vhost-user.c): only a front-end that was never offered it is wrong.
             guard offeredFeatures.contains(.vhostUserProtocolFeatures) else {
-                throw VirtioError(.protocolViolation, "SET_VRING_ENABLE from a front-end that was not offered VHOST_USER_F_PROTOCOL_FEATURES.")
+                throw .peerProtocol(.notNegotiated(request: "SET_VRING_ENABLE", feature: "VHOST_USER_F_PROTOCOL_FEATURES"))
             }
             guard state.num <= 1 else {
-                throw VirtioError(.protocolViolation, "SET_VRING_ENABLE \(state.num) for ring \(state.index); only 0 and 1 are meaningful.")
+                throw .peerProtocol(.badRingSetup(ring: Int(state.index), problem: "SET_VRING_ENABLE \(state.num); only 0 and 1 are meaningful"))
             }
             vring.enabled = state.num == 1
         case .getVringBase(let state):
@@ -243,10 +243,10 @@ final class BackendConnection {
             try replyU64(.getStatus, UInt64(status))
         case .getConfig(let window):
             guard protocolFeatures.contains(.config) else {
-                throw VirtioError(.protocolViolation, "GET_CONFIG without the CONFIG protocol feature negotiated.")
+                throw .peerProtocol(.notNegotiated(request: "GET_CONFIG", feature: "the CONFIG protocol feature"))
             }
             guard UInt64(window.offset) + UInt64(window.size) <= UInt64(VhostUserConfigSpace.maximumSize) else {
-                throw VirtioError(.protocolViolation, "GET_CONFIG for \(window.size) bytes at offset \(window.offset) reaches beyond the \(VhostUserConfigSpace.maximumSize)-byte config space.")
+                throw .peerProtocol(.malformedMessage(request: "GET_CONFIG", problem: "\(window.size) bytes at offset \(window.offset) reach beyond the \(VhostUserConfigSpace.maximumSize)-byte config space"))
             }
             netConfig.status = linkUp() ? VirtioNetConfig.linkUp : 0
             // Fields beyond the ones we serve read as zero: what they mean without their feature.
@@ -258,10 +258,10 @@ final class BackendConnection {
             try channel.reply(to: .getConfig, payload: answer.encoded)
         case .netSetMTU(let mtu):
             guard protocolFeatures.contains(.mtu) else {
-                throw VirtioError(.protocolViolation, "NET_SET_MTU without the NET_MTU protocol feature negotiated.")
+                throw .peerProtocol(.notNegotiated(request: "NET_SET_MTU", feature: "the NET_MTU protocol feature"))
             }
             guard (UInt64(VirtioNetMTU.minimum)...UInt64(VirtioNetMTU.maximum)).contains(mtu) else {
-                throw VirtioError(.protocolViolation, "NET_SET_MTU \(mtu) is outside \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
+                throw .peerProtocol(.malformedMessage(request: "NET_SET_MTU", problem: "\(mtu) is outside \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum)"))
             }
             announcedMTU = Int(mtu)
             netConfig.mtu = UInt16(mtu)

@@ -17,7 +17,7 @@ public struct BackendStatistics: Sendable, Equatable {
     /// Connections closed because the front-end broke the protocol.
     public var protocolErrors: UInt64 = 0
     /// The reason the last connection ended with an error, if any.
-    public var lastError: String?
+    public var lastError: VirtioError?
     /// Indirect descriptor tables followed (VIRTIO_RING_F_INDIRECT_DESC).
     public var indirectTables: UInt64 = 0
     /// Frames taken from each queue pair's transmit ring, by pair number (as many entries as
@@ -42,7 +42,7 @@ package final class BackendCounters: Sendable {
     let connections = Atomic<UInt64>(0)
     let protocolErrors = Atomic<UInt64>(0)
     let indirectTables = Atomic<UInt64>(0)
-    let lastError = Locked<String?>(nil)
+    let lastError = Locked<VirtioError?>(nil)
 
     package init(queuePairs: Int) {
         pairs = (0..<queuePairs).map { _ in Pair() }

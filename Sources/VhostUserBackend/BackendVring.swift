@@ -72,14 +72,14 @@ package final class BackendVring {
         // been returned, so the position is all the state there is.
         if let ring { base = UInt16(truncatingIfNeeded: ring.vringBase) }
         guard let address else {
-            throw VirtioError(.protocolViolation, "Ring \(index) was started before SET_VRING_ADDR.")
+            throw .peerProtocol(.badRingSetup(ring: index, problem: "started before SET_VRING_ADDR"))
         }
         if packedFormat {
             guard PackedRingMemory.isValidSize(size) else {
-                throw VirtioError(.protocolViolation, "Ring \(index) was started with size \(size); a packed ring holds 1…32768 (send SET_VRING_NUM first).")
+                throw .peerProtocol(.badRingSetup(ring: index, problem: "started with size \(size); a packed ring holds 1…32768 (send SET_VRING_NUM first)"))
             }
             guard PackedRingDevice.isValidBase(base, size: size) else {
-                throw VirtioError(.protocolViolation, "Ring \(index)'s SET_VRING_BASE 0x\(String(base, radix: 16)) names slot \(base & 0x7FFF) of a ring of \(size).")
+                throw .peerProtocol(.badRingSetup(ring: index, problem: "SET_VRING_BASE 0x\(String(base, radix: 16)) names slot \(base & 0x7FFF) of a ring of \(size)"))
             }
             // SET_VRING_ADDR's available and used fields carry the driver and device areas.
             let pointers = try translate([
@@ -97,7 +97,7 @@ package final class BackendVring {
             split = nil
         } else {
             guard SplitRingMemory.isValidSize(size) else {
-                throw VirtioError(.protocolViolation, "Ring \(index) was started with size \(size); a power of two up to 32768 is required (send SET_VRING_NUM first).")
+                throw .peerProtocol(.badRingSetup(ring: index, problem: "started with size \(size); a power of two up to 32768 is required (send SET_VRING_NUM first)"))
             }
             let pointers = try translate([
                 ("descriptor table", address.descriptorTable, cvs_vring_desc_bytes(UInt32(size)), Int(CVS_VRING_DESC_ALIGN)),
@@ -126,10 +126,10 @@ package final class BackendVring {
         var pointers: [UnsafeMutableRawPointer] = []
         for (name, userAddress, length, alignment) in parts {
             guard userAddress % UInt64(alignment) == 0 else {
-                throw VirtioError(.protocolViolation, "Ring \(index)'s \(name) at 0x\(String(userAddress, radix: 16)) is not \(alignment)-byte aligned.")
+                throw .peerProtocol(.badRingSetup(ring: index, problem: "its \(name) at 0x\(String(userAddress, radix: 16)) is not \(alignment)-byte aligned"))
             }
             guard let pointer = memory.translate(user: userAddress, length: UInt64(length)) else {
-                throw VirtioError(.protocolViolation, "Ring \(index)'s \(name) at 0x\(String(userAddress, radix: 16)) (\(length) bytes) is not inside the shared memory.")
+                throw .peerProtocol(.badRingSetup(ring: index, problem: "its \(name) at 0x\(String(userAddress, radix: 16)) (\(length) bytes) is not inside the shared memory"))
             }
             pointers.append(pointer)
         }

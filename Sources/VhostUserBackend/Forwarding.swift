@@ -118,15 +118,15 @@ extension BackendDataPath {
         var total: UInt64 = 0
         for i in 0..<count {
             guard !segments[i].deviceWritable else {
-                throw VirtioError(.protocolViolation, "A transmit chain contains a device-writable descriptor.")
+                throw .peerProtocol(.badFrame(problem: "a transmit chain contains a device-writable descriptor"))
             }
             total &+= UInt64(segments[i].length)
         }
         guard total >= UInt64(VirtioNetHeader.size) else {
-            throw VirtioError(.protocolViolation, "A transmit chain of \(total) bytes is shorter than the 12-byte virtio-net header.")
+            throw .peerProtocol(.badFrame(problem: "a transmit chain of \(total) bytes is shorter than the 12-byte virtio-net header"))
         }
         guard total <= UInt64(VirtioNetHeader.size + VirtioNetHeader.maximumFrameLength) else {
-            throw VirtioError(.protocolViolation, "A transmit chain of \(total) bytes is longer than the header and the longest frame (\(VirtioNetHeader.maximumFrameLength) bytes) together.")
+            throw .peerProtocol(.badFrame(problem: "a transmit chain of \(total) bytes is longer than the header and the longest frame (\(VirtioNetHeader.maximumFrameLength) bytes) together"))
         }
         return Int(total) - VirtioNetHeader.size
     }
@@ -145,7 +145,7 @@ extension BackendDataPath {
             var chainCapacity = 0
             for i in segmentCount..<(segmentCount &+ n) {
                 guard rx.segments[i].deviceWritable else {
-                    throw VirtioError(.protocolViolation, "A receive chain contains a read-only descriptor.")
+                    throw .peerProtocol(.badFrame(problem: "a receive chain contains a read-only descriptor"))
                 }
                 chainCapacity &+= Int(rx.segments[i].length)
             }

@@ -27,14 +27,14 @@ final class MappedRegion {
         let (fileEnd, offsetOverflow) = region.mmapOffset.addingReportingOverflow(region.size)
         _ = (gpaEnd, uaEnd)
         guard region.size > 0, !gpaOverflow, !uaOverflow, !offsetOverflow, fileEnd <= UInt64(Int.max) else {
-            throw VirtioError(.protocolViolation, "A memory region (size \(region.size), offset \(region.mmapOffset)) is empty or wraps around the address space.")
+            throw .peerProtocol(.badMemoryTable(problem: "a region (size \(region.size), offset \(region.mmapOffset)) is empty or wraps around the address space"))
         }
         let fileSize = cvs_file_size(descriptor.raw)
         guard fileSize >= 0 else {
             throw VirtioError.system("fstat of a memory-region fd", errno: errno)
         }
         guard fileEnd <= UInt64(fileSize) else {
-            throw VirtioError(.protocolViolation, "A memory region ends at byte \(fileEnd) of its file, which has only \(fileSize) bytes.")
+            throw .peerProtocol(.badMemoryTable(problem: "a region ends at byte \(fileEnd) of its file, which has only \(fileSize) bytes"))
         }
         // Map from offset 0 (mmap offsets must be page aligned; region offsets need not be),
         // rounded to the file system's page size: the hugepage size on hugetlbfs, which
@@ -106,13 +106,13 @@ package final class GuestMemoryMap {
     /// their files and, together, within ``maximumBytes``; no overlaps in either address space.
     package func replace(with table: [MemoryRegionDescriptor], descriptors: [OwnedDescriptor]) throws(VirtioError) {
         guard table.count == descriptors.count, table.count <= MemoryRegionDescriptor.maximumCount else {
-            throw VirtioError(.protocolViolation, "SET_MEM_TABLE has \(table.count) regions and \(descriptors.count) fds; they must match, at most \(MemoryRegionDescriptor.maximumCount).")
+            throw .peerProtocol(.badMemoryTable(problem: "\(table.count) regions and \(descriptors.count) fds; they must match, at most \(MemoryRegionDescriptor.maximumCount)"))
         }
         var total: UInt64 = 0
         for region in table {
             let (sum, overflow) = total.addingReportingOverflow(region.size)
             guard !overflow, sum <= Self.maximumBytes else {
-                throw VirtioError(.protocolViolation, "SET_MEM_TABLE's regions span more than \(Self.maximumBytes >> 30) GiB together, the most one session may map.")
+                throw .peerProtocol(.badMemoryTable(problem: "the regions span more than \(Self.maximumBytes >> 30) GiB together, the most one session may map"))
             }
             total = sum
         }
@@ -120,7 +120,7 @@ package final class GuestMemoryMap {
             for j in table.indices where j > i {
                 if overlaps(table[i].guestPhysicalAddress, table[i].size, table[j].guestPhysicalAddress, table[j].size)
                     || overlaps(table[i].userAddress, table[i].size, table[j].userAddress, table[j].size) {
-                    throw VirtioError(.protocolViolation, "Memory regions \(i) and \(j) overlap.")
+                    throw .peerProtocol(.badMemoryTable(problem: "regions \(i) and \(j) overlap"))
                 }
             }
         }
@@ -149,7 +149,7 @@ package final class GuestMemoryMap {
     /// pages past its new end now read as zeros; the session must end).
     func checkTruncation() throws(VirtioError) {
         for (i, region) in regions.enumerated() where region.wasTruncated {
-            throw VirtioError(.protocolViolation, "The front-end shrank memory region \(i)'s file after SET_MEM_TABLE; its pages were touched past the new end. Front-ends must not truncate shared memory (seal memfds with F_SEAL_SHRINK).")
+            throw .memory(.regionShrunk(region: i))
         }
     }
 
@@ -173,7 +173,7 @@ package final class GuestMemoryMap {
     @inline(__always)
     func translate(_ segment: ChainSegment) throws(VirtioError) -> UnsafeMutableRawPointer {
         guard let pointer = translate(guestPhysical: segment.address, length: UInt64(segment.length)) else {
-            throw VirtioError(.protocolViolation, "A descriptor points outside the shared memory (0x\(String(segment.address, radix: 16)), \(segment.length) bytes).")
+            throw .memory(.outsideSharedMemory(address: segment.address, length: Int(segment.length)))
         }
         return pointer
     }

@@ -34,11 +34,11 @@ extension BackendDataPath {
         let offload = Self.header(of: chain)
         if offload.isEmpty { return offload }
         guard let needed = offload.featuresNeededToSend, features.isSuperset(of: needed) else {
-            throw VirtioError(.protocolViolation, "A transmit header asks for offload flags 0x\(String(offload.flags, radix: 16)), GSO type \(offload.gsoType) without the features for it (negotiated: \(features)).")
+            throw .peerProtocol(.badFrame(problem: "a transmit header asks for offload flags 0x\(String(offload.flags, radix: 16)), GSO type \(offload.gsoType) without the features for it (negotiated: \(features))"))
         }
         if offload.flags & VirtioNetOffload.needsChecksum != 0 {
             guard Int(offload.checksumStart) + Int(offload.checksumOffset) + 2 <= frameLength else {
-                throw VirtioError(.protocolViolation, "A transmit header puts the checksum at \(offload.checksumStart) + \(offload.checksumOffset) in a frame of \(frameLength) bytes.")
+                throw .peerProtocol(.badFrame(problem: "a transmit header puts the checksum at \(offload.checksumStart) + \(offload.checksumOffset) in a frame of \(frameLength) bytes"))
             }
         }
         return offload

@@ -61,7 +61,7 @@ struct TransmitSource<Ring: BackendRing> {
     @inline(__always)
     func publish(took frames: Int) throws(VirtioError) {
         if frames > 0, ring.publishUsed() { try vring.notifyCall() }
-        if let violation = ring.violation { throw VirtioError(.protocolViolation, violation) }
+        if let violation = ring.violation { throw .ringViolation(violation) }
     }
 }
 
@@ -95,7 +95,7 @@ struct ReceiveTarget<Ring: BackendRing> {
     @inline(__always)
     func publish(delivered frames: Int) throws(VirtioError) {
         if frames > 0, ring.publishUsed() { try vring.notifyCall() }
-        if let violation = ring.violation { throw VirtioError(.protocolViolation, violation) }
+        if let violation = ring.violation { throw .ringViolation(violation) }
     }
 }
 

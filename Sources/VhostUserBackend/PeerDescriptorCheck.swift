@@ -24,13 +24,13 @@ enum PeerDescriptorCheck {
         let fd = descriptor.raw
         if let kind = kind(of: fd) {
             guard kind == "anon_inode:[eventfd]" else {
-                throw VirtioError(.protocolViolation, "\(request) for ring \(ring) carries \(describe(kind)), not an eventfd; kick and call fds must be eventfds.")
+                throw .peerProtocol(.badFileDescriptors(request: "\(request) for ring \(ring)", problem: "it carries \(describe(kind)), not an eventfd; kick and call fds must be eventfds"))
             }
         } else {
             // No /proc: at least refuse what is not an anonymous inode (pipes, sockets, files).
             var status = stat()
             guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == 0 else {
-                throw VirtioError(.protocolViolation, "\(request) for ring \(ring) carries a descriptor that is not an eventfd; kick and call fds must be eventfds.")
+                throw .peerProtocol(.badFileDescriptors(request: "\(request) for ring \(ring)", problem: "it carries a descriptor that is not an eventfd; kick and call fds must be eventfds"))
             }
         }
         let flags = fcntl(fd, F_GETFL)

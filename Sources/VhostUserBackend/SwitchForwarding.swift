@@ -97,7 +97,7 @@ private struct RoomQuery: PairWork {
         guard available > 0 else { return rx.ring.violation == nil ? .full : .absent }
         let total = VirtioNetHeader.size + length
         guard let (chains, segments, capacity) = try path.gatherReceiveChains(rx, available: available, needed: total) else {
-            throw VirtioError(.protocolViolation, rx.ring.violation ?? "a receive chain could not be read")
+            throw rx.ring.violation.map { .ringViolation($0) } ?? .peerProtocol(.badFrame(problem: "a receive chain could not be read"))
         }
         if capacity >= total { return .ready(chains: chains, segments: segments) }
         return rx.mergeable ? .full : .tooLong

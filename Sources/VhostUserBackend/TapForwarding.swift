@@ -103,7 +103,7 @@ extension BackendDataPath {
                     case EAGAIN, ENOBUFS:
                         break frames  // the kernel's queue is full: this frame and the rest wait on the ring
                     case EFAULT:
-                        throw VirtioError(.protocolViolation, "The kernel could not read a transmitted frame from the front-end's memory (it was unmapped or shrunk).")
+                        throw .memory(.unreadable(what: "a transmitted frame"))
                     case EBADFD:
                         tap.gone.store(true, ordering: .relaxed)
                         dropped &+= 1
@@ -156,7 +156,7 @@ extension BackendDataPath {
             if count < 0 {
                 switch error {
                 case EFAULT:
-                    throw VirtioError(.protocolViolation, "The kernel could not write a received frame into the front-end's memory (it was unmapped or shrunk).")
+                    throw .memory(.unreadable(what: "a received frame"))
                 case EINVAL:
                     // Buffers shorter than the header: the kernel dropped the frame.
                     dropped &+= 1

@@ -96,16 +96,16 @@ public final class VhostUserBackend: Sendable {
     /// Binds the socket (replacing a stale one). Serving starts with ``start()``.
     public init(configuration: Configuration) throws(VirtioError) {
         guard (1...1024).contains(configuration.burstSize) else {
-            throw VirtioError(.invalidArgument, "Back-end burst size \(configuration.burstSize) must be 1…1024.")
+            throw .invalid("burstSize", configuration.burstSize, "1…1024")
         }
         guard (1...64).contains(configuration.queuePairs) else {
-            throw VirtioError(.invalidArgument, "Back-end queue pairs \(configuration.queuePairs) must be 1…64.")
+            throw .invalid("queuePairs", configuration.queuePairs, "1…64")
         }
         guard (VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(configuration.mtu) else {
-            throw VirtioError(.invalidArgument, "Back-end MTU \(configuration.mtu) must be \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
+            throw .invalid("mtu", configuration.mtu, "\(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum)")
         }
         if configuration.tapInterface != nil, configuration.mode != .tap {
-            throw VirtioError(.invalidArgument, "A TAP interface is only used in tap mode (the mode is \(configuration.mode.rawValue)).")
+            throw .invalid("tapInterface", configuration.tapInterface ?? "", "a TAP interface is only used in tap mode (the mode is \(configuration.mode.rawValue))")
         }
         let tap = configuration.mode == .tap ? try TapDevice(name: configuration.tapInterface ?? "") : nil
         let listener = configuration.connectionMode == .server ? try UnixListener(path: configuration.socketPath, access: configuration.socketAccess) : nil
@@ -158,10 +158,10 @@ public final class VhostUserBackend: Sendable {
     public func start() throws(VirtioError) {
         try thread.withLock { (current) throws(VirtioError) in
             guard current == nil else {
-                throw VirtioError(.invalidState, "The back-end is already serving.")
+                throw .state(.alreadyRunning("The back-end"))
             }
             guard !server.stopping.load(ordering: .relaxed) else {
-                throw VirtioError(.invalidState, "This back-end was stopped; create a new one to serve again.")
+                throw .state(.stopped("This back-end"))
             }
             let server = self.server
             current = try DedicatedThread(name: "vhost-backend") { server.serve() }
@@ -247,7 +247,7 @@ final class BackendServer: Sendable {
     }
 
     func record(_ error: VirtioError) {
-        counters.lastError.withLock { $0 = error.message }
+        counters.lastError.withLock { $0 = error }
     }
 }
 
@@ -307,10 +307,10 @@ private final class BackendSessionHost<Forwarding: FrameForwarding>: ServingHost
         let logger = server.configuration.logger
         let socketPath = server.configuration.socketPath
         if let error {
-            if error.kind != .peerGone {
-                if error.kind == .protocolViolation { BackendCounters.add(server.counters.protocolErrors, 1) }
+            if !error.isDeparture {
+                if error.isPeerViolation { BackendCounters.add(server.counters.protocolErrors, 1) }
                 server.record(error)
-                logger.error("session closed", metadata: ["socket": "\(socketPath)", "error": "\(error.message)"])
+                logger.error("session closed", metadata: ["socket": "\(socketPath)", "error": "\(error)"])
             } else {
                 logger.info("front-end disconnected", metadata: ["socket": "\(socketPath)"])
             }

@@ -91,22 +91,22 @@ public final class VhostUserSwitch: Sendable {
     /// Binds every port's socket. Serving starts with ``start()``.
     public init(configuration: Configuration) throws(VirtioError) {
         guard (2...64).contains(configuration.portPaths.count) else {
-            throw VirtioError(.invalidArgument, "A switch needs 2…64 ports; \(configuration.portPaths.count) were given.")
+            throw .invalid("portPaths.count", configuration.portPaths.count, "a switch needs 2…64 ports")
         }
         guard Set(configuration.portPaths).count == configuration.portPaths.count else {
-            throw VirtioError(.invalidArgument, "Two ports were given the same socket path.")
+            throw .invalid("portPaths", configuration.portPaths.joined(separator: ", "), "each port needs its own socket path")
         }
         guard (1...1024).contains(configuration.burstSize) else {
-            throw VirtioError(.invalidArgument, "Switch burst size \(configuration.burstSize) must be 1…1024.")
+            throw .invalid("burstSize", configuration.burstSize, "1…1024")
         }
         guard (1...4096).contains(configuration.addressesPerPort) else {
-            throw VirtioError(.invalidArgument, "Addresses per port \(configuration.addressesPerPort) must be 1…4096.")
+            throw .invalid("addressesPerPort", configuration.addressesPerPort, "1…4096")
         }
         guard configuration.addressAgeingMilliseconds >= 1 else {
-            throw VirtioError(.invalidArgument, "Address ageing \(configuration.addressAgeingMilliseconds) ms must be at least 1 ms.")
+            throw .invalid("addressAgeingMilliseconds", configuration.addressAgeingMilliseconds, "at least 1 ms")
         }
         guard (1...10_000).contains(configuration.fullDestinationWaitMilliseconds) else {
-            throw VirtioError(.invalidArgument, "The full-destination wait \(configuration.fullDestinationWaitMilliseconds) ms must be 1…10000.")
+            throw .invalid("fullDestinationWaitMilliseconds", configuration.fullDestinationWaitMilliseconds, "1…10000 ms")
         }
         var listeners: [UnixListener] = []
         for path in configuration.portPaths { listeners.append(try UnixListener(path: path, access: configuration.socketAccess)) }
@@ -125,9 +125,9 @@ public final class VhostUserSwitch: Sendable {
     /// Starts serving on a dedicated thread.
     public func start() throws(VirtioError) {
         try thread.withLock { (current) throws(VirtioError) in
-            guard current == nil else { throw VirtioError(.invalidState, "The switch is already serving.") }
+            guard current == nil else { throw .state(.alreadyRunning("The switch")) }
             guard !core.stopping.load(ordering: .relaxed) else {
-                throw VirtioError(.invalidState, "This switch was stopped; create a new one to serve again.")
+                throw .state(.stopped("This switch"))
             }
             let core = self.core
             current = try DedicatedThread(name: "vhost-switch") { core.serve() }
@@ -373,7 +373,7 @@ private final class SwitchPorts: ServingHost, FrameRouter {
                     ? [.replyAck, .status] : [],
                 queuePairs: 1)
         } catch {
-            configuration.logger.warning("accepting a front-end failed", metadata: ["port": "\(slot)", "error": "\(error.message)"])
+            configuration.logger.warning("accepting a front-end failed", metadata: ["port": "\(slot)", "error": "\(error)"])
             return nil
         }
     }
@@ -399,11 +399,11 @@ private final class SwitchPorts: ServingHost, FrameRouter {
             logger.info("session ended: the switch is stopping", metadata: ["port": "\(slot)"])
             return
         }
-        if error.kind == .peerGone {
+        if error.isDeparture {
             logger.info("front-end disconnected", metadata: ["port": "\(slot)"])
         } else {
-            if error.kind == .protocolViolation { core.statistics.withLock { $0[slot].protocolErrors &+= 1 } }
-            logger.error("session closed", metadata: ["port": "\(slot)", "error": "\(error.message)"])
+            if error.isPeerViolation { core.statistics.withLock { $0[slot].protocolErrors &+= 1 } }
+            logger.error("session closed", metadata: ["port": "\(slot)", "error": "\(error)"])
         }
     }
 }

@@ -89,25 +89,25 @@ extension VirtioUserDevice {
 
         func validate() throws(VirtioError) {
             guard SplitRingMemory.isValidSize(queueSize), queueSize >= 64 else {
-                throw VirtioError(.invalidArgument, "Queue size \(queueSize) is not a power of two from 64 to 32768.")
+                throw .invalid("queueSize", queueSize, "a power of two from 64 to 32768")
             }
             guard (1...queueSize).contains(burstSize) else {
-                throw VirtioError(.invalidArgument, "Burst size \(burstSize) must be 1…\(queueSize) (the queue size).")
+                throw .invalid("burstSize", burstSize, "1…\(queueSize) (the queue size)")
             }
             guard effectivePoolSize >= queueSize + burstSize, effectivePoolSize <= 1 << 22 else {
-                throw VirtioError(.invalidArgument, "Pool size \(effectivePoolSize) must be at least queue + burst size (\(queueSize + burstSize)) and at most 4194304.")
+                throw .invalid("poolSize", effectivePoolSize, "at least queue + burst size (\(queueSize + burstSize)) and at most 4194304")
             }
             guard (1...VirtioUserDevice.maximumQueuePairs).contains(queuePairs) else {
-                throw VirtioError(.invalidArgument, "\(queuePairs) queue pairs: 1…\(VirtioUserDevice.maximumQueuePairs) are supported.")
+                throw .invalid("queuePairs", queuePairs, "1…\(VirtioUserDevice.maximumQueuePairs)")
             }
             guard effectivePoolSize * queuePairs <= 1 << 22 else {
-                throw VirtioError(.invalidArgument, "\(queuePairs) pools of \(effectivePoolSize) buffers exceed 4194304 buffers in all; set a smaller poolSize.")
+                throw .invalid("poolSize", effectivePoolSize, "\(queuePairs) pools of it exceed 4194304 buffers in all; set a smaller poolSize")
             }
             if let mtu, !(VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(mtu) {
-                throw VirtioError(.invalidArgument, "MTU \(mtu) must be \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
+                throw .invalid("mtu", mtu, "\(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum)")
             }
             guard connectTimeoutMilliseconds >= 0, replyTimeoutMilliseconds > 0, reconnectTimeoutMilliseconds >= 0 else {
-                throw VirtioError(.invalidArgument, "Timeouts must be positive (connect and reconnect may be 0 for a single attempt).")
+                throw .invalid("timeouts", "\(connectTimeoutMilliseconds)/\(replyTimeoutMilliseconds)/\(reconnectTimeoutMilliseconds) ms (connect/reply/reconnect)", "positive (connect and reconnect may be 0 for a single attempt)")
             }
         }
     }
@@ -146,12 +146,45 @@ extension VirtioUserDevice {
         /// Negotiated and running.
         case up
         /// Not started, stopped, or the back-end went away or broke the protocol (the reason).
-        case down(reason: String)
+        case down(reason: LinkDownReason)
 
         public var description: String {
             switch self {
             case .up: return "up"
             case .down(let reason): return "down (\(reason))"
+            }
+        }
+    }
+
+    /// Why the link is down; match it to react, print it to tell a person.
+    public enum LinkDownReason: Sendable, Equatable, CustomStringConvertible {
+        /// ``VirtioUserDevice/start()`` has not been called.
+        case notStarted
+        /// ``VirtioUserDevice/stop()`` ended the session.
+        case stopped
+        /// The back-end closed the connection; in client mode the device is reconnecting, in
+        /// server mode it waits for the back-end to connect again.
+        case backEndClosed
+        /// The back-end reports the link down in its config space (VIRTIO_NET_S_LINK_UP clear).
+        case backEndReportsLinkDown
+        /// The session ended on this error: a ring violation, a hole in the memory, a failed
+        /// negotiation or link query.
+        case failed(VirtioError)
+        /// The link is being re-established; the last attempt failed with this error.
+        case reconnecting(lastAttempt: VirtioError)
+        /// In client mode the back-end did not return within the reconnect timeout
+        /// (`milliseconds`); call ``VirtioUserDevice/start()`` again to retry.
+        case gaveUpReconnecting(milliseconds: Int)
+
+        public var description: String {
+            switch self {
+            case .notStarted: "not started"
+            case .stopped: "stopped"
+            case .backEndClosed: "the back-end closed the connection"
+            case .backEndReportsLinkDown: "the back-end reports the link down (VIRTIO_NET_S_LINK_UP clear)"
+            case .failed(let error): error.description
+            case .reconnecting(let error): "reconnecting: \(error)"
+            case .gaveUpReconnecting(let milliseconds): "the back-end did not return within \(milliseconds) ms; call start() again to retry"
             }
         }
     }

@@ -17,10 +17,10 @@ extension VirtioUserDevice {
                 to: configuration.socketPath, retry: .init(timeoutMilliseconds: timeoutMilliseconds))
         case .server:
             if state.listener == nil { state.listener = try Listener(path: configuration.socketPath) }
-            guard let listener = state.listener else { throw VirtioError(.invalidState, "No listening socket.") }
+            guard let listener = state.listener else { throw .connection(.listenerClosed) }
             let wait = Int32(clamping: timeoutMilliseconds)
             guard let socket = try listener.accept(milliseconds: wait) else {
-                throw VirtioError(.timeout, "No vhost-user back-end connected to \(configuration.socketPath) within \(timeoutMilliseconds) ms; start it in client mode (DPDK: iface=\(configuration.socketPath),client=1).")
+                throw .connection(.noPeerConnected(path: configuration.socketPath, milliseconds: timeoutMilliseconds))
             }
             return socket
         }
@@ -33,10 +33,10 @@ extension VirtioUserDevice {
         do throws(VirtioError) {
             try negotiate(session, &state)
         } catch {
-            state.downReason = error.message
+            state.downReason = .failed(error)
             for pair in pairs { pair.reclaimAll() }
             configuration.logger.error("negotiation with the back-end failed", metadata: [
-                "socket": "\(configuration.socketPath)", "error": "\(error.message)",
+                "socket": "\(configuration.socketPath)", "error": "\(error)",
             ])
             throw error
         }
@@ -78,18 +78,19 @@ extension VirtioUserDevice {
         }
         state.linkStatusFromConfig = false
         guard protocolFeatures.contains(.config), !features.intersection([.netMAC, .netMTU, .netStatus]).isEmpty else { return }
-        guard let config = VirtioNetConfig(bytes: try session.getConfig(offset: 0, size: UInt32(VirtioNetConfig.byteCount))) else {
-            throw VirtioError(.protocolViolation, "GET_CONFIG returned fewer than \(VirtioNetConfig.byteCount) bytes.")
+        let bytes = try session.getConfig(offset: 0, size: UInt32(VirtioNetConfig.byteCount))
+        guard let config = VirtioNetConfig(bytes: bytes) else {
+            throw .negotiation(.shortConfigSpace(bytes: bytes.count))
         }
         if features.contains(.netMAC) {
             guard !config.macAddress.isMulticast, config.macAddress != MACAddress(0, 0, 0, 0, 0, 0) else {
-                throw VirtioError(.protocolViolation, "The back-end's config space holds MAC \(config.macAddress), which is not a unicast address.")
+                throw .negotiation(.invalidMACAddress(config.macAddress))
             }
             state.macAddress = config.macAddress
         }
         if features.contains(.netMTU), configuration.mtu == nil {
             guard Int(config.mtu) >= VirtioNetMTU.minimum else {
-                throw VirtioError(.protocolViolation, "The back-end's config space holds MTU \(config.mtu); at least \(VirtioNetMTU.minimum) is required.")
+                throw .negotiation(.invalidMTU(Int(config.mtu)))
             }
             state.mtu = Int(config.mtu)
         }
@@ -100,7 +101,7 @@ extension VirtioUserDevice {
         try session.setOwner()
         let offered = try session.getFeatures()
         guard offered.contains(.version1) else {
-            throw VirtioError(.unsupported, "The back-end does not offer VIRTIO_F_VERSION_1 (offered \(offered)); legacy virtio is not supported.")
+            throw .negotiation(.missingFeature(feature: "VIRTIO_F_VERSION_1 (legacy virtio is not supported)", offered: offered))
         }
         var protocolFeatures: VhostUserProtocolFeatures = []
         if offered.contains(.vhostUserProtocolFeatures) {
@@ -109,16 +110,16 @@ extension VirtioUserDevice {
             if protocolFeatures.contains(.multiqueue) {
                 let offeredPairs = try session.getQueueNum()
                 guard offeredPairs >= 1 else {
-                    throw VirtioError(.protocolViolation, "The back-end reports \(offeredPairs) queue pairs; at least 1 is needed.")
+                    throw .negotiation(.queuePairs(offered: 0, wanted: pairs.count))
                 }
                 guard offeredPairs >= UInt64(pairs.count) else {
-                    throw VirtioError(.unsupported, "The back-end serves \(offeredPairs) queue pair(s); \(pairs.count) are configured. Configure fewer, or give the back-end more (DPDK: net_vhost0,…,queues=\(pairs.count)).")
+                    throw .negotiation(.queuePairs(offered: Int(clamping: offeredPairs), wanted: pairs.count))
                 }
             }
         }
         if pairs.count > 1 {
             guard offered.contains(.netMultiqueue), protocolFeatures.contains(.multiqueue) else {
-                throw VirtioError(.unsupported, "\(pairs.count) queue pairs need VIRTIO_NET_F_MQ and the MQ protocol feature; the back-end offers \(offered), protocol features \(protocolFeatures).")
+                throw .negotiation(.missingFeature(feature: "VIRTIO_NET_F_MQ and the MQ protocol feature (\(pairs.count) queue pairs are configured; protocol features offered: \(protocolFeatures))", offered: offered))
             }
         }
         let features = offered.intersection(wantedFeatures(protocolFeatures: protocolFeatures))
@@ -151,7 +152,7 @@ extension VirtioUserDevice {
             try session.setStatus(negotiatedStatus)
             let status = try session.getStatus()
             guard status.contains(.featuresOK) else {
-                throw VirtioError(.unsupported, "The back-end did not accept features \(features) (FEATURES_OK cleared).")
+                throw .negotiation(.featuresRejected(features))
             }
         }
         try applyNetConfig(session, features: features, protocolFeatures: protocolFeatures, &state)
@@ -204,7 +205,7 @@ extension VirtioUserDevice {
     /// Ends the session: waits for a burst in progress, then (when `orderly`, i.e. the back-end
     /// is still there) disables the rings and asks where they stopped, closes the connection
     /// and reclaims every buffer.
-    func tearDown(_ state: inout ControlState, reason: String, orderly: Bool) {
+    func tearDown(_ state: inout ControlState, reason: LinkDownReason, orderly: Bool) {
         defer {
             let metadata: Logger.Metadata = ["socket": "\(configuration.socketPath)", "reason": "\(state.downReason)"]
             // An orderly stop is the caller's doing; anything else is news.
@@ -216,7 +217,7 @@ extension VirtioUserDevice {
         }
         for pair in pairs { pair.quiesce() }
         reportBadLengths()
-        var text = reason
+        var reason = reason
         if orderly, let session = state.session {
             // A back-end that answers slowly, or not at all, gets this much in all.
             session.channel.deadline = MonotonicClock.deadline(milliseconds: ControlBudget.teardownMilliseconds, after: MonotonicClock.nanoseconds())
@@ -232,13 +233,19 @@ extension VirtioUserDevice {
                     _ = try session.getVringBase(index: pair.txRingIndex)
                 }
             } catch {
-                text += " (the back-end did not answer the teardown: \(error.message))"
+                // The link goes down as asked; the back-end's failure is news for the operator.
+                configuration.logger.warning("the back-end did not answer the teardown", metadata: [
+                    "socket": "\(configuration.socketPath)", "error": "\(error)",
+                ])
             }
         }
-        // Each pair's violation counts on its own queue; the first one is the reason given.
-        if let violation = pairs.compactMap({ $0.takeViolation() }).first { text += "; \(violation)" }
+        // Each pair's violation counts on its own queue. Unless the app stopped the device, the
+        // first one is the reason given: it says more than the hang-up that may have followed it.
+        if let violation = pairs.compactMap({ $0.takeViolation() }).first, !orderly {
+            reason = .failed(.ringViolation(violation))
+        }
         state.session = nil
-        state.downReason = text
+        state.downReason = reason
         for pair in pairs { pair.reclaimAll() }
     }
 

@@ -45,7 +45,7 @@ extension VirtioUserDevice {
         if configuration.connectionMode == .client {
             let bound = MonotonicClock.nanoseconds(milliseconds: configuration.reconnectTimeoutMilliseconds)
             if MonotonicClock.nanoseconds() - since > bound {
-                let reason = "the back-end did not return within \(configuration.reconnectTimeoutMilliseconds) ms; call start() again to retry"
+                let reason = LinkDownReason.gaveUpReconnecting(milliseconds: configuration.reconnectTimeoutMilliseconds)
                 control.withLock { $0.downReason = reason }
                 configuration.logger.error("gave up reconnecting", metadata: ["socket": "\(configuration.socketPath)", "reason": "\(reason)"])
                 return false
@@ -65,9 +65,9 @@ extension VirtioUserDevice {
             try establish(socket, &draft)
             lostAt = nil
         } catch {
-            draft.downReason = "reconnecting: \(error.message)"
+            draft.downReason = .reconnecting(lastAttempt: error)
             // Every 100 ms while the back-end is away: debug, not noise.
-            configuration.logger.debug("reconnection attempt failed", metadata: ["error": "\(error.message)"])
+            configuration.logger.debug("reconnection attempt failed", metadata: ["error": "\(error)"])
         }
         control.withLock { state in
             // stop() may have taken the monitor meanwhile: that part is its own.
@@ -81,13 +81,12 @@ extension VirtioUserDevice {
 
     /// Waits up to 100 ms for the socket to hang up; also reports a ring violation and a
     /// fault in the memory. Returns why the session is over, or nil.
-    private func failure(_ socket: OwnedDescriptor) -> String? {
-        if memoryFaults() != faultsAtRenewal.load(ordering: .relaxed) { return Self.memoryFaultReason }
-        if pairs.contains(where: { $0.rx.violation != nil || $0.tx.violation != nil }) {
-            return "the back-end went away; reconnecting"
+    private func failure(_ socket: OwnedDescriptor) -> LinkDownReason? {
+        if memoryFaults() != faultsAtRenewal.load(ordering: .relaxed) { return .failed(.memory(.holePunched)) }
+        for pair in pairs {
+            // tearDown takes the violation itself (and counts it); this only notices it.
+            if let violation = pair.rx.violation ?? pair.tx.violation { return .failed(.ringViolation(violation)) }
         }
-        return Poll.waitHangUp(socket.raw, milliseconds: 100) ? "the back-end went away; reconnecting" : nil
+        return Poll.waitHangUp(socket.raw, milliseconds: 100) ? .backEndClosed : nil
     }
-
-    static let memoryFaultReason = "the back-end punched a hole in the device's shared memory (an access raised SIGBUS; zero memory now stands in for it); the session is ended, and the next one gets fresh memory"
 }

@@ -39,12 +39,12 @@ public final class PacketCapture: @unchecked Sendable {
     /// Creates (or truncates) the file at `path` and writes the pcap header.
     public init(path: String, directions: Directions = [.receive, .transmit], snapLength: Int = 65535) throws(VirtioError) {
         guard (64...262_144).contains(snapLength) else {
-            throw VirtioError(.invalidArgument, "A capture's snap length must be 64…262144 bytes; \(snapLength) was given.")
+            throw .invalid("snapLength", snapLength, "64…262144 bytes")
         }
         self.path = path
         self.directions = directions
         self.snapLength = snapLength
-        let fd = try SystemCall.run("open", hint: "Check that the capture's directory exists and is writable: \(path)") {
+        let fd = try SystemCall.run("open(\(path))", hint: "Check that the capture's directory exists and is writable.") {
             open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         }
         file = OwnedDescriptor(taking: fd)
@@ -127,7 +127,7 @@ extension VirtioUserDevice {
     /// link is up. Fails when the pair does not exist or already has a capture.
     public func startCapture(_ capture: PacketCapture, queue: Int = 0) throws(VirtioError) {
         guard let pair = pair(queue) else {
-            throw VirtioError(.invalidArgument, "There is no queue pair \(queue); this device has 0…\(queuePairCount - 1).")
+            throw .invalid("queue", queue, "this device has queue pairs 0…\(queuePairCount - 1)")
         }
         try pair.attach(capture)
     }

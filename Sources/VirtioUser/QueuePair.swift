@@ -94,7 +94,7 @@ final class QueuePair: @unchecked Sendable {
     func attach(_ capture: PacketCapture) throws(VirtioError) {
         try captureOwner.withLock { (owner) throws(VirtioError) in
             guard owner == nil else {
-                throw VirtioError(.invalidState, "Queue pair \(index) is already capturing; stop that capture first.")
+                throw .state(.alreadyCapturing(queuePair: index))
             }
             owner = capture
             self.capture.store(Unmanaged.passUnretained(capture), ordering: .sequentiallyConsistent)
@@ -171,7 +171,7 @@ final class QueuePair: @unchecked Sendable {
     }
 
     /// The first ring-protocol violation of the session, counted once on its queue.
-    func takeViolation() -> String? {
+    func takeViolation() -> RingViolation? {
         for (violation, counters) in [(rx.violation, rx.counters), (tx.violation, tx.counters)] {
             if let violation {
                 QueueCounters.add(counters.errors, 1)

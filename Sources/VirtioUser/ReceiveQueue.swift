@@ -41,7 +41,7 @@ final class ReceiveQueue {
     var ring: any DriverRing { usesPacked ? packed : split }
 
     /// A violation on either ring; safe from any thread.
-    var violation: String? { split.violation ?? packed.violation }
+    var violation: RingViolation? { split.violation ?? packed.violation }
 
     /// Fresh state for a new session in the format negotiated (the caller reclaimed every
     /// buffer first).
@@ -72,7 +72,7 @@ final class ReceiveQueue {
         if posted > 0, ring.publish() {
             // A back-end that made the kick block is hostile: the ring stops and the link
             // monitor ends the session.
-            do throws(VirtioError) { try kick.signal() } catch { ring.reportViolation(error.message) }
+            do throws(VirtioError) { try kick.signal() } catch { ring.reportViolation(TransmitQueue.kickViolation(error)) }
             QueueCounters.add(counters.kicks, 1)
         }
     }
@@ -143,7 +143,7 @@ final class ReceiveQueue {
         frames: inout Int, bytes: inout Int, dropped: inout Int, lengthErrors: inout Int
     ) -> (taken: Int, appended: Int)? {
         guard count >= 1, count <= ring.inFlight else {
-            ring.reportViolation("num_buffers \(count) in a receive header, with \(ring.inFlight) buffers posted")
+            ring.reportViolation(.numBuffers(value: Int(count), posted: ring.inFlight))
             return nil
         }
         guard count <= available else { return nil }  // not all used yet

@@ -33,7 +33,7 @@ extension VirtioUserDevice {
                 if faulted { throw failure }
                 configuration.logger.warning("shared memory kept for the new session", metadata: [
                     "socket": "\(configuration.socketPath)",
-                    "reason": "fresh memory could not be had (\(failure.message)), so a back-end that left may still map this memory",
+                    "reason": "fresh memory could not be had (\(failure)), so a back-end that left may still map this memory",
                 ])
                 return
             }

@@ -9,6 +9,13 @@ import VirtioCore
 /// is chosen once per burst.
 @usableFromInline
 final class TransmitQueue {
+    /// The violation a failed kick stands for (``EventNotifier/signal()`` fails with one).
+    @usableFromInline @inline(never)
+    static func kickViolation(_ error: VirtioError) -> RingViolation {
+        if case .ringViolation(let violation) = error { return violation }
+        return .kickFailed(errno: error.errno ?? .ioError)
+    }
+
     @usableFromInline let split: SplitRingDriver
     @usableFromInline let packed: PackedRingDriver
     /// VIRTIO_F_RING_PACKED is in force (set by the control path while the pair is stopped).
@@ -30,7 +37,7 @@ final class TransmitQueue {
     var ring: any DriverRing { usesPacked ? packed : split }
 
     /// A violation on either ring; safe from any thread.
-    var violation: String? { split.violation ?? packed.violation }
+    var violation: RingViolation? { split.violation ?? packed.violation }
 
     /// Fresh state for a new session in the format negotiated (the caller reclaimed every
     /// buffer first).
@@ -120,7 +127,7 @@ final class TransmitQueue {
             if ring.publish() {
                 // A back-end that made the kick block is hostile: the ring stops and the link
                 // monitor ends the session.
-                do throws(VirtioError) { try kick.signal() } catch { ring.reportViolation(error.message) }
+                do throws(VirtioError) { try kick.signal() } catch { ring.reportViolation(Self.kickViolation(error)) }
                 QueueCounters.add(counters.kicks, 1)
             }
             if let capture, capture.directions.contains(.transmit) { capture.record(burst, from: 0, count: i) }

@@ -74,7 +74,7 @@ public final class VirtioUserDevice: Sendable {
         /// STATUS and CONFIG negotiated: ``linkState`` asks the back-end for the link bit.
         var linkStatusFromConfig = false
         var protocolFeatures: VhostUserProtocolFeatures = []
-        var downReason = "not started"
+        var downReason: LinkDownReason = .notStarted
         /// Server mode: our listening socket, kept across reconnections until stop().
         var listener: Listener?
         var monitor: DedicatedThread?
@@ -182,7 +182,7 @@ public final class VirtioUserDevice: Sendable {
     public func start() throws(VirtioError) {
         try control.withLock { (state) throws(VirtioError) in
             guard !state.started else {
-                throw VirtioError(.invalidState, "The device is already started; stop() it first.")
+                throw .state(.alreadyRunning("The device"))
             }
             let socket = try connect(&state, timeoutMilliseconds: configuration.connectTimeoutMilliseconds)
             try establish(socket, &state)
@@ -222,7 +222,7 @@ public final class VirtioUserDevice: Sendable {
             // does, within a millisecond) is then refused, not left in our backlog to be reset.
             state.listener = nil
             if state.session != nil {
-                tearDown(&state, reason: "stopped", orderly: true)
+                tearDown(&state, reason: .stopped, orderly: true)
             }
             state.started = false
         }
@@ -234,14 +234,14 @@ public final class VirtioUserDevice: Sendable {
         control.withLock { state in
             guard let session = state.session else { return .down(reason: state.downReason) }
             if Poll.peerHasClosed(session.channel.socket.raw) {
-                return .down(reason: "the back-end closed the connection")
+                return .down(reason: .backEndClosed)
             }
             if memoryFaults() != faultsAtRenewal.load(ordering: .relaxed) {
-                return .down(reason: Self.memoryFaultReason)
+                return .down(reason: .failed(.memory(.holePunched)))
             }
             for pair in pairs {
                 if let violation = pair.rx.violation ?? pair.tx.violation {
-                    return .down(reason: violation)
+                    return .down(reason: .failed(.ringViolation(violation)))
                 }
             }
             if state.linkStatusFromConfig {
@@ -251,14 +251,15 @@ public final class VirtioUserDevice: Sendable {
                 session.channel.deadline = MonotonicClock.deadline(milliseconds: ControlBudget.linkQueryMilliseconds, after: MonotonicClock.nanoseconds())
                 defer { session.channel.deadline = .max }
                 do throws(VirtioError) {
-                    guard let config = VirtioNetConfig(bytes: try session.getConfig(offset: 0, size: UInt32(VirtioNetConfig.byteCount))) else {
-                        return .down(reason: "the back-end's config space could not be read")
+                    let bytes = try session.getConfig(offset: 0, size: UInt32(VirtioNetConfig.byteCount))
+                    guard let config = VirtioNetConfig(bytes: bytes) else {
+                        return .down(reason: .failed(.negotiation(.shortConfigSpace(bytes: bytes.count))))
                     }
                     if config.status & VirtioNetConfig.linkUp == 0 {
-                        return .down(reason: "the back-end reports the link down (VIRTIO_NET_S_LINK_UP clear)")
+                        return .down(reason: .backEndReportsLinkDown)
                     }
                 } catch {
-                    tearDown(&state, reason: "reading the link status failed: \(error.message)", orderly: false)
+                    tearDown(&state, reason: .failed(error), orderly: false)
                     return .down(reason: state.downReason)
                 }
             }

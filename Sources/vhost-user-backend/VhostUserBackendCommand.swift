@@ -110,7 +110,7 @@ struct VhostUserBackendCommand: ParsableCommand {
             backend = try VhostUserBackend(configuration: configuration)
             try backend.start()
         } catch {
-            Console.error("vhost-user-backend: error: \(error.message)")
+            Console.error("vhost-user-backend: error: \(error)")
             throw ExitCode(2)
         }
         let target = backend.tapInterfaceName.map { "tap \($0)" } ?? mode.rawValue

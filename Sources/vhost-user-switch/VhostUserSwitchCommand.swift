@@ -90,7 +90,7 @@ struct VhostUserSwitchCommand: ParsableCommand {
             fabric = try VhostUserSwitch(configuration: configuration)
             try fabric.start()
         } catch {
-            Console.error("vhost-user-switch: error: \(error.message)")
+            Console.error("vhost-user-switch: error: \(error)")
             throw ExitCode(2)
         }
         print("vhost-user-switch: \(port.count) ports: \(port.joined(separator: ", "))")

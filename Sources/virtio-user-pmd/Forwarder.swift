@@ -47,7 +47,7 @@ struct Forwarder {
             threads.append(try DedicatedThread(name: "pmd-fwd-\(index)") {
                 if let cpu {
                     do throws(VirtioError) { try DedicatedThread.pinCurrentThread(to: cpu) } catch {
-                        Console.error("virtio-user-pmd: warning: forwarding thread \(index) not pinned: \(error.message)")
+                        Console.error("virtio-user-pmd: warning: forwarding thread \(index) not pinned: \(error)")
                     }
                 }
                 let drops = loop.run(queues: queues, stopping: shared.stopping)

@@ -12,7 +12,7 @@ struct PMDRunner {
 
     /// Returns false when the embedded loopback lost frames (the one failure that is not an
     /// error of set-up).
-    func run() throws(VirtioError) -> Bool {
+    func run() throws -> Bool {
         var backend: VhostUserBackend?
         var directory: String?
         let socketPath: String
@@ -28,7 +28,7 @@ struct PMDRunner {
             if let cpu = options.backendCPU {
                 backendConfiguration.onServingThreadStart = {
                     do throws(VirtioError) { try DedicatedThread.pinCurrentThread(to: cpu) } catch {
-                        Console.error("virtio-user-pmd: warning: back-end not pinned: \(error.message)")
+                        Console.error("virtio-user-pmd: warning: back-end not pinned: \(error)")
                     }
                 }
             }
@@ -91,7 +91,7 @@ struct PMDRunner {
             report.printSummary(linkAtEnd: linkAtEnd)
         }
         if case .down(let reason) = linkAtEnd {
-            throw VirtioError(.peerGone, "The link went down during the run: \(reason).")
+            throw LinkWentDown(reason: reason)
         }
         return report.loopbackIntact
     }

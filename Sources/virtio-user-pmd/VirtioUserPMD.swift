@@ -179,7 +179,10 @@ struct VirtioUserPMD: ParsableCommand {
             let outcome = try PMDRunner(options: self).run()
             if !outcome { throw ExitCode(1) }
         } catch let error as VirtioError {
-            Console.error("virtio-user-pmd: error: \(error.message)")
+            Console.error("virtio-user-pmd: error: \(error)")
+            throw ExitCode(2)
+        } catch let error as LinkWentDown {
+            Console.error("virtio-user-pmd: error: \(error)")
             throw ExitCode(2)
         }
     }

@@ -35,7 +35,7 @@ func runScripted<T: Sendable>(
     if let scriptError { throw scriptError }
     guard let result = outcome.value else {
         XCTFail("the front-end thread left no result")
-        throw VirtioError(.invalidState, "no result")
+        throw VirtioError.state(.stopped("the front-end thread"))
     }
     return result
 }
@@ -65,7 +65,7 @@ extension VhostUserChannel {
             let frame = try receive(timeoutMilliseconds: 20_000)
             XCTFail("unexpected \(frame.header.request) from the front-end", file: file, line: line)
         } catch {
-            XCTAssertEqual(error.kind, .peerGone, "\(error)", file: file, line: line)
+            XCTAssertTrue(error.isDeparture, "\(error)", file: file, line: line)
         }
     }
 }

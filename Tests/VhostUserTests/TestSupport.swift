@@ -7,10 +7,10 @@ import VhostUser
 import VirtioCore
 import XCTest
 
-/// Asserts that `body` throws a `VirtioError` of `kind`; returns the error for further checks.
+/// Asserts that `body` throws a `VirtioError` of the case `kind`; returns the error for further checks.
 @discardableResult
 func assertThrowsVirtioError<T>(
-    _ kind: VirtioError.Kind,
+    _ kind: VirtioError.Domain,
     _ context: @autoclosure () -> String = "",
     file: StaticString = #filePath, line: UInt = #line,
     _ body: () throws(VirtioError) -> T
@@ -20,18 +20,18 @@ func assertThrowsVirtioError<T>(
         XCTFail("\(context()): expected a .\(kind) error, got the value \(value)", file: file, line: line)
         return nil
     } catch {
-        XCTAssertEqual(error.kind, kind, "\(context()): unexpected error: \(error)", file: file, line: line)
-        XCTAssertFalse(error.message.isEmpty, "error without a message", file: file, line: line)
+        XCTAssertEqual(error.domain, kind, "\(context()): unexpected error: \(error)", file: file, line: line)
+        XCTAssertFalse(error.description.isEmpty, "error without a description", file: file, line: line)
         return error
     }
 }
 
 /// Asserts that a result is a failure of `kind`.
-func assertFailure<T>(_ result: Result<T, VirtioError>?, _ kind: VirtioError.Kind, file: StaticString = #filePath, line: UInt = #line) {
+func assertFailure<T>(_ result: Result<T, VirtioError>?, _ kind: VirtioError.Domain, file: StaticString = #filePath, line: UInt = #line) {
     switch result {
     case .none: XCTFail("no result", file: file, line: line)
     case .success(let value)?: XCTFail("expected a .\(kind) error, got \(value)", file: file, line: line)
-    case .failure(let error)?: XCTAssertEqual(error.kind, kind, "unexpected error: \(error)", file: file, line: line)
+    case .failure(let error)?: XCTAssertEqual(error.domain, kind, "unexpected error: \(error)", file: file, line: line)
     }
 }
 

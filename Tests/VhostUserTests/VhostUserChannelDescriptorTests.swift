@@ -58,7 +58,7 @@ final class VhostUserChannelDescriptorTests: XCTestCase {
         let frame = try VhostUserChannel(socket: b).receive(timeoutMilliseconds: 10_000)
         XCTAssertEqual(frame.descriptors.count, 16)
         // A message carrying fds where none are expected is refused by decode.
-        assertThrowsVirtioError(.protocolViolation) { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol) { () throws(VirtioError) in
             try VhostUserMessage.decode(header: frame.header, payload: frame.payload, descriptorCount: frame.descriptors.count)
         }
     }
@@ -66,7 +66,7 @@ final class VhostUserChannelDescriptorTests: XCTestCase {
     func testMoreThanSixteenDescriptorsAreNotSent() throws {
         let (a, b) = try UnixSocket.pair()
         let notifiers = try (0..<17).map { _ in try EventNotifier() }
-        assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in
+        assertThrowsVirtioError(.configuration) { () throws(VirtioError) in
             try VhostUserChannel(socket: a).send(request: .setOwner, flags: 0, payload: [],
                                                  descriptors: notifiers.map { $0.descriptor.raw })
         }
@@ -79,7 +79,7 @@ final class VhostUserChannelDescriptorTests: XCTestCase {
         let fds = [Int32](repeating: notifier.descriptor.raw, count: 20)
         let bytes = rawHeader(request: 3, flags: 1, size: 0)
         XCTAssertEqual(rawSendWithDescriptors(bytes, fds: fds, to: a), bytes.count, "sendmsg with 20 fds: errno \(errno)")
-        assertThrowsVirtioError(.protocolViolation) { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol) { () throws(VirtioError) in
             try VhostUserChannel(socket: b).receive(timeoutMilliseconds: 10_000)
         }
     }
@@ -90,7 +90,7 @@ final class VhostUserChannelDescriptorTests: XCTestCase {
         try VhostUserChannel(socket: a).send(.setFeatures([.version1]), descriptors: [notifier.descriptor.raw])
         let frame = try VhostUserChannel(socket: b).receive(timeoutMilliseconds: 10_000)
         XCTAssertEqual(frame.descriptors.count, 1)
-        assertThrowsVirtioError(.protocolViolation) { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol) { () throws(VirtioError) in
             try VhostUserMessage.decode(header: frame.header, payload: frame.payload, descriptorCount: frame.descriptors.count)
         }
     }
@@ -101,7 +101,7 @@ final class VhostUserChannelDescriptorTests: XCTestCase {
         try VhostUserChannel(socket: a).send(.setVringCall(VringFile(index: 0, hasDescriptor: true)))
         let frame = try VhostUserChannel(socket: b).receive(timeoutMilliseconds: 10_000)
         XCTAssertTrue(frame.descriptors.isEmpty)
-        assertThrowsVirtioError(.protocolViolation) { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol) { () throws(VirtioError) in
             try VhostUserMessage.decode(header: frame.header, payload: frame.payload, descriptorCount: frame.descriptors.count)
         }
     }

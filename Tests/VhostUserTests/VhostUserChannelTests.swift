@@ -92,7 +92,7 @@ final class VhostUserChannelTests: XCTestCase {
         let pair = try SocketPair()
         pair.closePeer()
         let channel = VhostUserChannel(socket: pair.ours)
-        assertThrowsVirtioError(.peerGone) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 10_000) }
+        assertThrowsVirtioError(.connection) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 10_000) }
     }
 
     func testPeerClosingInTheMiddleOfAHeaderIsPeerGone() throws {
@@ -100,8 +100,8 @@ final class VhostUserChannelTests: XCTestCase {
         rawWrite(Array(rawHeader(request: 1, flags: 1, size: 0).prefix(5)), to: pair.peer)
         pair.closePeer()
         let channel = VhostUserChannel(socket: pair.ours)
-        let error = assertThrowsVirtioError(.peerGone) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 10_000) }
-        XCTAssertTrue(error?.message.contains("middle") ?? false, error?.message ?? "")
+        let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 10_000) }
+        XCTAssertEqual(error, .connection(.closedByPeer(during: "in the middle of a message header", errno: nil)))
     }
 
     func testPeerClosingInTheMiddleOfAPayloadIsPeerGone() throws {
@@ -109,15 +109,15 @@ final class VhostUserChannelTests: XCTestCase {
         rawWrite(rawHeader(request: 2, flags: 1, size: 8) + [1, 2, 3], to: pair.peer)
         pair.closePeer()
         let channel = VhostUserChannel(socket: pair.ours)
-        let error = assertThrowsVirtioError(.peerGone) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 10_000) }
-        XCTAssertTrue(error?.message.contains("SET_FEATURES") ?? false, error?.message ?? "")
+        let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 10_000) }
+        XCTAssertEqual(error, .connection(.closedByPeer(during: "in the middle of the SET_FEATURES payload", errno: nil)))
     }
 
     func testSendingToAClosedPeerIsPeerGone() throws {
         let pair = try SocketPair()
         pair.closePeer()
         let channel = VhostUserChannel(socket: pair.ours)
-        assertThrowsVirtioError(.peerGone) { () throws(VirtioError) in try channel.send(.setOwner) }
+        assertThrowsVirtioError(.connection) { () throws(VirtioError) in try channel.send(.setOwner) }
     }
 
     func testSilentPeerTimesOut() throws {
@@ -125,7 +125,7 @@ final class VhostUserChannelTests: XCTestCase {
         _ = b
         let channel = VhostUserChannel(socket: a)
         let start = MonotonicClock.nanoseconds()
-        assertThrowsVirtioError(.timeout) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 100) }
+        assertThrowsVirtioError(.connection) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 100) }
         let elapsed = (MonotonicClock.nanoseconds() - start) / 1_000_000
         XCTAssertGreaterThanOrEqual(elapsed, 100)
         XCTAssertLessThan(elapsed, 5_000)
@@ -135,13 +135,13 @@ final class VhostUserChannelTests: XCTestCase {
         let (a, b) = try UnixSocket.pair()
         rawWrite(rawHeader(request: 2, flags: 1, size: 8) + [1, 2], to: b)
         let channel = VhostUserChannel(socket: a)
-        assertThrowsVirtioError(.timeout) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 100) }
+        assertThrowsVirtioError(.connection) { () throws(VirtioError) in try channel.receive(timeoutMilliseconds: 100) }
     }
 
     func testZeroTimeoutWithNothingToReadTimesOut() throws {
         let (a, b) = try UnixSocket.pair()
         _ = b
-        assertThrowsVirtioError(.timeout) { () throws(VirtioError) in try VhostUserChannel(socket: a).receive(timeoutMilliseconds: 0) }
+        assertThrowsVirtioError(.connection) { () throws(VirtioError) in try VhostUserChannel(socket: a).receive(timeoutMilliseconds: 0) }
     }
 
     /// A zero timeout reads a message that is already there (it once timed out regardless).
@@ -163,7 +163,7 @@ final class VhostUserChannelTests: XCTestCase {
         for (name, bytes) in cases {
             let (a, b) = try UnixSocket.pair()
             rawWrite(bytes, to: b)
-            assertThrowsVirtioError(.protocolViolation, name) { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, name) { () throws(VirtioError) in
                 try VhostUserChannel(socket: a).receive(timeoutMilliseconds: 10_000)
             }
         }

@@ -23,14 +23,14 @@ final class VhostUserFrontendBadReplyTests: XCTestCase {
 
     func testReplyWithTheWrongRequestCode() throws {
         let result = try getFeatures(answeredWith: { try $0.reply(to: .getProtocolFeatures, value: 0) })
-        assertFailure(result, .protocolViolation)
+        assertFailure(result, .peerProtocol)
     }
 
     func testReplyWithoutTheReplyFlag() throws {
         let result = try getFeatures(answeredWith: {
             try $0.send(request: .getFeatures, flags: 0, payload: littleEndianBytes(UInt64(1)))
         })
-        assertFailure(result, .protocolViolation)
+        assertFailure(result, .peerProtocol)
     }
 
     func testReplyOfTheWrongSize() throws {
@@ -38,7 +38,7 @@ final class VhostUserFrontendBadReplyTests: XCTestCase {
             let result = try getFeatures(answeredWith: {
                 try $0.reply(to: .getFeatures, payload: [UInt8](repeating: 1, count: size))
             })
-            assertFailure(result, .protocolViolation)
+            assertFailure(result, .peerProtocol)
         }
     }
 
@@ -48,7 +48,7 @@ final class VhostUserFrontendBadReplyTests: XCTestCase {
             try $0.send(request: .getFeatures, flags: VhostUserHeader.replyFlag, payload: littleEndianBytes(UInt64(1)),
                         descriptors: [notifier.descriptor.raw])
         })
-        assertFailure(result, .protocolViolation)
+        assertFailure(result, .peerProtocol)
     }
 
     func testReplyWithABadHeader() throws {
@@ -56,18 +56,18 @@ final class VhostUserFrontendBadReplyTests: XCTestCase {
             rawWrite(rawHeader(request: 1, flags: 2 | VhostUserHeader.replyFlag, size: 8) + littleEndianBytes(UInt64(1)),
                      to: channel.socket)
         })
-        assertFailure(result, .protocolViolation)
+        assertFailure(result, .peerProtocol)
     }
 
     func testNoReplyTimesOut() throws {
         let result = try getFeatures(answeredWith: { _ in }, replyTimeoutMilliseconds: 100)
-        assertFailure(result, .timeout)
+        assertFailure(result, .connection)
     }
 
     func testBackEndHangingUpIsPeerGone() throws {
         let result = try runScripted(frontend: { (f) throws(VirtioError) in try f.getQueueNum() },
                                      backend: { channel in try channel.expect(.getQueueNum) })
-        assertFailure(result, .peerGone)
+        assertFailure(result, .connection)
     }
 
     func testVringBaseForAnotherRingIsRefused() throws {
@@ -76,7 +76,7 @@ final class VhostUserFrontendBadReplyTests: XCTestCase {
             try channel.reply(to: .getVringBase, payload: littleEndianBytes(UInt32(1)) + littleEndianBytes(UInt32(100)))
             channel.expectFrontendDone()
         })
-        assertFailure(result, .protocolViolation)
+        assertFailure(result, .peerProtocol)
     }
 
     func testVringBaseReplyOfTheWrongSize() throws {
@@ -93,7 +93,7 @@ final class VhostUserFrontendBadReplyTests: XCTestCase {
             try channel.reply(to: .getVringBase, payload: littleEndianBytes(UInt32(0)))
             channel.expectFrontendDone()
         })
-        assertFailure(short, .protocolViolation)
+        assertFailure(short, .peerProtocol)
     }
 
     func testStatusWiderThanEightBitsIsRefused() throws {
@@ -102,6 +102,6 @@ final class VhostUserFrontendBadReplyTests: XCTestCase {
             try channel.reply(to: .getStatus, value: 0x100)
             channel.expectFrontendDone()
         })
-        assertFailure(result, .protocolViolation)
+        assertFailure(result, .peerProtocol)
     }
 }

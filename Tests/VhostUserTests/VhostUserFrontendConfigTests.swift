@@ -28,22 +28,22 @@ final class VhostUserFrontendConfigTests: XCTestCase {
     }
 
     func testConfigReplyForAnotherWindow() throws {
-        assertFailure(try getConfig(answeredWith: { try $0.reply(to: .getConfig, payload: Self.reply(offset: 4, size: 12, bytes: 12)) }), .protocolViolation)
+        assertFailure(try getConfig(answeredWith: { try $0.reply(to: .getConfig, payload: Self.reply(offset: 4, size: 12, bytes: 12)) }), .peerProtocol)
     }
 
     func testConfigReplyWithFewerBytesThanAsked() throws {
-        assertFailure(try getConfig(answeredWith: { try $0.reply(to: .getConfig, payload: Self.reply(offset: 0, size: 8, bytes: 8)) }), .protocolViolation)
+        assertFailure(try getConfig(answeredWith: { try $0.reply(to: .getConfig, payload: Self.reply(offset: 0, size: 8, bytes: 8)) }), .peerProtocol)
     }
 
     func testConfigReplyWhoseSizeFieldDisagreesWithItsBytes() throws {
-        assertFailure(try getConfig(answeredWith: { try $0.reply(to: .getConfig, payload: Self.reply(offset: 0, size: 200, bytes: 12)) }), .protocolViolation)
+        assertFailure(try getConfig(answeredWith: { try $0.reply(to: .getConfig, payload: Self.reply(offset: 0, size: 200, bytes: 12)) }), .peerProtocol)
     }
 
     func testConfigWindowLargerThanTheProtocolAllows() throws {
         let result = try runScripted(frontend: { (f) throws(VirtioError) in
             try f.getConfig(offset: 0, size: 300)
         }, backend: { channel in channel.expectFrontendDone() })
-        assertFailure(result, .invalidArgument)
+        assertFailure(result, .configuration)
     }
 
     func testMessagesRoundTrip() throws {

@@ -83,7 +83,7 @@ final class VhostUserFrontendTests: XCTestCase {
         let nine = MessageSamples.regions(8) + MessageSamples.regions(1)
         for (regions, fds) in [([MemoryRegionDescriptor](), [Int32]()), (MessageSamples.regions(2), [Int32(0)]),
                                (nine, [Int32](repeating: 0, count: 9))] {
-            assertThrowsVirtioError(.invalidArgument, "\(regions.count) regions, \(fds.count) fds") { () throws(VirtioError) in
+            assertThrowsVirtioError(.configuration, "\(regions.count) regions, \(fds.count) fds") { () throws(VirtioError) in
                 try frontend.setMemTable(regions, descriptors: fds)
             }
         }
@@ -97,8 +97,8 @@ final class VhostUserFrontendTests: XCTestCase {
         let frontend = VhostUserFrontend(socket: a)
         let notifier = try EventNotifier()
         for index: UInt32 in [256, 257, 1000] {
-            assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in try frontend.setVringKick(index: index, notifier: notifier) }
-            assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in try frontend.setVringCall(index: index, notifier: notifier) }
+            assertThrowsVirtioError(.configuration) { () throws(VirtioError) in try frontend.setVringKick(index: index, notifier: notifier) }
+            assertThrowsVirtioError(.configuration) { () throws(VirtioError) in try frontend.setVringCall(index: index, notifier: notifier) }
         }
         XCTAssertTrue(frontend.sentRequests.isEmpty)
         XCTAssertEqual(try Poll.waitReadable(b.raw, milliseconds: 0), .timedOut, "nothing may have been sent")

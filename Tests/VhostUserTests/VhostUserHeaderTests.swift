@@ -40,7 +40,7 @@ final class VhostUserHeaderTests: XCTestCase {
     func testOtherVersionsAreRefused() {
         for version: UInt32 in [0, 2, 3] {
             let bytes = rawHeader(request: 1, flags: version, size: 0)
-            assertThrowsVirtioError(.protocolViolation, "version \(version)") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "version \(version)") { () throws(VirtioError) in
                 try VhostUserHeader.decode(bytes[...])
             }
         }
@@ -52,7 +52,7 @@ final class VhostUserHeaderTests: XCTestCase {
         XCTAssertEqual(try VhostUserHeader.decode(atLimit[...]).size, 4096)
         for size: UInt32 in [4097, 65536, UInt32.max] {
             let bytes = rawHeader(request: 5, flags: 1, size: size)
-            assertThrowsVirtioError(.protocolViolation, "size \(size)") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "size \(size)") { () throws(VirtioError) in
                 try VhostUserHeader.decode(bytes[...])
             }
         }
@@ -61,12 +61,12 @@ final class VhostUserHeaderTests: XCTestCase {
     func testWrongByteCountsAreRefused() {
         let full = rawHeader(request: 1, flags: 1, size: 0)
         for count in [0, 11] {
-            assertThrowsVirtioError(.protocolViolation, "\(count) bytes") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "\(count) bytes") { () throws(VirtioError) in
                 try VhostUserHeader.decode(full[0..<count])
             }
         }
         let long = full + [0]
-        assertThrowsVirtioError(.protocolViolation) { () throws(VirtioError) in try VhostUserHeader.decode(long[...]) }
+        assertThrowsVirtioError(.peerProtocol) { () throws(VirtioError) in try VhostUserHeader.decode(long[...]) }
     }
 
     func testRequestNames() {

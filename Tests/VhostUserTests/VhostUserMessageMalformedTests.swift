@@ -29,7 +29,7 @@ final class VhostUserMessageMalformedTests: XCTestCase {
     func testShortPayloadsAreRefused() {
         for (request, size) in fixedSizes where size > 0 {
             for short in Set([0, 1, size / 2, size - 1]) {
-                assertThrowsVirtioError(.protocolViolation, "\(request) with \(short) bytes") { () throws(VirtioError) in
+                assertThrowsVirtioError(.peerProtocol, "\(request) with \(short) bytes") { () throws(VirtioError) in
                     try decode(request, [UInt8](repeating: 0, count: short), fds: 1)
                 }
             }
@@ -39,7 +39,7 @@ final class VhostUserMessageMalformedTests: XCTestCase {
     func testOversizedPayloadsAreRefused() {
         for (request, size) in fixedSizes {
             for long in [size + 1, size + 8, 4096] {
-                assertThrowsVirtioError(.protocolViolation, "\(request) with \(long) bytes") { () throws(VirtioError) in
+                assertThrowsVirtioError(.peerProtocol, "\(request) with \(long) bytes") { () throws(VirtioError) in
                     try decode(request, [UInt8](repeating: 0, count: long), fds: 1)
                 }
             }
@@ -48,7 +48,7 @@ final class VhostUserMessageMalformedTests: XCTestCase {
 
     func testMemTableShorterThanItsCountField() {
         for size in [0, 4, 7] {
-            assertThrowsVirtioError(.protocolViolation, "\(size) bytes") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "\(size) bytes") { () throws(VirtioError) in
                 try decode(.setMemTable, [UInt8](repeating: 1, count: size), fds: 1)
             }
         }
@@ -57,12 +57,12 @@ final class VhostUserMessageMalformedTests: XCTestCase {
     func testMemTableRegionCountOutOfRange() {
         for count: UInt32 in [0, 9, 255, UInt32.max] {
             let payload = littleEndianBytes(count) + littleEndianBytes(UInt32(0)) + [UInt8](repeating: 0, count: 8 * 32)
-            assertThrowsVirtioError(.protocolViolation, "count \(count)") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "count \(count)") { () throws(VirtioError) in
                 try decode(.setMemTable, payload, fds: Int(min(count, 8)))
             }
             // Also with only the count field present.
             let bare = littleEndianBytes(count) + littleEndianBytes(UInt32(0))
-            assertThrowsVirtioError(.protocolViolation, "count \(count), bare") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "count \(count), bare") { () throws(VirtioError) in
                 try decode(.setMemTable, bare, fds: 0)
             }
         }
@@ -72,42 +72,42 @@ final class VhostUserMessageMalformedTests: XCTestCase {
         let one = VhostUserMessage.setMemTable(MessageSamples.regions(1)).encodePayload()
         for payload in [one + [0], one + [UInt8](repeating: 0, count: 32), Array(one.dropLast()),
                         one + [UInt8](repeating: 0, count: 7 * 32 + 1)] {
-            assertThrowsVirtioError(.protocolViolation, "\(payload.count) bytes") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "\(payload.count) bytes") { () throws(VirtioError) in
                 try decode(.setMemTable, payload, fds: 1)
             }
         }
         let eight = VhostUserMessage.setMemTable(MessageSamples.regions(8)).encodePayload()
-        assertThrowsVirtioError(.protocolViolation) { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol) { () throws(VirtioError) in
             try decode(.setMemTable, eight + [UInt8](repeating: 0, count: 32), fds: 8)
         }
     }
 
     func testWrongDescriptorCounts() {
         let memTable = VhostUserMessage.setMemTable(MessageSamples.regions(1)).encodePayload()
-        assertThrowsVirtioError(.protocolViolation, "SET_MEM_TABLE, 1 region, no fd") { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol, "SET_MEM_TABLE, 1 region, no fd") { () throws(VirtioError) in
             try decode(.setMemTable, memTable, fds: 0)
         }
-        assertThrowsVirtioError(.protocolViolation, "SET_MEM_TABLE, 1 region, 2 fds") { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol, "SET_MEM_TABLE, 1 region, 2 fds") { () throws(VirtioError) in
             try decode(.setMemTable, memTable, fds: 2)
         }
         let three = VhostUserMessage.setMemTable(MessageSamples.regions(3)).encodePayload()
-        assertThrowsVirtioError(.protocolViolation, "SET_MEM_TABLE, 3 regions, 8 fds") { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol, "SET_MEM_TABLE, 3 regions, 8 fds") { () throws(VirtioError) in
             try decode(.setMemTable, three, fds: 8)
         }
-        assertThrowsVirtioError(.protocolViolation, "SET_FEATURES with an fd") { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol, "SET_FEATURES with an fd") { () throws(VirtioError) in
             try decode(.setFeatures, littleEndianBytes(UInt64(1) << 32), fds: 1)
         }
-        assertThrowsVirtioError(.protocolViolation, "GET_FEATURES with an fd") { () throws(VirtioError) in
+        assertThrowsVirtioError(.peerProtocol, "GET_FEATURES with an fd") { () throws(VirtioError) in
             try decode(.getFeatures, [], fds: 1)
         }
         for request in [VhostUserRequest.setVringKick, .setVringCall, .setVringErr] {
-            assertThrowsVirtioError(.protocolViolation, "\(request) announcing an fd without one") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "\(request) announcing an fd without one") { () throws(VirtioError) in
                 try decode(request, littleEndianBytes(UInt64(1)), fds: 0)
             }
-            assertThrowsVirtioError(.protocolViolation, "\(request) with the no-fd flag and an fd") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "\(request) with the no-fd flag and an fd") { () throws(VirtioError) in
                 try decode(request, littleEndianBytes(UInt64(0x101)), fds: 1)
             }
-            assertThrowsVirtioError(.protocolViolation, "\(request) with two fds") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "\(request) with two fds") { () throws(VirtioError) in
                 try decode(request, littleEndianBytes(UInt64(1)), fds: 2)
             }
         }
@@ -115,7 +115,7 @@ final class VhostUserMessageMalformedTests: XCTestCase {
 
     func testStatusMustFitEightBits() {
         for value: UInt64 in [0x100, 0x1FF, UInt64(1) << 63, UInt64.max] {
-            assertThrowsVirtioError(.protocolViolation, "status 0x\(String(value, radix: 16))") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "status 0x\(String(value, radix: 16))") { () throws(VirtioError) in
                 try decode(.setStatus, littleEndianBytes(value))
             }
         }
@@ -125,7 +125,7 @@ final class VhostUserMessageMalformedTests: XCTestCase {
         for value: UInt64 in [0x200, 0x400, 0x1_0000_0000, UInt64(1) << 63, 0x301] {
             for request in [VhostUserRequest.setVringKick, .setVringCall, .setVringErr] {
                 for fds in [0, 1] {
-                    assertThrowsVirtioError(.protocolViolation, "\(request) 0x\(String(value, radix: 16))") { () throws(VirtioError) in
+                    assertThrowsVirtioError(.peerProtocol, "\(request) 0x\(String(value, radix: 16))") { () throws(VirtioError) in
                         try decode(request, littleEndianBytes(value), fds: fds)
                     }
                 }
@@ -142,7 +142,7 @@ final class VhostUserMessageMalformedTests: XCTestCase {
 
     func testReplyFlagOnARequestIsRefused() {
         for (message, _) in MessageSamples.all {
-            assertThrowsVirtioError(.protocolViolation, "\(message.request) with the reply flag") { () throws(VirtioError) in
+            assertThrowsVirtioError(.peerProtocol, "\(message.request) with the reply flag") { () throws(VirtioError) in
                 try decode(message.request, message.encodePayload(), fds: message.descriptorCount,
                            flags: VhostUserHeader.version | VhostUserHeader.replyFlag)
             }
@@ -159,7 +159,7 @@ final class VhostUserMessageMalformedTests: XCTestCase {
         ]
         for request in requests {
             for payload in [[UInt8](), [UInt8](repeating: 0, count: 8)] {
-                assertThrowsVirtioError(.unsupported, "\(request)") { () throws(VirtioError) in
+                assertThrowsVirtioError(.peerProtocol, "\(request)") { () throws(VirtioError) in
                     try decode(request, payload)
                 }
             }

@@ -60,7 +60,7 @@ final class PackedRingHalvesTests: XCTestCase {
             for k in 0..<available {
                 guard let head = ring.device.peekAvailable(ahead: k),
                       let n = ring.device.readChain(head: head, into: ring.segments, capacity: 64) else {
-                    return XCTFail("device: \(ring.device.violation ?? "?")")
+                    return XCTFail("device: \(ring.device.violation.map { "\($0)" } ?? "?")")
                 }
                 XCTAssertEqual(n, expected[k].count)
                 for i in 0..<n { XCTAssertEqual(ring.segments[i].length, UInt32(100 + i)) }
@@ -73,7 +73,7 @@ final class PackedRingHalvesTests: XCTestCase {
             for _ in 0..<available {
                 var tails: [UInt32] = []
                 guard let (cookie, length) = ring.driver.takeUsed({ tails.append($0) }) else {
-                    return XCTFail("driver: \(ring.driver.violation ?? "?")")
+                    return XCTFail("driver: \(ring.driver.violation.map { "\($0)" } ?? "?")")
                 }
                 let chain = expected.removeFirst()
                 XCTAssertEqual(cookie, chain.first)

@@ -71,22 +71,22 @@ struct SplitMix64: RandomNumberGenerator {
 /// Reads one single-descriptor chain on the device side: head and its only segment.
 func takeSingle(_ device: SplitRingDevice, file: StaticString = #filePath, line: UInt = #line) -> (head: UInt16, segment: ChainSegment)? {
     guard let head = device.takeAvailable() else {
-        XCTFail("takeAvailable() returned nil: \(device.violation ?? "no violation")", file: file, line: line)
+        XCTFail("takeAvailable() returned nil: \(device.violation.map { "\($0)" } ?? "no violation")", file: file, line: line)
         return nil
     }
     var segment = ChainSegment(address: 0, length: 0, deviceWritable: false)
     let count = withUnsafeMutablePointer(to: &segment) { device.readChain(head: head, into: $0, capacity: 1) }
     guard count == 1 else {
-        XCTFail("readChain(head: \(head)) returned \(String(describing: count)): \(device.violation ?? "no violation")", file: file, line: line)
+        XCTFail("readChain(head: \(head)) returned \(String(describing: count)): \(device.violation.map { "\($0)" } ?? "no violation")", file: file, line: line)
         return nil
     }
     return (head, segment)
 }
 
-/// Asserts that `body` throws a `VirtioError` of `kind`; returns the error for further checks.
+/// Asserts that `body` throws a `VirtioError` of the case `kind`; returns the error for further checks.
 @discardableResult
 func assertThrowsVirtioError<T>(
-    _ kind: VirtioError.Kind,
+    _ kind: VirtioError.Domain,
     file: StaticString = #filePath, line: UInt = #line,
     _ body: () throws(VirtioError) -> T
 ) -> VirtioError? {
@@ -95,8 +95,8 @@ func assertThrowsVirtioError<T>(
         XCTFail("expected a .\(kind) error, got the value \(value)", file: file, line: line)
         return nil
     } catch {
-        XCTAssertEqual(error.kind, kind, "unexpected error: \(error)", file: file, line: line)
-        XCTAssertFalse(error.message.isEmpty, "error without a message", file: file, line: line)
+        XCTAssertEqual(error.domain, kind, "unexpected error: \(error)", file: file, line: line)
+        XCTAssertFalse(error.description.isEmpty, "error without a description", file: file, line: line)
         return error
     }
 }

@@ -62,11 +62,11 @@ final class SharedMemoryTests: XCTestCase {
     func testInvalidSizesAreRefused() {
         // Sizes near Int.max once overflowed while rounding to the page size.
         for size in [0, -1, Int.min, Int.max, Int.max - 4096, SharedMemoryRegion.maximumSize + 1] {
-            assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in try SharedMemoryRegion(minimumSize: size) }
+            assertThrowsVirtioError(.configuration) { () throws(VirtioError) in try SharedMemoryRegion(minimumSize: size) }
         }
         for hugeSize in [0, -2 << 20, 3 << 20, 1024, page / 2, page + 1] {
             for fallback in [true, false] {
-                assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in
+                assertThrowsVirtioError(.configuration) { () throws(VirtioError) in
                     try SharedMemoryRegion(minimumSize: page, backing: .hugepages(pageSize: hugeSize), fallbackToNormalPages: fallback)
                 }
             }
@@ -105,9 +105,13 @@ final class SharedMemoryTests: XCTestCase {
             let region = try SharedMemoryRegion(minimumSize: 4 * page, backing: .hugepages2M, fallbackToNormalPages: false)
             XCTFail("expected an error, got a region backed by \(region.backing)")
         } catch {
-            XCTAssertEqual(error.kind, .system, "\(error)")
+            guard case .memory(.hugepagesUnavailable(let pageSize, let bytes, _)) = error else {
+                return XCTFail("expected .memory(.hugepagesUnavailable), got \(error)")
+            }
+            XCTAssertEqual(pageSize, 2 << 20)
+            XCTAssertEqual(bytes, 4 * page)
             XCTAssertNotNil(error.errno)
-            XCTAssertTrue(error.message.contains("nr_hugepages"), "the error should say how to reserve hugepages: \(error)")
+            XCTAssertTrue(error.description.contains("nr_hugepages"), "the error should say how to reserve hugepages: \(error)")
         }
     }
 

@@ -79,7 +79,7 @@ final class SplitRingDriverViolationTests: XCTestCase {
         ring.setAvailEntry(at: 0, head: 5)
         ring.availIndex = 1
         XCTAssertEqual(ring.device.availableCount(), 1)
-        guard let head = ring.device.takeAvailable() else { return XCTFail(ring.device.violation ?? "no head") }
+        guard let head = ring.device.takeAvailable() else { return XCTFail(ring.device.violation.map { "\($0)" } ?? "no head") }
         XCTAssertEqual(head, 5)
         XCTAssertEqual(readChain(ring, head: head), [
             ChainSegment(address: 0xAAAA_0000, length: 12, deviceWritable: false),

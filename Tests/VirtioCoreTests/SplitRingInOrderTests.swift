@@ -47,7 +47,7 @@ final class SplitRingInOrderTests: XCTestCase {
         _ = ring.driver.publish()
         complete(ring, id: 1, at: 0, usedIndex: 1)
         XCTAssertNil(ring.driver.peekUsed())
-        XCTAssertTrue(ring.driver.violation?.contains("out of order under IN_ORDER") == true, ring.driver.violation ?? "")
+        XCTAssertEqual(ring.driver.violation, .usedOutOfOrder(id: 1, perBuffer: true))
     }
 
     func testAnEntryForABufferNotYetMadeAvailableIsAViolation() {

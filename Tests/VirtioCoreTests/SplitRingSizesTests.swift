@@ -111,7 +111,7 @@ final class SplitRingSizesTests: XCTestCase {
         var returned = Set<UInt32>()
         for k in 0..<size {
             guard let (cookie, bytes) = ring.driver.takeUsed() else {
-                XCTFail("\(context): takeUsed #\(k) returned nil: \(ring.driver.violation ?? "")")
+                XCTFail("\(context): takeUsed #\(k) returned nil: \(ring.driver.violation.map { "\($0)" } ?? "")")
                 return
             }
             XCTAssertTrue(returned.insert(cookie).inserted, "\(context): cookie \(cookie) returned twice")

@@ -28,7 +28,7 @@ final class SplitRingWrapTests: XCTestCase {
             if ring.availIndex < lastAvail { wraps += 1 }
             lastAvail = ring.availIndex
             guard ring.device.availableCount() == 1, let (head, segment) = takeSingle(ring.device) else {
-                return XCTFail("cycle \(n): \(ring.device.violation ?? "nothing available")")
+                return XCTFail("cycle \(n): \(ring.device.violation.map { "\($0)" } ?? "nothing available")")
             }
             if segment.address != UInt64(n) * 64 || segment.length != UInt32(n % 9000) {
                 return XCTFail("cycle \(n): wrong segment \(segment)")
@@ -36,7 +36,7 @@ final class SplitRingWrapTests: XCTestCase {
             ring.device.putUsed(head: head, length: UInt32(truncatingIfNeeded: n &* 31))
             _ = ring.device.publishUsed()
             guard ring.driver.usedCount() == 1, let (back, length) = ring.driver.takeUsed() else {
-                return XCTFail("cycle \(n): \(ring.driver.violation ?? "nothing used")")
+                return XCTFail("cycle \(n): \(ring.driver.violation.map { "\($0)" } ?? "nothing used")")
             }
             if back != cookie || length != UInt32(truncatingIfNeeded: n &* 31) {
                 return XCTFail("cycle \(n): got cookie \(back) length \(length)")
@@ -83,7 +83,7 @@ final class SplitRingWrapTests: XCTestCase {
             // Device: take everything, return a random subset in random order.
             let available = ring.device.availableCount()
             guard available == add else {
-                return XCTFail("size \(size): \(available) available after adding \(add): \(ring.device.violation ?? "")")
+                return XCTFail("size \(size): \(available) available after adding \(add): \(ring.device.violation.map { "\($0)" } ?? "")")
             }
             for _ in 0..<available {
                 guard let (head, segment) = takeSingle(ring.device) else { return }
@@ -103,11 +103,11 @@ final class SplitRingWrapTests: XCTestCase {
             // Driver: collect.
             let used = ring.driver.usedCount()
             guard used == giveBack else {
-                return XCTFail("size \(size): \(used) used after returning \(giveBack): \(ring.driver.violation ?? "")")
+                return XCTFail("size \(size): \(used) used after returning \(giveBack): \(ring.driver.violation.map { "\($0)" } ?? "")")
             }
             for _ in 0..<used {
                 guard let (cookie, length) = ring.driver.takeUsed() else {
-                    return XCTFail("size \(size): \(ring.driver.violation ?? "takeUsed nil")")
+                    return XCTFail("size \(size): \(ring.driver.violation.map { "\($0)" } ?? "takeUsed nil")")
                 }
                 guard let expected = outstanding.removeValue(forKey: cookie) else {
                     return XCTFail("size \(size): cookie \(cookie) returned twice or never made available")

@@ -58,26 +58,25 @@ final class UnixSocketTests: XCTestCase {
         let path = directory.file("nobody-here")
         let policy = UnixSocket.RetryPolicy(timeoutMilliseconds: 300, intervalMilliseconds: 20)
         let start = MonotonicClock.nanoseconds()
-        let error = assertThrowsVirtioError(.system) { () throws(VirtioError) in try UnixSocket.connect(to: path, retry: policy) }
+        let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in try UnixSocket.connect(to: path, retry: policy) }
         let elapsedMilliseconds = (MonotonicClock.nanoseconds() - start) / 1_000_000
-        XCTAssertEqual(error?.errno, .noSuchFileOrDirectory)
-        XCTAssertTrue(error?.message.contains(path) ?? false)
+        XCTAssertEqual(error, .connection(.unreachable(path: path, errno: .noSuchFileOrDirectory)))
         XCTAssertGreaterThanOrEqual(elapsedMilliseconds, 300, "it must keep trying for the whole timeout")
         XCTAssertLessThan(elapsedMilliseconds, 5_000)
     }
 
     func testConnectOnceToAMissingPathFailsAtOnce() throws {
         let directory = try TemporaryDirectory()
-        let error = assertThrowsVirtioError(.system) { () throws(VirtioError) in try UnixSocket.connect(to: directory.file("missing")) }
-        XCTAssertEqual(error?.errno, .noSuchFileOrDirectory)
+        let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in try UnixSocket.connect(to: directory.file("missing")) }
+        XCTAssertEqual(error, .connection(.unreachable(path: directory.file("missing"), errno: .noSuchFileOrDirectory)))
     }
 
     func testConnectToAStaleSocketIsRefused() throws {
         let directory = try TemporaryDirectory()
         let path = directory.file("stale")
         do { _ = try UnixSocket.listen(at: path) }  // closed at once; the file stays
-        let error = assertThrowsVirtioError(.system) { () throws(VirtioError) in try UnixSocket.connect(to: path) }
-        XCTAssertEqual(error?.errno, .connectionRefused)
+        let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in try UnixSocket.connect(to: path) }
+        XCTAssertEqual(error, .connection(.unreachable(path: path, errno: .connectionRefused)))
     }
 
     func testListenReplacesAStaleSocketFile() throws {
@@ -97,8 +96,8 @@ final class UnixSocketTests: XCTestCase {
         XCTAssertEqual(write(fd, "keep", 4), 4)
         close(fd)
 
-        let error = assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in try UnixSocket.listen(at: path) }
-        XCTAssertTrue(error?.message.contains(path) ?? false)
+        let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in try UnixSocket.listen(at: path) }
+        XCTAssertEqual(error, .connection(.notASocket(path: path)))
         var info = stat()
         XCTAssertEqual(lstat(path, &info), 0, "the file must not be deleted")
         XCTAssertEqual(info.st_size, 4)
@@ -106,7 +105,8 @@ final class UnixSocketTests: XCTestCase {
 
     func testListenRefusesADirectory() throws {
         let directory = try TemporaryDirectory()
-        assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in try UnixSocket.listen(at: directory.path) }
+        let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in try UnixSocket.listen(at: directory.path) }
+        XCTAssertEqual(error, .connection(.notASocket(path: directory.path)))
     }
 
     func testPathLengthLimits() throws {
@@ -122,9 +122,9 @@ final class UnixSocketTests: XCTestCase {
 
         let tooLong = longest + "p"
         for path in [tooLong, String(repeating: "x", count: 300), ""] {
-            assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in try UnixSocket.listen(at: path) }
-            assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in try UnixSocket.connect(to: path) }
-            assertThrowsVirtioError(.invalidArgument) { () throws(VirtioError) in
+            assertThrowsVirtioError(.configuration) { () throws(VirtioError) in try UnixSocket.listen(at: path) }
+            assertThrowsVirtioError(.configuration) { () throws(VirtioError) in try UnixSocket.connect(to: path) }
+            assertThrowsVirtioError(.configuration) { () throws(VirtioError) in
                 try UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 60_000))
             }
         }

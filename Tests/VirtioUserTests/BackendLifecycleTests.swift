@@ -35,7 +35,7 @@ final class BackendLifecycleTests: XCTestCase {
         let filePath = try makeSocketPath(self, name: "plain-file")
         XCTAssertTrue(FileManager.default.createFile(atPath: filePath, contents: Data("keep".utf8)))
         XCTAssertThrowsError(try VhostUserBackend(configuration: .init(socketPath: filePath))) { error in
-            XCTAssertEqual((error as? VirtioError)?.kind, .invalidArgument)
+            XCTAssertEqual(error as? VirtioError, .connection(.notASocket(path: filePath)))
         }
         XCTAssertEqual(try String(contentsOfFile: filePath, encoding: .utf8), "keep")
     }

@@ -26,6 +26,6 @@ final class BackendMemoryTableUpdateTests: XCTestCase {
         MonotonicClock.sleep(milliseconds: 100)
         XCTAssertEqual(backend.statistics.framesReceived, 2)
         XCTAssertEqual(backend.statistics.framesSent, 2)
-        XCTAssertEqual(backend.statistics.protocolErrors, 0, backend.statistics.lastError ?? "")
+        XCTAssertEqual(backend.statistics.protocolErrors, 0, backend.statistics.lastError.map { "\($0)" } ?? "")
     }
 }

@@ -11,7 +11,7 @@ final class DeviceLifecycleTests: XCTestCase {
         let backend = try startBackend(self)
         let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
-        XCTAssertEqual(device.linkState, .down(reason: "not started"))
+        XCTAssertEqual(device.linkState, .down(reason: .notStarted))
         try device.start()
         // MTU and STATUS: our back-end serves both in its config space (CONFIG); MAC it offers
         // only when it has one, MQ we ask for only with more than one pair.
@@ -68,8 +68,11 @@ final class DeviceLifecycleTests: XCTestCase {
         let path = backend.configuration.socketPath
         let device = try VirtioUserDevice(configuration: .init(socketPath: path))
         XCTAssertThrowsError(try device.start()) { error in
-            XCTAssertEqual((error as? VirtioError)?.kind, .unsupported)
-            XCTAssertTrue("\(error)".contains("VERSION_1"))
+            guard case .negotiation(.missingFeature(let feature, let offered))? = error as? VirtioError else {
+                return XCTFail("expected .negotiation(.missingFeature), got \(error)")
+            }
+            XCTAssertTrue(feature.hasPrefix("VIRTIO_F_VERSION_1"), feature)
+            XCTAssertFalse(offered.contains(.version1))
         }
         if case .up = device.linkState { XCTFail("link must be down after a failed start") }
     }
@@ -81,13 +84,13 @@ final class DeviceLifecycleTests: XCTestCase {
         device.stop()  // harmless before start
         try device.start()
         XCTAssertThrowsError(try device.start()) { error in
-            XCTAssertEqual((error as? VirtioError)?.kind, .invalidState)
+            XCTAssertEqual(error as? VirtioError, .state(.alreadyRunning("The device")))
         }
         for round in 0..<3 {
             let result = runLoopbackStream(device: device, stream: FrameStream(seed: UInt64(round)), total: 3000)
             XCTAssertEqual(result.intact, 3000, "round \(round)")
             device.stop()
-            XCTAssertEqual(device.linkState, .down(reason: "stopped"))
+            XCTAssertEqual(device.linkState, .down(reason: .stopped))
             XCTAssertEqual(device.availableBuffers(), device.statistics.poolSize)
             let burst = PacketBurst()
             XCTAssertEqual(device.receive(into: burst), 0, "a stopped device moves nothing")
@@ -123,9 +126,8 @@ final class DeviceLifecycleTests: XCTestCase {
         configuration.connectTimeoutMilliseconds = 200
         let device = try VirtioUserDevice(configuration: configuration)
         XCTAssertThrowsError(try device.start()) { error in
-            let virtioError = error as? VirtioError
-            XCTAssertEqual(virtioError?.kind, .system)
-            XCTAssertEqual(virtioError?.errno, .noSuchFileOrDirectory)
+            XCTAssertEqual(error as? VirtioError, .connection(.unreachable(path: path, errno: .noSuchFileOrDirectory)))
+            XCTAssertEqual((error as? VirtioError)?.errno, .noSuchFileOrDirectory)
             XCTAssertTrue("\(error)".contains(path))
         }
     }
@@ -157,7 +159,7 @@ final class DeviceLifecycleTests: XCTestCase {
             var configuration = VirtioUserDevice.Configuration(socketPath: "/tmp/unused.sock")
             configuration.queueSize = size
             XCTAssertThrowsError(try VirtioUserDevice(configuration: configuration), "queue size \(size)") { error in
-                XCTAssertEqual((error as? VirtioError)?.kind, .invalidArgument)
+                XCTAssertEqual(error as? VirtioError, .configuration(InvalidSetting(field: "queueSize", value: "\(size)", requirement: "a power of two from 64 to 32768")))
             }
         }
         var configuration = VirtioUserDevice.Configuration(socketPath: "/tmp/unused.sock")

@@ -87,8 +87,7 @@ final class MultiqueueTests: XCTestCase {
         configuration.queuePairs = 3
         let device = try VirtioUserDevice(configuration: configuration)
         XCTAssertThrowsError(try device.start()) { error in
-            let message = (error as? VirtioError)?.message ?? ""
-            XCTAssertTrue(message.contains("serves 2 queue pair(s); 3 are configured"), message)
+            XCTAssertEqual(error as? VirtioError, .negotiation(.queuePairs(offered: 2, wanted: 3)))
         }
         XCTAssertNotEqual(device.linkState, .up)
     }
@@ -99,7 +98,11 @@ final class MultiqueueTests: XCTestCase {
         var configuration = VirtioUserDevice.Configuration(socketPath: backend.configuration.socketPath)
         configuration.queuePairs = 2
         XCTAssertThrowsError(try VirtioUserDevice(configuration: configuration).start()) { error in
-            XCTAssertTrue((error as? VirtioError)?.message.contains("VIRTIO_NET_F_MQ") == true, "\(error)")
+            guard case .negotiation(.missingFeature(let feature, let offered))? = error as? VirtioError else {
+                return XCTFail("expected .negotiation(.missingFeature), got \(error)")
+            }
+            XCTAssertTrue(feature.hasPrefix("VIRTIO_NET_F_MQ"), feature)
+            XCTAssertFalse(offered.contains(.netMultiqueue))
         }
         configuration.queuePairs = 1
         let single = try VirtioUserDevice(configuration: configuration)

@@ -82,8 +82,12 @@ final class PacketCaptureTests: XCTestCase {
 
     func testBadPathsAreClearErrors() {
         XCTAssertThrowsError(try PacketCapture(path: "/nonexistent-directory/f.pcap")) { error in
-            XCTAssertTrue("\(error)".contains("/nonexistent-directory/f.pcap"), "\(error)")
+            guard case .system(let failure)? = error as? VirtioError else { return XCTFail("\(error)") }
+            XCTAssertEqual(failure.operation, "open(/nonexistent-directory/f.pcap)")
+            XCTAssertEqual(failure.errno, .noSuchFileOrDirectory)
         }
-        XCTAssertThrowsError(try PacketCapture(path: "/tmp/x.pcap", snapLength: 10))
+        XCTAssertThrowsError(try PacketCapture(path: "/tmp/x.pcap", snapLength: 10)) { error in
+            XCTAssertEqual(error as? VirtioError, .configuration(InvalidSetting(field: "snapLength", value: "10", requirement: "64…262144 bytes")))
+        }
     }
 }

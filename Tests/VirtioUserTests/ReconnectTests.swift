@@ -139,8 +139,7 @@ final class ReconnectTests: XCTestCase {
         try device.start()
         first.stop()
         XCTAssertTrue(waitUntil {
-            if case .down(let reason) = device.linkState { return reason.contains("did not return within 300 ms") }
-            return false
+            device.linkState == .down(reason: .gaveUpReconnecting(milliseconds: 300))
         }, "\(device.linkState)")
         // A back-end appearing later is not picked up any more: start() is the way back.
         let second = try backend(path, .server)

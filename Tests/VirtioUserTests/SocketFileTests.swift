@@ -16,7 +16,7 @@ final class SocketFileTests: XCTestCase {
         let first = try startBackend(self)
         let path = first.configuration.socketPath
         XCTAssertThrowsError(try VhostUserBackend(configuration: .init(socketPath: path))) { error in
-            XCTAssertTrue((error as? VirtioError)?.message.contains("is a live socket") == true, "\(error)")
+            XCTAssertEqual(error as? VirtioError, .connection(.socketInUse(path: path, detail: "is a live socket: another process listens on it")))
         }
         let (status, _, errors) = try runProgram(productsDirectory.appendingPathComponent("vhost-user-backend").path, ["--socket", path, "--duration", "1"])
         XCTAssertEqual(status, 2, errors)
@@ -74,7 +74,9 @@ final class SocketFileTests: XCTestCase {
             configuration.socketAccess = SocketFileAccess(group: "no-such-group-here")
             return configuration
         }())) { error in
-            XCTAssertTrue((error as? VirtioError)?.message.contains("No group named 'no-such-group-here'") == true, "\(error)")
+            guard case .configuration(let setting)? = error as? VirtioError else { return XCTFail("\(error)") }
+            XCTAssertEqual(setting.field, "group")
+            XCTAssertEqual(setting.value, "no-such-group-here")
         }
         let binary = productsDirectory.appendingPathComponent("vhost-user-backend").path
         let path = try makeSocketPath(self)

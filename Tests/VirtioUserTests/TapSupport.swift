@@ -46,7 +46,7 @@ func tapBackendInNamespace(
 func runIP(_ arguments: [String]) throws -> String {
     let result = try runProgram("/usr/sbin/ip", arguments)
     guard result.status == 0 else {
-        throw VirtioError(.system, "ip \(arguments.joined(separator: " ")) failed: \(result.errors)")
+        throw TestFailure("ip \(arguments.joined(separator: " ")) failed: \(result.errors)")
     }
     return result.output
 }

@@ -252,3 +252,9 @@ func runLoopbackStreamsOnEveryPair(
     for thread in threads { thread.join() }
     return results.withLock { all in (0..<device.queuePairCount).map { all[$0] ?? (0, 0, 0) } }
 }
+
+/// A test's own failure (a helper that could not set something up), as a thrown error.
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

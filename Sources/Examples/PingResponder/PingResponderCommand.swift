@@ -60,7 +60,7 @@ struct PingResponderCommand: ParsableCommand {
             device = try VirtioUserDevice(configuration: configuration)
             try device.start()
         } catch {
-            let line = "ping-responder: error: \(error.message)\n"
+            let line = "ping-responder: error: \(error)\n"
             _ = line.withCString { write(2, $0, strlen($0)) }
             throw ExitCode(2)
         }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CVirtioShim
+import SystemPackage
 
 /// Where shared memory comes from.
 public enum MemoryBacking: Sendable, Equatable, CustomStringConvertible {
@@ -70,7 +71,7 @@ public enum MemoryBacking: Sendable, Equatable, CustomStringConvertible {
     ) throws(VirtioError) {
         self.name = name
         guard minimumSize > 0, minimumSize <= Self.maximumSize else {
-            throw VirtioError(.invalidArgument, "A shared memory region needs a size from 1 to \(Self.maximumSize) bytes, not \(minimumSize).")
+            throw .invalid("memory size", minimumSize, "a shared memory region takes 1…\(Self.maximumSize) bytes")
         }
         switch backing {
         case .memfd:
@@ -81,7 +82,7 @@ public enum MemoryBacking: Sendable, Equatable, CustomStringConvertible {
             fallbackReason = nil
         case .hugepages(let hugeSize):
             guard hugeSize > 0, hugeSize & (hugeSize - 1) == 0, hugeSize >= Self.systemPageSize else {
-                throw VirtioError(.invalidArgument, "Hugepage size \(hugeSize) is not a power of two ≥ the page size; use 2 MiB (2097152) or 1 GiB.")
+                throw .invalid("hugepage size", hugeSize, "a power of two ≥ the page size; use 2 MiB (2097152) or 1 GiB")
             }
             let shift = UInt32(hugeSize.trailingZeroBitCount)
             let flags = UInt32(CVS_MEMFD_HUGETLB) | (shift << UInt32(CVS_MEMFD_HUGE_SHIFT))
@@ -93,13 +94,13 @@ public enum MemoryBacking: Sendable, Equatable, CustomStringConvertible {
                 fallbackReason = nil
             } catch {
                 guard fallbackToNormalPages else {
-                    throw VirtioError(error.kind, "\(error.message) Reserve hugepages (echo N > /proc/sys/vm/nr_hugepages) or use normal pages.", errno: error.errno)
+                    throw .memory(.hugepagesUnavailable(pageSize: hugeSize, bytes: minimumSize, errno: error.errno ?? .noMemory))
                 }
                 let mapped = try Self.map(size: minimumSize, pageSize: Self.systemPageSize, flags: 0, name: name)
                 (base, size, descriptor, numaNode) = mapped
                 self.backing = .memfd
                 pageSize = Self.systemPageSize
-                fallbackReason = "\(hugeSize >> 20) MiB hugepages could not back \(minimumSize) bytes, so normal pages are used. \(error.message) Reserve hugepages with: echo N > /proc/sys/vm/nr_hugepages"
+                fallbackReason = "\(hugeSize >> 20) MiB hugepages could not back \(minimumSize) bytes, so normal pages are used. \(error.description) Reserve hugepages with: echo N > /proc/sys/vm/nr_hugepages"
             }
         }
     }
@@ -134,7 +135,8 @@ public enum MemoryBacking: Sendable, Equatable, CustomStringConvertible {
             // renewing needs twice the region in free hugepages.) The fixed mapping below then
             // maps the pages already allocated.
             guard let aside = cvs_mmap_shared_populated(file.raw, nil, size) else {
-                throw VirtioError.system("mmap of \(size) bytes of hugepages (a fresh region)", errno: errno, hint: "Renewing the memory for a new session needs as many free hugepages as the region takes.")
+                // Renewing needs as many free hugepages as the region takes.
+                throw .memory(.hugepagesUnavailable(pageSize: pageSize, bytes: size, errno: Errno(rawValue: errno)))
             }
             _ = cvs_munmap(aside, size)
         }

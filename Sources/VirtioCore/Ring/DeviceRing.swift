@@ -10,7 +10,7 @@
     /// The queue size.
     var size: Int { get }
     /// Set when the driver broke the ring protocol; the ring is unusable from then on.
-    var violation: String? { get }
+    var violation: RingViolation? { get }
     /// VIRTIO_RING_F_EVENT_IDX negotiated. Set before the ring runs.
     var usesEventIndex: Bool { get set }
     /// What GET_VRING_BASE reports: where the device stopped taking chains.

@@ -12,7 +12,7 @@
     /// Descriptors handed to the device and not yet returned.
     var inFlight: Int { get }
     /// Set when the device broke the ring protocol.
-    var violation: String? { get }
+    var violation: RingViolation? { get }
     /// Buffers the last ``takeUsed(_:)`` completed (more than 1 only for an IN_ORDER batch).
     var lastCompletedBuffers: Int { get }
     /// What SET_VRING_BASE announces for this ring.
@@ -42,7 +42,7 @@
     /// Every buffer in flight back to `body`, freed (teardown).
     func reclaimAll(_ body: (UInt32) -> Void)
     /// Stops the ring for a violation its user found.
-    func reportViolation(_ text: String)
+    func reportViolation(_ cause: RingViolation)
 }
 
 extension SplitRingDriver: DriverRing {

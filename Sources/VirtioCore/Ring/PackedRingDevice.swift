@@ -17,7 +17,7 @@ import CVirtioShim
     /// The shared ring memory.
     @usableFromInline package let memory: PackedRingMemory
     @usableFromInline package let size: Int
-    @exclusivity(unchecked) @usableFromInline package private(set) var violation: String?
+    @exclusivity(unchecked) @usableFromInline package private(set) var violation: RingViolation?
     @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
     /// Treat every entry of an indirect table as device-readable. For transmit queues, which
     /// the device only reads: DPDK's virtio driver (22.11 and later) leaves VIRTQ_DESC_F_WRITE
@@ -95,17 +95,17 @@ import CVirtioShim
             var length = 1
             while flags & UInt16(CVS_VRING_DESC_F_NEXT) != 0 {
                 guard flags & UInt16(CVS_VRING_DESC_F_INDIRECT) == 0 else {
-                    markViolation("slot \(position.slot) is indirect inside a chain")
+                    markViolation(.indirectInsideChain(index: Int(position.slot)))
                     return 0
                 }
                 guard outstanding &+ length < size else {
-                    markViolation("chain from slot \(scan.slot) runs past the \(size - outstanding) slots the driver can have filled")
+                    markViolation(.chainPastAvailable(slot: Int(scan.slot), limit: size - outstanding))
                     return 0
                 }
                 position = position.advanced(by: 1, size: size)
                 flags = cvs_load_relaxed_u16(cvs_pdesc_flags(memory.descriptors, UInt32(position.slot)))
                 guard position.isAvailable(flags) else {
-                    markViolation("slot \(position.slot) continues a chain but is not available")
+                    markViolation(.chainContinuesIntoUnavailable(slot: Int(position.slot)))
                     return 0
                 }
                 length &+= 1
@@ -157,13 +157,13 @@ import CVirtioShim
             let descriptor = memory.descriptors[slot]
             if descriptor.flags & UInt16(CVS_VRING_DESC_F_INDIRECT) != 0 {
                 guard allowsIndirect else {
-                    markViolation("slot \(slot) is indirect, which was not negotiated")
+                    markViolation(.indirectNotNegotiated(index: Int(slot)))
                     return nil
                 }
                 return readIndirect(descriptor, slot: slot, into: segments, capacity: capacity, indirect)
             }
             guard count < capacity else {
-                markViolation("chain from slot \(head) is longer than \(capacity) descriptors")
+                markViolation(.chainTooLong(head: Int(head), limit: capacity))
                 return nil
             }
             segments[count] = ChainSegment(
@@ -184,11 +184,11 @@ import CVirtioShim
         let entrySize = MemoryLayout<cvs_pvirtq_desc>.stride
         let entries = Int(table.len) / entrySize
         guard Int(table.len) % entrySize == 0, entries >= 1, entries <= size, entries <= capacity else {
-            markViolation("indirect table of \(table.len) bytes at slot \(slot): a multiple of 16 bytes, 1…\(min(size, capacity)) entries, is required")
+            markViolation(.indirectTableLength(head: Int(slot), bytes: Int(table.len), maximumEntries: min(size, capacity)))
             return nil
         }
         guard let base = indirect(table.addr, Int(table.len)) else {
-            markViolation("indirect table at 0x\(String(table.addr, radix: 16)) (\(table.len) bytes) is not inside the shared memory")
+            markViolation(.indirectTableOutsideMemory(address: table.addr, bytes: Int(table.len)))
             return nil
         }
         for index in 0..<entries {
@@ -246,7 +246,7 @@ import CVirtioShim
     }
 
     @usableFromInline
-    func markViolation(_ text: String) {
-        if violation == nil { violation = "The driver broke the packed-ring protocol: \(text)." }
+    func markViolation(_ cause: RingViolation) {
+        if violation == nil { violation = cause }
     }
 }

@@ -48,11 +48,11 @@ import Synchronization
     @usableFromInline let chainLength: UnsafeMutablePointer<UInt16>
     /// Per id in a chain: the next id.
     @usableFromInline let nextInChain: UnsafeMutablePointer<UInt16>
-    @inlinable package var violation: String? {
-        violationFlag.load(ordering: .acquiring) ? violationText : nil
+    @inlinable package var violation: RingViolation? {
+        violationFlag.load(ordering: .acquiring) ? violationCause : nil
     }
     @usableFromInline let violationFlag = Atomic<Bool>(false)
-    @exclusivity(unchecked) @usableFromInline var violationText: String?
+    @exclusivity(unchecked) @usableFromInline var violationCause: RingViolation?
     /// VIRTIO_RING_F_EVENT_IDX: the device's event area may ask for a kick at one descriptor.
     @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
     /// Indirect tables, as for ``SplitRingDriver``: ``SplitRingDriver/indirectEntries``
@@ -117,7 +117,7 @@ import Synchronization
         usesEventIndex = false
         usesIndirect = false
         violationFlag.store(false, ordering: .relaxed)
-        violationText = nil
+        violationCause = nil
         memory.descriptors.initialize(repeating: cvs_pvirtq_desc(), count: size)
         memory.driverEvent.initializeMemory(as: UInt8.self, repeating: 0, count: Int(CVS_PVIRTQ_EVENT_BYTES))
         memory.deviceEvent.initializeMemory(as: UInt8.self, repeating: 0, count: Int(CVS_PVIRTQ_EVENT_BYTES))
@@ -269,12 +269,12 @@ import Synchronization
             guard scan.isUsed(flags) else { break }
             let id = Int(ring[scan.slot].id)
             guard id < size, chainSlots[id] != 0 else {
-                markViolation("used descriptor at slot \(scan.slot) names id \(id), which is not a buffer in flight")
+                markViolation(.usedIdNotInFlight(id: id, slot: Int(scan.slot)))
                 return 0
             }
             let slots = Int(chainSlots[id])
             guard slots <= published else {
-                markViolation("used descriptor at slot \(scan.slot) (id \(id), \(slots) slots) runs past the \(published) slots published")
+                markViolation(.usedPastPublished(slot: Int(scan.slot), id: id, slots: slots, published: published))
                 return 0
             }
             let index = wrapped(foundFirst &+ count)
@@ -381,19 +381,19 @@ import Synchronization
     }
 
     /// Stops the ring for a violation its user found (such as a bad `num_buffers`).
-    @usableFromInline package func reportViolation(_ text: String) {
-        markViolation(text)
+    @usableFromInline package func reportViolation(_ cause: RingViolation) {
+        markViolation(cause)
     }
 
     @usableFromInline @inline(never)
     func markRepeatedID(_ id: Int) {
-        markViolation("two used descriptors name id \(id)")
+        markViolation(.usedTwice(id: id))
     }
 
     @usableFromInline
-    func markViolation(_ text: String) {
+    func markViolation(_ cause: RingViolation) {
         guard !violationFlag.load(ordering: .relaxed) else { return }
-        violationText = "The device broke the packed-ring protocol: \(text)."
+        violationCause = cause
         violationFlag.store(true, ordering: .releasing)
     }
 }

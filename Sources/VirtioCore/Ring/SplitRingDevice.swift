@@ -35,7 +35,7 @@ import CVirtioShim
     /// Next used slot to fill (published by ``publishUsed()``).
     @exclusivity(unchecked) @usableFromInline var usedShadow: UInt16
     /// Set when the driver broke the protocol; the ring is unusable from then on.
-    @exclusivity(unchecked) @usableFromInline package private(set) var violation: String?
+    @exclusivity(unchecked) @usableFromInline package private(set) var violation: RingViolation?
     /// VIRTIO_RING_F_EVENT_IDX: notifications follow `avail_event` / `used_event` instead of
     /// the flags. Set before the ring runs.
     @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
@@ -76,7 +76,7 @@ import CVirtioShim
         let availIdx = cvs_load_acquire_u16(cvs_avail_idx(memory.avail))
         let count = Int(availIdx &- lastAvail)
         if count > mask + 1 {
-            markViolation("available index jumped by \(count) on a queue of \(mask + 1)")
+            markViolation(.availableIndexJump(count: count, queueSize: mask + 1))
             return 0
         }
         return count
@@ -89,7 +89,7 @@ import CVirtioShim
     package func peekAvailable(ahead: Int = 0) -> UInt16? {
         let head = cvs_avail_ring(memory.avail)[(Int(lastAvail) &+ ahead) & mask]
         guard Int(head) <= mask else {
-            markViolation("available ring names descriptor \(head) on a queue of \(mask + 1)")
+            markViolation(.headOutOfRange(head: Int(head), queueSize: mask + 1))
             return nil
         }
         return head
@@ -127,18 +127,18 @@ import CVirtioShim
             let descriptor = memory.descriptors[index]
             if descriptor.flags & UInt16(CVS_VRING_DESC_F_INDIRECT) != 0 {
                 guard allowsIndirect else {
-                    markViolation("descriptor \(index) is indirect, which was not negotiated")
+                    markViolation(.indirectNotNegotiated(index: index))
                     return nil
                 }
                 // Only a chain's only descriptor may be indirect (§2.7.5.3.1).
                 guard count == 0, descriptor.flags & UInt16(CVS_VRING_DESC_F_NEXT) == 0 else {
-                    markViolation("descriptor \(index) is indirect inside a chain")
+                    markViolation(.indirectInsideChain(index: index))
                     return nil
                 }
                 return readIndirect(descriptor, head: head, into: segments, capacity: capacity, indirect)
             }
             guard count < capacity, count <= mask else {
-                markViolation("chain from head \(head) is longer than \(min(capacity, mask + 1)) descriptors (a loop?)")
+                markViolation(.chainTooLong(head: Int(head), limit: min(capacity, mask + 1)))
                 return nil
             }
             segments[count] = ChainSegment(
@@ -148,7 +148,7 @@ import CVirtioShim
             guard descriptor.flags & UInt16(CVS_VRING_DESC_F_NEXT) != 0 else { return count }
             index = Int(descriptor.next)
             guard index <= mask else {
-                markViolation("descriptor links to \(descriptor.next) on a queue of \(mask + 1)")
+                markViolation(.linkOutOfRange(next: Int(descriptor.next), entries: mask + 1, indirect: false))
                 return nil
             }
         }
@@ -163,11 +163,11 @@ import CVirtioShim
         let entrySize = MemoryLayout<cvs_vring_desc>.stride
         let entries = Int(table.len) / entrySize
         guard Int(table.len) % entrySize == 0, entries >= 1, entries <= mask &+ 1 else {
-            markViolation("indirect table of \(table.len) bytes at head \(head): a multiple of 16 bytes, 1…\(mask + 1) entries, is required")
+            markViolation(.indirectTableLength(head: Int(head), bytes: Int(table.len), maximumEntries: mask + 1))
             return nil
         }
         guard let base = indirect(table.addr, Int(table.len)) else {
-            markViolation("indirect table at 0x\(String(table.addr, radix: 16)) (\(table.len) bytes) is not inside the shared memory")
+            markViolation(.indirectTableOutsideMemory(address: table.addr, bytes: Int(table.len)))
             return nil
         }
         var index = 0
@@ -176,11 +176,11 @@ import CVirtioShim
             // A snapshot, as for the ring's own table; the table need not be aligned.
             let descriptor = base.loadUnaligned(fromByteOffset: index &* entrySize, as: cvs_vring_desc.self)
             guard descriptor.flags & UInt16(CVS_VRING_DESC_F_INDIRECT) == 0 else {
-                markViolation("indirect table at head \(head) nests another indirect table")
+                markViolation(.nestedIndirect(head: Int(head)))
                 return nil
             }
             guard count < capacity, count < entries else {
-                markViolation("indirect chain at head \(head) is longer than \(min(capacity, entries)) descriptors (a loop?)")
+                markViolation(.chainTooLong(head: Int(head), limit: min(capacity, entries)))
                 return nil
             }
             segments[count] = ChainSegment(
@@ -190,7 +190,7 @@ import CVirtioShim
             guard descriptor.flags & UInt16(CVS_VRING_DESC_F_NEXT) != 0 else { return count }
             index = Int(descriptor.next)
             guard index < entries else {
-                markViolation("indirect descriptor links to \(descriptor.next) in a table of \(entries)")
+                markViolation(.linkOutOfRange(next: Int(descriptor.next), entries: entries, indirect: true))
                 return nil
             }
         }
@@ -222,7 +222,7 @@ import CVirtioShim
     }
 
     @usableFromInline
-    func markViolation(_ text: String) {
-        if violation == nil { violation = "The driver broke the split-ring protocol: \(text)." }
+    func markViolation(_ cause: RingViolation) {
+        if violation == nil { violation = cause }
     }
 }

@@ -39,11 +39,11 @@ import Synchronization
     @usableFromInline let nextInChain: UnsafeMutablePointer<UInt16>
     /// Set when the device broke the protocol; the ring is unusable from then on. Safe to read
     /// from any thread: the text is written once, before the flag that publishes it.
-    @inlinable package var violation: String? {
-        violationFlag.load(ordering: .acquiring) ? violationText : nil
+    @inlinable package var violation: RingViolation? {
+        violationFlag.load(ordering: .acquiring) ? violationCause : nil
     }
     @usableFromInline let violationFlag = Atomic<Bool>(false)
-    @exclusivity(unchecked) @usableFromInline var violationText: String?
+    @exclusivity(unchecked) @usableFromInline var violationCause: RingViolation?
     /// The index both sides started from at the last reset (what SET_VRING_BASE announces).
     @usableFromInline package private(set) var startIndex: UInt16 = 0
     /// VIRTIO_RING_F_EVENT_IDX: notifications follow `used_event` / `avail_event` instead of
@@ -149,7 +149,7 @@ import Synchronization
         }
         usesIndirect = false
         violationFlag.store(false, ordering: .relaxed)
-        violationText = nil
+        violationCause = nil
         memory.descriptors.initialize(repeating: cvs_vring_desc(), count: memory.size)
         memory.avail.initializeMemory(as: UInt8.self, repeating: 0, count: cvs_vring_avail_bytes(UInt32(memory.size)))
         memory.used.initializeMemory(as: UInt8.self, repeating: 0, count: cvs_vring_used_bytes(UInt32(memory.size)))
@@ -218,7 +218,7 @@ import Synchronization
         if usesInOrder {
             let id = nextInOrder
             guard cookies[id] == Self.idle else {
-                markViolation("descriptor \(id) is still in flight when IN_ORDER says it is next: buffers were used out of order")
+                markViolation(.inOrderStillInFlight(id: Int(id)))
                 return nil
             }
             nextInOrder = (id &+ 1) & mask
@@ -339,7 +339,7 @@ import Synchronization
         // Only published buffers can come back: the device never saw the others.
         let outstanding = Int(publishedAvail &- lastUsed)
         if count > outstanding {
-            markViolation("used index advanced by \(count) with only \(outstanding) buffers made available")
+            markViolation(.usedIndexJump(count: count, outstanding: outstanding))
             return 0
         }
         return count
@@ -460,13 +460,13 @@ import Synchronization
 
     @usableFromInline @inline(never)
     func markOutOfOrder(_ id: UInt32) {
-        markViolation("used entry names descriptor \(id), out of order under IN_ORDER" + (acceptsBatchedCompletions ? "" : " (a receive queue needs an entry per buffer)"))
+        markViolation(.usedOutOfOrder(id: Int(id), perBuffer: !acceptsBatchedCompletions))
     }
 
     /// Kept out of line, so the functions that check used entries stay small enough to inline.
     @usableFromInline @inline(never)
     func markBadUsedEntry(_ id: UInt32) {
-        markViolation("used entry names descriptor \(id), which does not head a buffer in flight")
+        markViolation(.usedIdNotInFlight(id: Int(id), slot: nil))
     }
 
     /// Calls `body` with the cookie of every buffer still in flight and marks them free: used
@@ -488,14 +488,14 @@ import Synchronization
 
     /// Stops the ring for a violation its user detected (such as a bad `num_buffers`): the
     /// first one is kept in ``violation``.
-    @usableFromInline package func reportViolation(_ text: String) {
-        markViolation(text)
+    @usableFromInline package func reportViolation(_ cause: RingViolation) {
+        markViolation(cause)
     }
 
     @usableFromInline
-    func markViolation(_ text: String) {
+    func markViolation(_ cause: RingViolation) {
         guard !violationFlag.load(ordering: .relaxed) else { return }
-        violationText = "The device broke the split-ring protocol: \(text)."
+        violationCause = cause
         violationFlag.store(true, ordering: .releasing)
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CVirtioShim
+import SystemPackage
 
 /// An eventfd used as a virtqueue kick or call notifier (non-blocking, close-on-exec).
 ///
@@ -59,10 +60,8 @@ import CVirtioShim
     @usableFromInline
     static func signalFailure(_ result: Int32) -> VirtioError {
         if result == -ETIMEDOUT {
-            return VirtioError(
-                .protocolViolation,
-                "A write to the peer's eventfd blocked for \(writeTimeoutMilliseconds) ms: the peer cleared O_NONBLOCK on it and filled its counter.")
+            return .ringViolation(.kickBlocked(milliseconds: Int(writeTimeoutMilliseconds)))
         }
-        return VirtioError.system("signalling the peer's eventfd", errno: -result)
+        return .ringViolation(.kickFailed(errno: Errno(rawValue: -result)))
     }
 }

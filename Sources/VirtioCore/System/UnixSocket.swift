@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CVirtioShim
+import SystemPackage
 
 /// AF_UNIX stream sockets: the vhost-user control channel.
 @usableFromInline package enum UnixSocket {
@@ -33,10 +34,7 @@ import CVirtioShim
             if result == 0 { return socket }
             let retryable = code == ENOENT || code == ECONNREFUSED || code == EAGAIN
             if !retryable || MonotonicClock.nanoseconds() >= deadline {
-                let hint = retryable
-                    ? "Is the vhost-user backend running and listening on \(path)?"
-                    : "Check that \(path) is a vhost-user socket you may open."
-                throw VirtioError.system("connect(\(path))", errno: code, hint: hint)
+                throw .connection(.unreachable(path: path, errno: Errno(rawValue: code)))
             }
             MonotonicClock.sleep(milliseconds: retry.intervalMilliseconds)
         }
@@ -51,10 +49,10 @@ import CVirtioShim
         var info = stat()
         if lstat(path, &info) == 0 {
             guard (info.st_mode & S_IFMT) == S_IFSOCK else {
-                throw VirtioError(.invalidArgument, "\(path) exists and is not a socket; choose another path or remove it.")
+                throw .connection(.notASocket(path: path))
             }
             if let reason = liveness(of: path) {
-                throw VirtioError(.invalidState, "\(path) \(reason); stop that process or choose another path (a socket is removed only when nothing listens on it).")
+                throw .connection(.socketInUse(path: path, detail: reason))
             }
             _ = unlink(path)
         }
@@ -91,7 +89,7 @@ import CVirtioShim
     @usableFromInline package static func accept(_ listener: OwnedDescriptor, milliseconds: Int32) throws(VirtioError) -> OwnedDescriptor? {
         switch try Poll.waitReadable(listener.raw, milliseconds: milliseconds) {
         case .timedOut: return nil
-        case .hungUp: throw VirtioError(.peerGone, "The listening socket was closed.")
+        case .hungUp: throw .connection(.listenerClosed)
         case .readable: break
         }
         let (fd, code) = SystemCall.attempt { cvs_accept_cloexec(listener.raw) }
@@ -112,7 +110,7 @@ import CVirtioShim
     static func checkPathLength(_ path: String) throws(VirtioError) {
         let limit = cvs_unix_path_max()
         if path.utf8.isEmpty || path.utf8.count > limit {
-            throw VirtioError(.invalidArgument, "Socket path '\(path)' must be 1…\(limit) bytes long (the limit of sun_path); use a shorter path.")
+            throw .invalid("socket path", "'\(path)'", "1…\(limit) bytes long (the limit of sun_path); use a shorter path")
         }
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CVirtioShim
 import Synchronization
+import Logging
 import VirtioCore
 import VhostUser
 import VhostUserBackend
@@ -200,12 +201,14 @@ extension HostileBackend {
     /// A device started against a back-end that runs `script` once the rings run; returns
     /// when the script has run.
     static func deviceAfterScript(
-        _ testCase: XCTestCase, replyTimeoutMilliseconds: Int = 300,
+        _ testCase: XCTestCase, replyTimeoutMilliseconds: Int = 300, logger: Logger? = nil,
         _ script: @escaping @Sendable (Session) throws -> Void
     ) throws -> (HostileBackend, VirtioUserDevice) {
         let path = try makeSocketPath(testCase)
         let peer = try HostileBackend(path: path, takeover: .rings(script))
-        let device = try VirtioUserDevice(configuration: hostileBackendDeviceConfiguration(path, replyTimeoutMilliseconds: replyTimeoutMilliseconds))
+        var configuration = hostileBackendDeviceConfiguration(path, replyTimeoutMilliseconds: replyTimeoutMilliseconds)
+        if let logger { configuration.logger = logger }
+        let device = try VirtioUserDevice(configuration: configuration)
         try device.start()
         XCTAssertTrue(waitUntil { peer.ringScriptFinished }, "the script did not run")
         return (peer, device)

@@ -57,10 +57,14 @@ final class SessionIsolationTests: XCTestCase {
         defer { backend.stop() }
         XCTAssertTrue(waitUntil { device.linkState == .up })
         XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 0x5E55), total: 2000).intact, 2000)
+        // The back-end goes to sleep when idle and asks for kicks; on a loaded machine its
+        // thread may take more than one pause to get there, so a few rounds are allowed.
         let kicksBefore = device.statistics.tx.kicks
-        MonotonicClock.sleep(milliseconds: 100)  // the back-end goes to sleep and asks for kicks
-        XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 0x5E56), total: 32).intact, 32)
-        XCTAssertGreaterThan(device.statistics.tx.kicks, kicksBefore, "session 2 kicked its back-end")
+        XCTAssertTrue(waitUntil(seconds: 10) {
+            MonotonicClock.sleep(milliseconds: 100)
+            XCTAssertEqual(runLoopbackStream(device: device, stream: FrameStream(seed: 0x5E56), total: 32).intact, 32)
+            return device.statistics.tx.kicks > kicksBefore
+        }, "session 2 never kicked its back-end")
 
         XCTAssertTrue(Data(bytes: mapping, count: length) == before, "the departed back-end's mapping saw session 2's rings or frames")
         for (index, kick) in kept.kicks.enumerated() {
@@ -108,8 +112,7 @@ final class SessionIsolationTests: XCTestCase {
         device.receive(into: burst)
         device.release(burst)
         XCTAssertTrue(waitUntil {
-            if case .down(let reason) = device.linkState { return reason.contains("punched a hole") }
-            return false
+            device.linkState == .down(reason: .failed(.memory(.holePunched)))
         }, "the link should go down naming the hole; it is \(device.linkState)")
         spy?.join()
         spy = nil

@@ -74,7 +74,7 @@ final class JumboWithTestPMDTests: XCTestCase {
         XCTAssertEqual(lengths.withLock { $0 }, [9216], "every frame is 9,216 bytes")
         XCTAssertEqual(stats.bytesReceived, stats.framesReceived * 9216)
         XCTAssertEqual(stats.drops, 0)
-        XCTAssertEqual(stats.protocolErrors, 0, stats.lastError ?? "")
+        XCTAssertEqual(stats.protocolErrors, 0, stats.lastError.map { "\($0)" } ?? "")
         XCTAssertEqual(totals.txDropped + totals.rxDropped, 0)
         XCTAssertLessThanOrEqual(totals.txPackets - totals.rxPackets, 32)
         let seen = digests.withLock { $0 }

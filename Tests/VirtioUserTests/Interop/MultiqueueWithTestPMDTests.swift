@@ -66,7 +66,7 @@ final class MultiqueueWithTestPMDTests: XCTestCase {
         XCTAssertLessThanOrEqual(totals.txPackets - totals.rxPackets, 64, "all but the two bursts in flight come back")
         XCTAssertEqual(stats.framesSent, stats.framesReceived)
         XCTAssertEqual(stats.drops, 0)
-        XCTAssertEqual(stats.protocolErrors, 0, stats.lastError ?? "")
+        XCTAssertEqual(stats.protocolErrors, 0, stats.lastError.map { "\($0)" } ?? "")
         XCTAssertEqual(stats.framesReceivedByQueuePair.dropFirst(2).reduce(0, +), 0, "only pairs 0 and 1 are enabled")
         let trace = backend.requestTraces.first ?? []
         XCTAssertFalse(trace.contains("GET_CONFIG"), "DPDK 22.11 virtio-user never asks for the config space")

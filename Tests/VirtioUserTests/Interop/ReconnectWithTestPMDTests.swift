@@ -83,7 +83,7 @@ final class ReconnectWithTestPMDTests: XCTestCase {
         XCTAssertTrue(waitUntil(seconds: 30) { backend.statistics.framesReceived > before + 50_000 }, second.output.suffix(1500).description)
         let totals = try second.stop()
         XCTAssertEqual(backend.statistics.connections, 2)
-        XCTAssertEqual(backend.statistics.protocolErrors, 0, backend.statistics.lastError ?? "")
+        XCTAssertEqual(backend.statistics.protocolErrors, 0, backend.statistics.lastError.map { "\($0)" } ?? "")
         XCTAssertLessThanOrEqual(totals.txPackets - totals.rxPackets, 32, "every frame of the second run comes back")
     }
 
@@ -102,7 +102,7 @@ final class ReconnectWithTestPMDTests: XCTestCase {
         XCTAssertTrue(waitUntil(seconds: 30) { backend.statistics.framesReceived > before + 50_000 }, second.output.suffix(1500).description)
         let totals = try second.stop()
         XCTAssertEqual(backend.statistics.connections, 2)
-        XCTAssertEqual(backend.statistics.protocolErrors, 0, backend.statistics.lastError ?? "")
+        XCTAssertEqual(backend.statistics.protocolErrors, 0, backend.statistics.lastError.map { "\($0)" } ?? "")
         XCTAssertLessThanOrEqual(totals.txPackets - totals.rxPackets, 32)
     }
 }

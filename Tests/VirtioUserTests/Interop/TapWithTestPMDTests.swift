@@ -25,6 +25,6 @@ final class TapWithTestPMDTests: XCTestCase {
         let statistics = kernel.backend.statistics
         XCTAssertEqual(statistics.framesReceived, totals.txPackets, "every frame testpmd sent reached the TAP")
         XCTAssertEqual(statistics.framesSent, totals.rxPackets, "testpmd received every frame the kernel sent")
-        XCTAssertEqual(statistics.drops + statistics.protocolErrors, 0, statistics.lastError ?? "")
+        XCTAssertEqual(statistics.drops + statistics.protocolErrors, 0, statistics.lastError.map { "\($0)" } ?? "")
     }
 }

@@ -39,7 +39,7 @@ final class TestPMDAgainstBackendTests: XCTestCase {
         XCTAssertLessThanOrEqual(totals.txPackets - totals.rxPackets, 32, "every frame sent comes back but the burst in flight")
         XCTAssertEqual(stats.framesSent, stats.framesReceived, "loopback returns every frame")
         XCTAssertEqual(stats.drops, 0)
-        XCTAssertEqual(stats.protocolErrors, 0, stats.lastError ?? "")
+        XCTAssertEqual(stats.protocolErrors, 0, stats.lastError.map { "\($0)" } ?? "")
         XCTAssertLessThanOrEqual(totals.txPackets - stats.framesReceived, 32)
 
         let seen = digests.values.withLock { $0 }
@@ -81,7 +81,7 @@ final class TestPMDAgainstBackendTests: XCTestCase {
         XCTAssertLessThanOrEqual(stats.framesReceived, totals.txPackets)
         XCTAssertLessThanOrEqual(totals.txPackets - stats.framesReceived, 256)
         XCTAssertEqual(stats.bytesReceived, stats.framesReceived * 64)
-        XCTAssertEqual(stats.protocolErrors, 0, stats.lastError ?? "")
+        XCTAssertEqual(stats.protocolErrors, 0, stats.lastError.map { "\($0)" } ?? "")
     }
 
     func testTxonlyIntoSinkWithMemfdMemory() throws {

@@ -28,7 +28,7 @@ final class TestPMDFeatureVariantsTests: XCTestCase {
               + "testpmd TX \(totals.txPackets) RX \(totals.rxPackets); back-end received \(stats.framesReceived)")
         XCTAssertEqual(totals.txDropped + totals.rxDropped, 0, devargs)
         XCTAssertLessThanOrEqual(totals.txPackets - totals.rxPackets, 32, devargs)
-        XCTAssertEqual(stats.drops + stats.protocolErrors, 0, "\(devargs): \(stats.lastError ?? "")")
+        XCTAssertEqual(stats.drops + stats.protocolErrors, 0, "\(devargs): \(stats.lastError.map { "\($0)" } ?? "")")
         let seen = digests.withLock { $0 }
         var changed = 0
         for i in 32..<seen.count where seen[i] != seen[i - 32] { changed += 1 }

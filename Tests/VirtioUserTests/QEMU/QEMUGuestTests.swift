@@ -35,7 +35,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertEqual(statistics.framesReceived, 50)
         XCTAssertEqual(statistics.framesSent, 50)
         XCTAssertEqual(statistics.bytesReceived, UInt64(guest.value("tx_bytes") ?? -1))
-        XCTAssertEqual(statistics.protocolErrors, 0, statistics.lastError ?? "")
+        XCTAssertEqual(statistics.protocolErrors, 0, statistics.lastError.map { "\($0)" } ?? "")
         XCTAssertEqual(guest.qemuMessages, [], "QEMU warned")
         print("qemu: loopback: guest sent \(guest.value("tx_packets") ?? -1) and received \(guest.value("rx_packets") ?? -1) frames; back-end received \(statistics.framesReceived), sent \(statistics.framesSent), protocol errors \(statistics.protocolErrors)")
         let trace = backend.requestTraces[0]
@@ -63,7 +63,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertEqual(guest.value("rx_packets"), 40)
         XCTAssertTrue(waitUntil { backend.requestTraces.count == 1 })
         let statistics = backend.statistics
-        XCTAssertEqual(statistics.protocolErrors, 0, statistics.lastError ?? "")
+        XCTAssertEqual(statistics.protocolErrors, 0, statistics.lastError.map { "\($0)" } ?? "")
         XCTAssertTrue(backend.negotiations.first?.features.contains(.netMultiqueue) == true)
         let perPair = statistics.framesReceivedByQueuePair
         print("qemu: mq=on, 2 pairs: back-end received per pair \(perPair.prefix(2).map(String.init).joined(separator: "/")), sent \(statistics.framesSentByQueuePair.prefix(2).map(String.init).joined(separator: "/"))")
@@ -185,7 +185,7 @@ final class QEMUGuestTests: XCTestCase {
         XCTAssertEqual(guest.pingSummaries.last?.received, 20, guest.console)
         XCTAssertTrue(waitUntil { tap.backend.requestTraces.count == 1 })
         XCTAssertEqual(tap.backend.negotiations.first?.mtu, 9000, "QEMU announced host_mtu with NET_SET_MTU")
-        XCTAssertEqual(tap.backend.statistics.protocolErrors, 0, tap.backend.statistics.lastError ?? "")
+        XCTAssertEqual(tap.backend.statistics.protocolErrors, 0, tap.backend.statistics.lastError.map { "\($0)" } ?? "")
         XCTAssertEqual(guest.qemuMessages, [])
         print("qemu: host_mtu=9000: guest MTU \(guest.value("mtu") ?? -1), \(guest.pingSummaries.last?.received ?? 0)/20 pings of 8,000 bytes answered by the kernel through the TAP")
     }
@@ -222,7 +222,7 @@ final class QEMUGuestTests: XCTestCase {
         let features = tap.backend.negotiations.first?.features ?? []
         XCTAssertTrue(features.contains(.netHostTSO4), "QEMU's guest did not negotiate HOST_TSO4: \(features)")
         XCTAssertGreaterThan(large.withLock { $0 }, 0, "no frame larger than the MTU crossed (largest \(largest.withLock { $0 }) bytes)")
-        XCTAssertEqual(tap.backend.statistics.protocolErrors, 0, tap.backend.statistics.lastError ?? "")
+        XCTAssertEqual(tap.backend.statistics.protocolErrors, 0, tap.backend.statistics.lastError.map { "\($0)" } ?? "")
         print("qemu: TSO: \(size) bytes intact (SHA-256 equal); \(large.withLock { $0 }) frames above 1,514 bytes crossed, the largest \(largest.withLock { $0 }) bytes")
     }
 
