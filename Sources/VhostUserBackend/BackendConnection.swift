@@ -144,7 +144,7 @@ final class BackendConnection {
             try replyU64(.getFeatures, offeredFeatures.rawValue)
         case .setFeatures(let requested):
             guard offeredFeatures.isSuperset(of: requested) else {
-                throw .peerProtocol(.notNegotiated(request: "SET_FEATURES", feature: "an offer of \(requested) (offered: \(offeredFeatures))"))
+                throw .peerProtocol(.beyondOffer(request: "SET_FEATURES", asked: requested.rawValue, offered: offeredFeatures.rawValue))
             }
             // The ring format is the session's, chosen here once (QEMU sends SET_FEATURES
             // again while rings run, to log dirty pages, but never with another format).
@@ -160,7 +160,7 @@ final class BackendConnection {
             try replyU64(.getProtocolFeatures, offeredProtocolFeatures.rawValue)
         case .setProtocolFeatures(let requested):
             guard offeredProtocolFeatures.isSuperset(of: requested) else {
-                throw .peerProtocol(.notNegotiated(request: "SET_PROTOCOL_FEATURES", feature: "an offer of \(requested) (offered: \(offeredProtocolFeatures))"))
+                throw .peerProtocol(.beyondOffer(request: "SET_PROTOCOL_FEATURES", asked: requested.rawValue, offered: offeredProtocolFeatures.rawValue))
             }
             protocolFeatures = requested
         case .getQueueNum:

@@ -106,8 +106,14 @@ extension VirtioUserDevice {
             if let mtu, !(VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(mtu) {
                 throw .invalid("mtu", mtu, "\(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum)")
             }
-            guard connectTimeoutMilliseconds >= 0, replyTimeoutMilliseconds > 0, reconnectTimeoutMilliseconds >= 0 else {
-                throw .invalid("timeouts", "\(connectTimeoutMilliseconds)/\(replyTimeoutMilliseconds)/\(reconnectTimeoutMilliseconds) ms (connect/reply/reconnect)", "positive (connect and reconnect may be 0 for a single attempt)")
+            guard connectTimeoutMilliseconds >= 0 else {
+                throw .invalid("connectTimeoutMilliseconds", connectTimeoutMilliseconds, "0 (one attempt) or more")
+            }
+            guard replyTimeoutMilliseconds > 0 else {
+                throw .invalid("replyTimeoutMilliseconds", replyTimeoutMilliseconds, "at least 1")
+            }
+            guard reconnectTimeoutMilliseconds >= 0 else {
+                throw .invalid("reconnectTimeoutMilliseconds", reconnectTimeoutMilliseconds, "0 (one attempt) or more")
             }
         }
     }
@@ -168,12 +174,16 @@ extension VirtioUserDevice {
         /// The back-end reports the link down in its config space (VIRTIO_NET_S_LINK_UP clear).
         case backEndReportsLinkDown
         /// The session ended on this error: a ring violation, a hole in the memory, a failed
-        /// negotiation or link query.
+        /// negotiation.
         case failed(VirtioError)
+        /// Reading the link status from the back-end's config space failed (it did not answer
+        /// GET_CONFIG in time, or answered wrongly), which ends the session.
+        case linkQueryFailed(VirtioError)
         /// The link is being re-established; the last attempt failed with this error.
         case reconnecting(lastAttempt: VirtioError)
         /// In client mode the back-end did not return within the reconnect timeout
-        /// (`milliseconds`); call ``VirtioUserDevice/start()`` again to retry.
+        /// (`milliseconds`); call ``VirtioUserDevice/stop()`` and ``VirtioUserDevice/start()``
+        /// to try again.
         case gaveUpReconnecting(milliseconds: Int)
 
         public var description: String {
@@ -183,8 +193,9 @@ extension VirtioUserDevice {
             case .backEndClosed: "the back-end closed the connection"
             case .backEndReportsLinkDown: "the back-end reports the link down (VIRTIO_NET_S_LINK_UP clear)"
             case .failed(let error): error.description
+            case .linkQueryFailed(let error): "reading the link status failed: \(error)"
             case .reconnecting(let error): "reconnecting: \(error)"
-            case .gaveUpReconnecting(let milliseconds): "the back-end did not return within \(milliseconds) ms; call start() again to retry"
+            case .gaveUpReconnecting(let milliseconds): "the back-end did not return within \(milliseconds) ms; call stop() and start() to try again"
             }
         }
     }

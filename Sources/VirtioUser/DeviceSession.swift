@@ -101,7 +101,7 @@ extension VirtioUserDevice {
         try session.setOwner()
         let offered = try session.getFeatures()
         guard offered.contains(.version1) else {
-            throw .negotiation(.missingFeature(feature: "VIRTIO_F_VERSION_1 (legacy virtio is not supported)", offered: offered))
+            throw .negotiation(.missingFeature(feature: "VIRTIO_F_VERSION_1, as legacy virtio is not supported", offered: offered))
         }
         var protocolFeatures: VhostUserProtocolFeatures = []
         if offered.contains(.vhostUserProtocolFeatures) {
@@ -119,7 +119,7 @@ extension VirtioUserDevice {
         }
         if pairs.count > 1 {
             guard offered.contains(.netMultiqueue), protocolFeatures.contains(.multiqueue) else {
-                throw .negotiation(.missingFeature(feature: "VIRTIO_NET_F_MQ and the MQ protocol feature (\(pairs.count) queue pairs are configured; protocol features offered: \(protocolFeatures))", offered: offered))
+                throw .negotiation(.missingFeature(feature: "VIRTIO_NET_F_MQ with the MQ protocol feature, which \(pairs.count) queue pairs need (protocol features offered: \(protocolFeatures))", offered: offered))
             }
         }
         let features = offered.intersection(wantedFeatures(protocolFeatures: protocolFeatures))
@@ -239,9 +239,10 @@ extension VirtioUserDevice {
                 ])
             }
         }
-        // Each pair's violation counts on its own queue. Unless the app stopped the device, the
-        // first one is the reason given: it says more than the hang-up that may have followed it.
-        if let violation = pairs.compactMap({ $0.takeViolation() }).first, !orderly {
+        // Each pair's violation counts on its own queue. The first one is the reason given when
+        // the back-end merely hung up: it says more than the hang-up that may have followed it
+        // (a stop, a hole in the memory or a failed query keep their own reason).
+        if let violation = pairs.compactMap({ $0.takeViolation() }).first, reason == .backEndClosed {
             reason = .failed(.ringViolation(violation))
         }
         state.session = nil

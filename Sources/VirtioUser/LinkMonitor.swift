@@ -83,10 +83,9 @@ extension VirtioUserDevice {
     /// fault in the memory. Returns why the session is over, or nil.
     private func failure(_ socket: OwnedDescriptor) -> LinkDownReason? {
         if memoryFaults() != faultsAtRenewal.load(ordering: .relaxed) { return .failed(.memory(.holePunched)) }
-        for pair in pairs {
-            // tearDown takes the violation itself (and counts it); this only notices it.
-            if let violation = pair.rx.violation ?? pair.tx.violation { return .failed(.ringViolation(violation)) }
-        }
+        // A violation ends the session as a hang-up would; tearDown then gives the violation
+        // (and counts it) as the reason.
+        if pairs.contains(where: { $0.rx.violation != nil || $0.tx.violation != nil }) { return .backEndClosed }
         return Poll.waitHangUp(socket.raw, milliseconds: 100) ? .backEndClosed : nil
     }
 }

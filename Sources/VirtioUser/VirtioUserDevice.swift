@@ -223,6 +223,9 @@ public final class VirtioUserDevice: Sendable {
             state.listener = nil
             if state.session != nil {
                 tearDown(&state, reason: .stopped, orderly: true)
+            } else if state.started {
+                // Down while reconnecting (or given up): stopped now, whatever it was before.
+                state.downReason = .stopped
             }
             state.started = false
         }
@@ -259,7 +262,7 @@ public final class VirtioUserDevice: Sendable {
                         return .down(reason: .backEndReportsLinkDown)
                     }
                 } catch {
-                    tearDown(&state, reason: .failed(error), orderly: false)
+                    tearDown(&state, reason: .linkQueryFailed(error), orderly: false)
                     return .down(reason: state.downReason)
                 }
             }

@@ -24,7 +24,7 @@ public enum ConnectionFailure: Sendable, Equatable, CustomStringConvertible {
         case .unreachable(let path, let errno):
             let retryable = errno == .noSuchFileOrDirectory || errno == .connectionRefused || errno == .resourceTemporarilyUnavailable
             let advice = retryable
-                ? "Is the vhost-user back-end running and listening on \(path)?"
+                ? "Is the vhost-user peer (the side in server mode) running and listening on \(path)?"
                 : "Check that \(path) is a vhost-user socket you may open."
             return "connect(\(path)) failed: \(errno.description) (errno \(errno.rawValue)). \(advice)"
         case .noPeerConnected(let path, let milliseconds):

@@ -21,7 +21,7 @@ public enum MemoryFailure: Sendable, Equatable, CustomStringConvertible {
         case .holePunched:
             return "The back-end punched a hole in the device's shared memory (an access raised SIGBUS; zero memory now stands in for it); the session is ended, and the next one gets fresh memory."
         case .regionShrunk(let region):
-            return "The front-end shrank memory region \(region)'s file after SET_MEM_TABLE; its pages were touched past the new end. Front-ends must not truncate shared memory; the session is closed."
+            return "The front-end shrank memory region \(region)'s file after SET_MEM_TABLE; its pages were touched past the new end. Front-ends must not truncate shared memory (seal memfds with F_SEAL_SHRINK); the session is closed."
         case .unreadable(let what):
             return "The kernel could not access \(what) in the peer's memory (it was unmapped or shrunk); the session is closed."
         case .outsideSharedMemory(let address, let length):

@@ -19,7 +19,7 @@ public enum NegotiationFailure: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .missingFeature(let feature, let offered):
-            return "The back-end does not offer \(feature) (offered \(offered)); give it that feature, or configure the device not to need it."
+            return "The back-end does not offer \(feature) (it offered \(offered)); update or reconfigure the back-end."
         case .queuePairs(let offered, let wanted) where offered < 1:
             return "The back-end reports \(offered) queue pairs (\(wanted) configured); at least 1 is needed."
         case .queuePairs(let offered, let wanted):

@@ -9,8 +9,11 @@ public enum ProtocolViolation: Sendable, Equatable, CustomStringConvertible {
     case badFileDescriptors(request: String, problem: String)
     /// A request about ring `ring` is out of range or out of order.
     case badRingSetup(ring: Int, problem: String)
-    /// `request` needs `feature`, which was not negotiated, or asks for features not offered.
+    /// `request` needs `feature`, which was not negotiated.
     case notNegotiated(request: String, feature: String)
+    /// `request` (SET_FEATURES or SET_PROTOCOL_FEATURES) asks for feature bits `asked`, beyond
+    /// the `offered` ones.
+    case beyondOffer(request: String, asked: UInt64, offered: UInt64)
     /// The memory table does not describe usable memory.
     case badMemoryTable(problem: String)
     /// A frame's descriptors or virtio-net header break the rules.
@@ -26,6 +29,10 @@ public enum ProtocolViolation: Sendable, Equatable, CustomStringConvertible {
         case .badFileDescriptors(let request, let problem): what = "\(request): \(problem)"
         case .badRingSetup(let ring, let problem): what = "ring \(ring): \(problem)"
         case .notNegotiated(let request, let feature): what = "\(request) without \(feature) negotiated"
+        case .beyondOffer(let request, let asked, let offered):
+            let extra = asked & ~offered
+            let named = request == "SET_FEATURES" ? " (\(VirtioFeatures(rawValue: extra)))" : ""
+            what = "\(request) asks for 0x\(String(extra, radix: 16))\(named), which was not offered"
         case .badMemoryTable(let problem): what = "the memory table: \(problem)"
         case .badFrame(let problem): what = "a frame: \(problem)"
         case .unsupportedRequest(let request): return "\(request) is not supported by this side; the peer may go on without it."

@@ -48,10 +48,13 @@ public enum RingViolation: Sendable, Equatable, CustomStringConvertible {
     case usedTwice(id: Int)
     /// A receive header's `num_buffers` is `value`, with `posted` buffers posted.
     case numBuffers(value: Int, posted: Int)
-    /// A kick could not be delivered: the peer cleared O_NONBLOCK on our eventfd and filled its
+
+    // Either side's: the peer's notifications.
+    /// A kick or call could not be delivered: the peer cleared O_NONBLOCK on our eventfd and filled its
     /// counter, so the write would have blocked.
     case kickBlocked(milliseconds: Int)
-    /// A kick could not be delivered: writing the eventfd failed with `errno`.
+    /// A kick could not be delivered: writing the eventfd failed with `errno` (the device's
+    /// ring stops on it).
     case kickFailed(errno: Errno)
 
     public var description: String {
@@ -65,15 +68,15 @@ public enum RingViolation: Sendable, Equatable, CustomStringConvertible {
         case .indirectInsideChain(let index):
             "The driver broke the ring protocol: descriptor \(index) is indirect inside a chain."
         case .chainTooLong(let head, let limit):
-            "The driver broke the ring protocol: the chain from \(head) is longer than \(limit) descriptors (a loop?)."
+            "The driver broke the ring protocol: the chain from head \(head) is longer than \(limit) descriptors (a loop?)."
         case .linkOutOfRange(let next, let entries, let indirect):
             "The driver broke the ring protocol: \(indirect ? "an indirect" : "a") descriptor links to \(next) in a table of \(entries)."
         case .indirectTableLength(let head, let bytes, let maximum):
-            "The driver broke the ring protocol: the indirect table of \(bytes) bytes at \(head) is not a multiple of 16 bytes with 1…\(maximum) entries."
+            "The driver broke the ring protocol: the indirect table of \(bytes) bytes at head \(head) is not a multiple of 16 bytes with 1…\(maximum) entries."
         case .indirectTableOutsideMemory(let address, let bytes):
             "The driver broke the ring protocol: the indirect table at 0x\(String(address, radix: 16)) (\(bytes) bytes) is not inside the shared memory."
         case .nestedIndirect(let head):
-            "The driver broke the ring protocol: the indirect table at \(head) nests another indirect table."
+            "The driver broke the ring protocol: the indirect table at head \(head) nests another indirect table."
         case .chainPastAvailable(let slot, let limit):
             "The driver broke the packed-ring protocol: the chain from slot \(slot) runs past the \(limit) slots the driver can have filled."
         case .chainContinuesIntoUnavailable(let slot):

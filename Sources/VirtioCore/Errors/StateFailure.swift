@@ -9,7 +9,7 @@ public enum StateFailure: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .alreadyRunning(let what): "\(what) is already running; stop() it first."
+        case .alreadyRunning(let what): "\(what) is already running: start() was called twice."
         case .stopped(let what): "\(what) was stopped; create a new one to serve again."
         case .alreadyCapturing(let pair): "Queue pair \(pair) is already capturing; stop that capture first."
         }

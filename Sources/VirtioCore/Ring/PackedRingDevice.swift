@@ -17,7 +17,6 @@ import CVirtioShim
     /// The shared ring memory.
     @usableFromInline package let memory: PackedRingMemory
     @usableFromInline package let size: Int
-    @exclusivity(unchecked) @usableFromInline package private(set) var violation: RingViolation?
     @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
     /// Treat every entry of an indirect table as device-readable. For transmit queues, which
     /// the device only reads: DPDK's virtio driver (22.11 and later) leaves VIRTQ_DESC_F_WRITE
@@ -44,6 +43,9 @@ import CVirtioShim
     @usableFromInline let pendingSlots: UnsafeMutablePointer<UInt16>
     @usableFromInline let pendingFlags: UnsafeMutablePointer<UInt16>
     @exclusivity(unchecked) @usableFromInline var pendingCount = 0
+    // Last: rarely read, so it stays off the cache lines of the fields the data path uses.
+    /// Set when the driver broke the protocol; the ring is unusable from then on.
+    @exclusivity(unchecked) @usableFromInline package private(set) var violation: RingViolation?
 
     /// Starts a device view at `base` (SET_VRING_BASE: slot in bits 0–14, wrap counter in bit
     /// 15; the spec's start is 0x8000). The caller checked the slot is inside the ring.

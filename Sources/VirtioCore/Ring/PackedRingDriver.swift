@@ -52,7 +52,6 @@ import Synchronization
         violationFlag.load(ordering: .acquiring) ? violationCause : nil
     }
     @usableFromInline let violationFlag = Atomic<Bool>(false)
-    @exclusivity(unchecked) @usableFromInline var violationCause: RingViolation?
     /// VIRTIO_RING_F_EVENT_IDX: the device's event area may ask for a kick at one descriptor.
     @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
     /// Indirect tables, as for ``SplitRingDriver``: ``SplitRingDriver/indirectEntries``
@@ -66,6 +65,9 @@ import Synchronization
 
     @usableFromInline static let idle = UInt32.max
     @usableFromInline static var entries: Int { SplitRingDriver.indirectEntries }
+
+    // Last: rarely read, so it stays off the cache lines of the fields the data path uses.
+    @exclusivity(unchecked) @usableFromInline var violationCause: RingViolation?
 
     /// Takes over `memory` and zeroes it (both wrap counters at 1, slot 0).
     @usableFromInline package init(memory: PackedRingMemory) {

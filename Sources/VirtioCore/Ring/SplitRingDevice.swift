@@ -34,11 +34,13 @@ import CVirtioShim
     @exclusivity(unchecked) @usableFromInline var lastAvail: UInt16
     /// Next used slot to fill (published by ``publishUsed()``).
     @exclusivity(unchecked) @usableFromInline var usedShadow: UInt16
-    /// Set when the driver broke the protocol; the ring is unusable from then on.
-    @exclusivity(unchecked) @usableFromInline package private(set) var violation: RingViolation?
     /// VIRTIO_RING_F_EVENT_IDX: notifications follow `avail_event` / `used_event` instead of
     /// the flags. Set before the ring runs.
     @exclusivity(unchecked) @usableFromInline package var usesEventIndex = false
+
+    // Last: rarely read, so it stays off the cache lines of the fields the data path uses.
+    /// Set when the driver broke the protocol; the ring is unusable from then on.
+    @exclusivity(unchecked) @usableFromInline package private(set) var violation: RingViolation?
 
     /// Starts a device view at `baseIndex` (the value of SET_VRING_BASE).
     @usableFromInline package init(memory: SplitRingMemory, baseIndex: UInt16 = 0) {

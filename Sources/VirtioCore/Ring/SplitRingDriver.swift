@@ -38,12 +38,11 @@ import Synchronization
     /// the shared table, which the device could have changed).
     @usableFromInline let nextInChain: UnsafeMutablePointer<UInt16>
     /// Set when the device broke the protocol; the ring is unusable from then on. Safe to read
-    /// from any thread: the text is written once, before the flag that publishes it.
+    /// from any thread: the cause is written once, before the flag that publishes it.
     @inlinable package var violation: RingViolation? {
         violationFlag.load(ordering: .acquiring) ? violationCause : nil
     }
     @usableFromInline let violationFlag = Atomic<Bool>(false)
-    @exclusivity(unchecked) @usableFromInline var violationCause: RingViolation?
     /// The index both sides started from at the last reset (what SET_VRING_BASE announces).
     @usableFromInline package private(set) var startIndex: UInt16 = 0
     /// VIRTIO_RING_F_EVENT_IDX: notifications follow `used_event` / `avail_event` instead of
@@ -104,6 +103,9 @@ import Synchronization
     @usableFromInline static let quietDistance: UInt16 = 0x7FFF
 
     @usableFromInline static let idle = UInt32.max
+
+    // Last: rarely read, so it stays off the cache lines of the fields the data path uses.
+    @exclusivity(unchecked) @usableFromInline var violationCause: RingViolation?
 
     /// Takes over `memory`, zeroes it and starts both indices at `startIndex`.
     @usableFromInline package init(memory: SplitRingMemory, startIndex: UInt16 = 0) {

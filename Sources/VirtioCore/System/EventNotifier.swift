@@ -57,11 +57,13 @@ import SystemPackage
         return cvs_peer_eventfd_drain(descriptor.raw, &value) == 1 ? value : 0
     }
 
+    /// What a failed signal stands for: a write that timed out is the peer's doing (it made
+    /// our eventfd blocking and full); any other failure is the system call's.
     @usableFromInline
-    static func signalFailure(_ result: Int32) -> VirtioError {
+    package static func signalFailure(_ result: Int32) -> VirtioError {
         if result == -ETIMEDOUT {
             return .ringViolation(.kickBlocked(milliseconds: Int(writeTimeoutMilliseconds)))
         }
-        return .ringViolation(.kickFailed(errno: Errno(rawValue: -result)))
+        return .system(SystemCallFailure(operation: "write to the peer's eventfd", errno: Errno(rawValue: -result)))
     }
 }

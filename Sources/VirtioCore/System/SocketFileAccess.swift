@@ -46,7 +46,7 @@ public struct SocketFileAccess: Sendable, Equatable {
         var result: UnsafeMutablePointer<Glibc.group>?
         var buffer = [CChar](repeating: 0, count: 16_384)
         guard getgrnam_r(group, &entry, &buffer, buffer.count, &result) == 0, let found = result else {
-            throw .invalid("group", group, "no group of that name here (see /etc/group); give a group name or number")
+            throw .invalid("group", group, "give a group that exists here (see /etc/group), by name or number")
         }
         return found.pointee.gr_gid
     }

@@ -123,7 +123,7 @@ final class HostileBackendEventFDTests: XCTestCase {
         let state = device.linkState
         var elapsed = MonotonicClock.nanoseconds() - start
         XCTAssertLessThan(elapsed, 2_000_000_000, "linkState took \(elapsed / 1_000_000) ms; its budget is 0.5 s")
-        XCTAssertEqual(state, .down(reason: .failed(.connection(.timedOut(waitingFor: "a message header")))))
+        XCTAssertEqual(state, .down(reason: .linkQueryFailed(.connection(.timedOut(waitingFor: "a message header")))))
         start = MonotonicClock.nanoseconds()
         XCTAssertNotEqual(device.linkState, .up)
         elapsed = MonotonicClock.nanoseconds() - start

@@ -48,7 +48,7 @@ final class HostileBackendTests: XCTestCase {
                 try Self.raw(request: 1, flags: 1 | 4, size: 1 << 20, on: $0)
             }),
             ("no reply at all", .connection(.timedOut(waitingFor: "a message header")), .getFeatures, { _ in }),
-            ("no VIRTIO_F_VERSION_1 offered", .negotiation(.missingFeature(feature: "VIRTIO_F_VERSION_1 (legacy virtio is not supported)", offered: VirtioFeatures(rawValue: 1 << 5))), .getFeatures, {
+            ("no VIRTIO_F_VERSION_1 offered", .negotiation(.missingFeature(feature: "VIRTIO_F_VERSION_1, as legacy virtio is not supported", offered: VirtioFeatures(rawValue: 1 << 5))), .getFeatures, {
                 try $0.reply(to: .getFeatures, payload: withUnsafeBytes(of: UInt64(1 << 5).littleEndian) { Array($0) })
             }),
             // (Not later: after GET_FEATURES the device waits for no answer before its rings

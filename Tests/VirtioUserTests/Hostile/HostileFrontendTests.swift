@@ -62,10 +62,10 @@ final class HostileFrontendTests: XCTestCase {
         Case(name: "SET_FEATURES with a 4-byte payload", expected: .peerProtocol(.malformedMessage(request: "SET_FEATURES", problem: "a 8-byte payload is needed; 4 came"))) {
             try $0.sendRaw(request: 2, flags: 1, size: 4, payload: [1, 0, 0, 0])
         },
-        Case(name: "SET_FEATURES beyond the offer", matching: { if case .peerProtocol(.notNegotiated(request: "SET_FEATURES", _)) = $0 { true } else { false } }) {
+        Case(name: "SET_FEATURES beyond the offer", matching: { if case .peerProtocol(.beyondOffer(request: "SET_FEATURES", let asked, let offered)) = $0 { asked & ~offered == 1 << 62 } else { false } }) {
             try $0.send(.setFeatures(HostileFrontendTests.features.union(VirtioFeatures(rawValue: 1 << 62))))
         },
-        Case(name: "SET_PROTOCOL_FEATURES beyond the offer", matching: { if case .peerProtocol(.notNegotiated(request: "SET_PROTOCOL_FEATURES", _)) = $0 { true } else { false } }) {
+        Case(name: "SET_PROTOCOL_FEATURES beyond the offer", matching: { if case .peerProtocol(.beyondOffer(request: "SET_PROTOCOL_FEATURES", let asked, let offered)) = $0 { asked & ~offered == 1 << 40 } else { false } }) {
             try $0.send(.setFeatures(HostileFrontendTests.features))
             try $0.send(.setProtocolFeatures(VhostUserProtocolFeatures(rawValue: 1 << 40)))
         },
