@@ -2,7 +2,7 @@ import VhostUserBackend
 import VirtioUser
 import XCTest
 
-/// The matching the Errors article shows, written as an app would, with only the public
+/// The matching the "Handling errors" article shows, written as an app would, with only the public
 /// modules imported: each failure lands in the clause for its case.
 final class ErrorMatchingTests: XCTestCase {
     private enum Outcome: Equatable { case nobodyListens, fewerPairs(Int), other(VirtioError), started }
