@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): DPDK's virtio-user vs our virtio-user-pmd against the same testpmd vhost
-# back-end, DPDK's vhost vs our Swift back-end under the same testpmd virtio-user, and our device
-# against our back-end — interleaved A B A B, core-to-core latency measured around every run.
-# Prints a table of medians and a last line ratio_min=X. Takes about 17 minutes with defaults.
+# back-end, DPDK's vhost vs our Swift back-end under the same testpmd virtio-user, and the
+# loopback pairs (testpmd virtio-user <-> testpmd vhost, our device <-> our back-end) —
+# interleaved A B A B, core-to-core latency measured around every run. DPDK runs as deployed:
+# on hugepages (1024 of 2 MiB are reserved for the run, then the count is put back; needs root).
+# Prints a table of medians and a last line ratio_min=X. Takes about 25 minutes with defaults.
 #
-#   Scripts/bench-vs-dpdk.sh [--pairs N] [--seconds S] [--cases tx64,tx1518,rt64,backend64,ours64,tx64q2,ours64q2]
+#   Scripts/bench-vs-dpdk.sh [--pairs N] [--seconds S] [--cases tx64,tx64h,tx64nh,tx1518,rx64,rt64,tx64p,rx64p,backend64,loop64,…]
 #
 # Run it on an otherwise idle machine; see Docs/PERFORMANCE.md for the method.
 set -euo pipefail

@@ -3,6 +3,11 @@
 dpdk-testpmd vhost back-end, and DPDK's vhost (A) vs our Swift back-end (B) under the same
 dpdk-testpmd virtio-user front-end. Called by Scripts/bench-vs-dpdk.sh; see Docs/PERFORMANCE.md.
 
+DPDK runs as it is deployed: testpmd's vhost and virtio-user on hugepages (--in-memory
+--single-file-segments), virtio-user with its default devargs (in_order=1, mrg_rxbuf=1). Ours
+runs with its defaults (a sealed memfd) and, in the cases ending in "h", on hugepages. Cases
+ending in "nh" put every DPDK side on --no-huge memory instead (the old comparison, for context).
+
 Method (this 2-vCPU VM flips, every few seconds to minutes, between a "near" and a "far" vCPU
 placement; ring throughput moves up to 3x with it, for DPDK and for us alike):
 - runs alternate A B A B ... (--pairs pairs per case), each --seconds long;
@@ -82,6 +87,20 @@ def steady(values, flat):
     return statistics.median(core), min(core) >= flat * max(core)
 
 
+def reserve_hugepages(pages):
+    """At least `pages` 2 MiB hugepages; returns the count before, to restore it."""
+    knob = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+    with open(knob) as f:
+        before = int(f.read())
+    subprocess.run([os.path.join(ROOT, "Scripts", "hugepages.sh"), str(pages)], check=True, capture_output=True)
+    return before
+
+
+def restore_hugepages(count):
+    with open("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "w") as f:
+        f.write(str(count))
+
+
 def run_ours(socket, args, seconds):
     cmd = [os.path.join(BIN, "virtio-user-pmd"), "--socket", socket, "--cpu", "0",
            "--duration", str(seconds), "--stats-period", "0"] + args
@@ -92,6 +111,20 @@ def run_testpmd_frontend(socket, args, seconds):
     pmd = TestPMD("virtio-user", socket, args)
     time.sleep(seconds)
     pmd.stop()
+
+
+def ours_loopback(extra, seconds, flat):
+    """Our device and its embedded loopback back-end (as Scripts/demo.sh runs them), device on
+    CPU 0, back-end on CPU 1: the device's per-second TX rates, steadied."""
+    out = subprocess.run([os.path.join(BIN, "virtio-user-pmd"), "--cpu", "0", "--backend-cpu", "1",
+                          "--duration", str(seconds), "--stats-period", "1"] + extra,
+                         check=True, capture_output=True, text=True).stdout
+    return steady([float(v) * 1e6 for v in re.findall(r"TX ([0-9.]+) Mpps", out)], flat)
+
+
+def print_pair(i, a_name, b_name, pair):
+    print(f"   pair {i + 1}: {a_name} {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns{mark(pair['A'])})"
+          f"  {b_name} {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns{mark(pair['B'])})", flush=True)
 
 
 def start_our_backend(socket, mode):
@@ -114,7 +147,7 @@ def main():
                         help="one-way core-to-core ns below which a placement counts as near")
     parser.add_argument("--flat", type=float, default=0.75,
                         help="a run counts as flat when its slowest second is at least this x its fastest")
-    parser.add_argument("--cases", default="tx64,tx1518,rt64,backend64,ours64,tx64q2,ours64q2,tx64p,rt64p,backend64p,ours64p,switch64")
+    parser.add_argument("--cases", default="tx64,tx64h,tx64nh,tx1518,rx64,rt64,tx64p,rx64p,backend64,loop64,tx64q2,switch64")
     opts = parser.parse_args()
     if opts.pairs < 1 or opts.seconds < 4:
         sys.exit("bench: need --pairs >= 1 and --seconds >= 4")
@@ -122,9 +155,16 @@ def main():
     cases = {
         # name: (label, frame bytes)
         "tx64": ("txonly 64 B -> vhost rxonly", 64),
+        "tx64h": ("txonly 64 B -> vhost rxonly, ours on hugepages too", 64),
+        "tx64nh": ("txonly 64 B -> vhost rxonly, DPDK on --no-huge (old comparison)", 64),
         "tx1518": ("txonly 1518 B -> vhost rxonly", 1518),
+        "rx64": ("vhost txonly 64 B -> rxonly", 64),
         "rt64": ("io --tx-first <-> vhost macswap, 64 B", 64),
         "backend64": ("testpmd txonly 64 B -> back-end (rxonly | our sink)", 64),
+        # The main job: a front-end and a back-end on one machine passing frames. DPDK: testpmd
+        # virtio-user io <-> testpmd vhost io (both --tx-first), read at the vhost side; ours:
+        # virtio-user-pmd with its embedded loopback back-end, as Scripts/demo.sh runs it.
+        "loop64": ("loopback pair 64 B: DPDK virtio-user io <-> vhost io | our device <-> our back-end", 64),
         "ours64": ("our device <-> our back-end, loopback 64 B", 64),
         # Two queue pairs; each front-end forwards with one thread on one CPU polling both
         # (DPDK: one lcore; ours: --threads 1), the back-end on the other CPU.
@@ -132,6 +172,7 @@ def main():
         "ours64q2": ("our device <-> our back-end, loopback 64 B, 2 queue pairs", 64),
         # Packed virtqueues (DPDK: packed_vq=1; ours: --packed); the back-ends serve them.
         "tx64p": ("txonly 64 B -> vhost rxonly, packed rings", 64),
+        "rx64p": ("vhost txonly 64 B -> rxonly, packed rings", 64),
         "rt64p": ("io --tx-first <-> vhost macswap, 64 B, packed rings", 64),
         "backend64p": ("testpmd txonly 64 B, packed rings -> back-end (rxonly | our sink)", 64),
         "ours64p": ("our device <-> our back-end, loopback 64 B, packed rings", 64),
@@ -146,12 +187,18 @@ def main():
         if c not in cases:
             sys.exit(f"bench: unknown case {c}; known: {','.join(cases)}")
 
-    results = {}
-    for case in selected:
-        label, frame = cases[case]
-        print(f"== {case}: {label}", flush=True)
-        runs = run_case(case, frame, opts)
-        results[case] = runs
+    # DPDK's sides (and ours in the "h" cases) on hugepages: enough for two testpmds' pools
+    # and our region, given back afterwards.
+    before = reserve_hugepages(1024)
+    try:
+        results = {}
+        for case in selected:
+            label, frame = cases[case]
+            print(f"== {case}: {label}", flush=True)
+            runs = run_case(case, frame, opts)
+            results[case] = runs
+    finally:
+        restore_hugepages(before)
     report(results, cases, opts)
 
 
@@ -160,22 +207,32 @@ def run_case(case, frame, opts):
     sock = f"/tmp/bench-{os.getpid()}-{case}.sock"
     pairs = []
     # A packed case runs its split twin with packed rings asked for on the front-ends.
-    packed = case in ("tx64p", "rt64p", "backend64p", "ours64p")
+    packed = case in ("tx64p", "rx64p", "rt64p", "backend64p", "ours64p", "loop64p")
     dpdk_packed = ["--devargs", "packed_vq=1"] if packed else []
     ours_packed = ["--packed"] if packed else []
     if packed:
         case = case[:-1]
-    if case in ("tx64", "tx1518", "rt64", "tx64q2"):
-        backend_mode = "macswap" if case == "rt64" else "rxonly"
-        backend_args = []
+    # DPDK as deployed (hugepages), unless the case asks for the old --no-huge comparison.
+    dpdk_memory = [] if case.endswith("nh") else ["--hugepages"]
+    ours_memory = ["--hugepages"] if case.endswith("h") and not case.endswith("nh") else []
+    case = case[:-2] if case.endswith("nh") else (case[:-1] if ours_memory else case)
+    if case in ("tx64", "tx1518", "rx64", "rt64", "tx64q2"):
+        backend_mode = {"rt64": "macswap", "rx64": "txonly"}.get(case, "rxonly")
+        # What the back-end counts: frames it received, or (rx) frames it got into the ring.
+        backend_key = "Tx-pps" if case == "rx64" else "Rx-pps"
+        backend_args = list(dpdk_memory)
         if case == "rt64":
             a_args = ["--forward-mode", "io", "--tx-first", "--txpkts", str(frame)]
             b_args = ["--forward-mode", "io", "--tx-first"]
+        elif case == "rx64":
+            a_args = ["--forward-mode", "rxonly"]
+            b_args = ["--forward-mode", "rxonly"]
+            backend_args += ["--txpkts", str(frame)]
         else:
             a_args = ["--forward-mode", "txonly", "--txpkts", str(frame)]
             b_args = ["--forward-mode", "txonly", "--pkt-size", str(frame)]
-        a_args += dpdk_packed
-        b_args += ours_packed
+        a_args += dpdk_packed + dpdk_memory
+        b_args += ours_packed + ours_memory
         if case == "tx64q2":
             a_args += ["--queues", "2"]
             b_args += ["--queues", "2", "--threads", "1"]  # one thread on CPU 0 polls both pairs
@@ -195,13 +252,12 @@ def run_case(case, frame, opts):
                     else:
                         run_ours(sock, b_args, opts.seconds)
                     end = backend.offset()
-                    rate, flat = steady(backend.rates(start, end, "Rx-pps"), opts.flat)
+                    rate, flat = steady(backend.rates(start, end, backend_key), opts.flat)
                 finally:
                     backend.stop()
                 lat1 = core_latency()
                 pair[which] = (rate, lat0, lat1, flat)
-            print(f"   pair {i + 1}: DPDK {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns{mark(pair['A'])})"
-                  f"  ours {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns{mark(pair['B'])})", flush=True)
+            print_pair(i, "DPDK", "ours", pair)
             pairs.append(pair)
     elif case == "backend64":
         for i in range(opts.pairs):
@@ -209,11 +265,11 @@ def run_case(case, frame, opts):
             for which in ("A", "B"):
                 lat0 = core_latency()
                 if which == "A":
-                    backend = TestPMD("vhost", sock, ["--forward-mode", "rxonly"])
+                    backend = TestPMD("vhost", sock, ["--forward-mode", "rxonly"] + dpdk_memory)
                 else:
                     backend = start_our_backend(sock, "sink")
                 try:
-                    front = TestPMD("virtio-user", sock, ["--forward-mode", "txonly", "--txpkts", str(frame)] + dpdk_packed)
+                    front = TestPMD("virtio-user", sock, ["--forward-mode", "txonly", "--txpkts", str(frame)] + dpdk_packed + dpdk_memory)
                     start = front.offset()
                     time.sleep(opts.seconds)
                     end = front.offset()
@@ -227,19 +283,36 @@ def run_case(case, frame, opts):
                         backend.wait(timeout=10)
                 lat1 = core_latency()
                 pair[which] = (rate, lat0, lat1, flat)
-            print(f"   pair {i + 1}: DPDK vhost {pair['A'][0] / 1e6:.2f} Mpps (lat {pair['A'][1]}/{pair['A'][2]} ns{mark(pair['A'])})"
-                  f"  our back-end {pair['B'][0] / 1e6:.2f} Mpps (lat {pair['B'][1]}/{pair['B'][2]} ns{mark(pair['B'])})", flush=True)
+            print_pair(i, "DPDK vhost", "our back-end", pair)
+            pairs.append(pair)
+    elif case == "loop64":
+        for i in range(opts.pairs):
+            pair = {}
+            for which in ("A", "B"):
+                lat0 = core_latency()
+                if which == "A":
+                    backend = TestPMD("vhost", sock, ["--forward-mode", "io", "--tx-first"] + dpdk_memory)
+                    try:
+                        front = TestPMD("virtio-user", sock, ["--forward-mode", "io", "--tx-first", "--txpkts", str(frame)] + dpdk_packed + dpdk_memory)
+                        start = backend.offset()
+                        time.sleep(opts.seconds)
+                        end = backend.offset()
+                        rate, flat = steady(backend.rates(start, end, "Rx-pps"), opts.flat)
+                        front.stop()
+                    finally:
+                        backend.stop()
+                else:
+                    rate, flat = ours_loopback(ours_packed + ours_memory, opts.seconds, opts.flat)
+                lat1 = core_latency()
+                pair[which] = (rate, lat0, lat1, flat)
+            print_pair(i, "DPDK pair", "ours", pair)
             pairs.append(pair)
     elif case in ("ours64", "ours64q2"):
-        extra = (["--queues", "2", "--threads", "1"] if case == "ours64q2" else []) + ours_packed
+        extra = (["--queues", "2", "--threads", "1"] if case == "ours64q2" else []) + ours_packed + ours_memory
         for i in range(opts.pairs):
             lat0 = core_latency()
-            out = subprocess.run([os.path.join(BIN, "virtio-user-pmd"), "--cpu", "0", "--backend-cpu", "1",
-                                  "--duration", str(opts.seconds), "--stats-period", "1"] + extra,
-                                 check=True, capture_output=True, text=True).stdout
+            rate, flat = ours_loopback(extra, opts.seconds, opts.flat)
             lat1 = core_latency()
-            per_second = [float(v) * 1e6 for v in re.findall(r"TX ([0-9.]+) Mpps", out)]
-            rate, flat = steady(per_second, opts.flat)
             print(f"   run {i + 1}: ours<->ours {rate / 1e6:.2f} Mpps (lat {lat0}/{lat1} ns{mark((rate, lat0, lat1, flat))})", flush=True)
             pairs.append({"B": (rate, lat0, lat1, flat)})
     elif case == "switch64":
