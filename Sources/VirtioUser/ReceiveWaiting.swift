@@ -126,32 +126,67 @@ public struct ReceivedBursts: AsyncSequence {
 
 /// Suspends a task until a descriptor is readable or time runs out, without blocking a
 /// thread: a Dispatch read source and a deadline race, and the first one resumes the task.
-enum ReadinessWait {
-    private final class Waiter: @unchecked Sendable {
-        let fired = Atomic<Bool>(false)
-        // Written before either event can fire, read once after `fired` was won.
-        var continuation: CheckedContinuation<Void, Never>?
-        var source: DispatchSourceRead?
+package enum ReadinessWait {
+    /// Whichever comes first of readiness, the deadline and cancellation resumes the task,
+    /// once. Cancellation can come before the continuation exists (its handler runs on the
+    /// cancelling thread, at any moment), so both live under one lock: a wait that was
+    /// cancelled before it began resumes at once instead of never.
+    private final class Waiter: Sendable {
+        /// Dispatch sources are thread-safe, but not marked `Sendable`.
+        struct Source: @unchecked Sendable {
+            let read: DispatchSourceRead
+        }
+        private struct State {
+            var continuation: CheckedContinuation<Void, Never>?
+            var source: Source?
+            var fired = false
+        }
+        private let state = Mutex(State())
+
+        /// Hands over the continuation; false when an event already fired (the caller resumes).
+        func install(_ continuation: CheckedContinuation<Void, Never>) -> Bool {
+            state.withLock { state in
+                guard !state.fired else { return false }
+                state.continuation = continuation
+                return true
+            }
+        }
+
+        /// Keeps the read source for cancelling; false when an event already fired.
+        func attach(_ source: Source) -> Bool {
+            state.withLock { state in
+                guard !state.fired else { return false }
+                state.source = source
+                return true
+            }
+        }
 
         func fire() {
-            guard !fired.exchange(true, ordering: .acquiringAndReleasing) else { return }
-            source?.cancel()
+            let (continuation, source) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Source?) in
+                guard !state.fired else { return (nil, nil) }
+                state.fired = true
+                defer { state.continuation = nil; state.source = nil }
+                return (state.continuation, state.source)
+            }
+            source?.read.cancel()
             continuation?.resume()
         }
     }
 
     /// Returns when `descriptor` is readable (a negative one never is), after `milliseconds`,
     /// or when the task is cancelled.
-    static func wait(descriptor: Int32, milliseconds: Int) async {
+    package static func wait(descriptor: Int32, milliseconds: Int) async {
         let waiter = Waiter()
         let queue = DispatchQueue.global()
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                waiter.continuation = continuation
+                guard waiter.install(continuation) else { return continuation.resume() }
                 if descriptor >= 0 {
                     let source = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: queue)
-                    waiter.source = source
                     source.setEventHandler { waiter.fire() }
+                    // Cancelled first when the wait is already over; resumed either way, since
+                    // Dispatch must not release a source that was never activated.
+                    if !waiter.attach(Waiter.Source(read: source)) { source.cancel() }
                     source.resume()
                 }
                 queue.asyncAfter(deadline: .now() + .milliseconds(milliseconds)) { waiter.fire() }

@@ -138,6 +138,19 @@ final class InterruptModeTests: XCTestCase {
         XCTAssertLessThan(used, 100_000_000, "an idle back-end must sleep, not poll (polling would use ~500 ms)")
     }
 
+    /// A wait whose task is cancelled before it begins (the cancellation handler then runs
+    /// before the continuation exists) returns at once. It used to lose that cancellation and
+    /// never return: a task cancelled just as `receivedBursts` went to sleep hung for good.
+    func testAWaitCancelledBeforeItBeginsReturnsAtOnce() {
+        let returned = DispatchSemaphore(value: 0)
+        Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            await ReadinessWait.wait(descriptor: -1, milliseconds: 600_000)
+            returned.signal()
+        }
+        XCTAssertEqual(returned.wait(timeout: .now() + 10), .success, "a wait cancelled before it began never returned")
+    }
+
     /// Cancelling the task ends the sequence too.
     func testCancellingTheTaskEndsTheSequence() async throws {
         let backend = try startBackend(self)
