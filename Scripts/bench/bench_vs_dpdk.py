@@ -195,8 +195,12 @@ def main():
         for case in selected:
             label, frame = cases[case]
             print(f"== {case}: {label}", flush=True)
-            runs = run_case(case, frame, opts)
-            results[case] = runs
+            try:
+                results[case] = run_case(case, frame, opts)
+            except (OSError, subprocess.SubprocessError) as error:
+                # One case that cannot run costs its row, not the table of the others.
+                print(f"   {case} failed: {error}", flush=True)
+                results[case] = []
     finally:
         restore_hugepages(before)
     report(results, cases, opts)
@@ -394,6 +398,10 @@ def report(results, cases, opts):
     missing = []
     for case, pairs in results.items():
         frame = cases[case][1]
+        if not pairs:
+            print(f"{case:<10} failed")
+            missing.append(case)
+            continue
         kept_any = False
         for where in ("near", "far"):
             kept = [p for p in pairs if consistent(p, opts.near_ns)
