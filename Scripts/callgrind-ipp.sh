@@ -10,8 +10,12 @@
 # counted: instructions per packet = (Ir long - Ir short) / (packets long - packets short), which
 # cancels start-up and teardown without needing symbols (Debian's testpmd is stripped).
 #
-#   Scripts/callgrind-ipp.sh [S] [--ours "FLAGS"] [--devargs A] [--backend]
+#   Scripts/callgrind-ipp.sh [S] [--ours "FLAGS"] [--devargs A] [--backend] [--cache]
 #     S               seconds (default 3)
+#     --cache         simulate the caches too (--cache-sim=yes): D1 and last-level misses per
+#                     packet beside the instructions. Each process is simulated alone, so a
+#                     line the other side wrote is not a miss here: these are the misses of
+#                     our own working set, not of the lines the two sides pass between them.
 #     --backend       count our back-end (vhost-user-backend) instead, with testpmd's
 #                     virtio-user as the native front-end: sink <- testpmd txonly 64 B, and
 #                     loopback <-> testpmd flowgen 64 B (it sends, and takes back what we return).
@@ -21,14 +25,15 @@
 #     --devargs A     extra virtio_user devargs for DPDK's runs, e.g. packed_vq=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=3 ours_flags="" devargs="" measure_backend=0
+seconds=3 ours_flags="" devargs="" measure_backend=0 cache_sim=no
 while [ $# -gt 0 ]; do
   case "$1" in
     --backend) measure_backend=1; shift ;;
+    --cache) cache_sim=yes; shift ;;
     --ours) ours_flags=$2; shift 2 ;;
     --devargs) devargs=",$2"; shift 2 ;;
     [0-9]*) seconds=$1; shift ;;
-    *) echo "callgrind-ipp: unknown argument $1 (usage: callgrind-ipp.sh [S] [--ours FLAGS] [--devargs A] [--backend])" >&2; exit 2 ;;
+    *) echo "callgrind-ipp: unknown argument $1 (usage: callgrind-ipp.sh [S] [--ours FLAGS] [--devargs A] [--backend] [--cache])" >&2; exit 2 ;;
   esac
 done
 source Scripts/setup.sh
@@ -43,8 +48,12 @@ trap 'for p in "$work"/*.pid; do [ -f "$p" ] && Scripts/testpmd.sh kill --pidfil
 objcopy --strip-debug .build/release/virtio-user-pmd "$work/pmd"
 objcopy --strip-debug .build/release/vhost-user-backend "$work/backend"
 
-ir_of() {  # total Ir inside the toggled function, from a callgrind output file
-  callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }'
+ir_of() {  # the process's total Ir (and with --cache, D1 and LL misses), from a callgrind output file
+  callgrind_annotate "$1" 2>/dev/null | awk -v cache="$cache_sim" '/PROGRAM TOTALS/ {
+    gsub(",", ""); gsub(/\([0-9.]+%\)/, "")
+    # Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+    if (cache == "yes") print $1, $5 + $6, $8 + $9; else print $1
+    exit }'
 }
 
 backend() {  # start a testpmd vhost back-end in mode $1 on $work/sock
@@ -55,7 +64,7 @@ backend() {  # start a testpmd vhost back-end in mode $1 on $work/sock
 
 ours_once() {  # $1 = txonly|rxonly, $2 = back-end mode, $3 = seconds; prints "packets Ir"
   backend "$2"
-  valgrind --tool=callgrind --callgrind-out-file="$work/ours.cg" \
+  valgrind --tool=callgrind --cache-sim="$cache_sim" --callgrind-out-file="$work/ours.cg" \
     "$work/pmd" --socket "$work/sock" --forward-mode "$1" --duration "$3" --stats-period 0 $ours_flags \
     > "$work/ours.out" 2> "$work/ours.err"
   Scripts/testpmd.sh stop --pidfile "$work/backend.pid"
@@ -66,7 +75,7 @@ ours_once() {  # $1 = txonly|rxonly, $2 = back-end mode, $3 = seconds; prints "p
 
 dpdk_once() {  # same for testpmd's virtio-user
   backend "$2"
-  setsid valgrind --tool=callgrind --callgrind-out-file="$work/dpdk.cg" \
+  setsid valgrind --tool=callgrind --cache-sim="$cache_sim" --callgrind-out-file="$work/dpdk.cg" \
     dpdk-testpmd -l 0,1 --main-lcore 1 --no-pci --no-huge -m 256 --no-shconf --file-prefix="cgf$$" \
     --vdev "virtio_user0,path=$work/sock,queues=1$devargs" -- --forward-mode="$1" --txpkts=64 \
     --stats-period 1 --total-num-mbufs=16384 < /dev/null > "$work/dpdk.out" 2>&1 &
@@ -92,7 +101,7 @@ dpdk_once() {  # same for testpmd's virtio-user
 
 backend_once() {  # $1 = our back-end mode, $2 = testpmd's mode, $3 = seconds; prints "packets Ir"
   rm -f "$work/sock"
-  valgrind --tool=callgrind --callgrind-out-file="$work/backend.cg" \
+  valgrind --tool=callgrind --cache-sim="$cache_sim" --callgrind-out-file="$work/backend.cg" \
     "$work/backend" --socket "$work/sock" --mode "$1" --queues 1 --duration "$3" \
     > "$work/backend.out" 2> "$work/backend.err" &
   local pid=$!
@@ -104,6 +113,16 @@ backend_once() {  # $1 = our back-end mode, $2 = testpmd's mode, $3 = seconds; p
   echo "$(awk '/^connections/ { for (i = 1; i < NF; i++) if ($i == "received") { print $(i + 1); exit } }' "$work/backend.out") $(ir_of "$work/backend.cg")"
 }
 
+per_packet() {  # lines "side loop packets Ir [D1 LL] packets Ir [D1 LL]" (short run, long run)
+  awk '
+    BEGIN { printf "%-8s %-9s %14s %16s %10s %9s %9s\n", "side", "loop", "Δpackets", "Δinstructions", "Ir/packet", "D1m/pkt", "LLm/pkt" }
+    { n = (NF - 2) / 2; dp = $(3 + n) - $3; di = $(4 + n) - $4
+      ipp = (dp > 0) ? di / dp : 0
+      d1 = (n == 4 && dp > 0) ? sprintf("%.2f", ($(5 + n) - $5) / dp) : "-"
+      ll = (n == 4 && dp > 0) ? sprintf("%.2f", ($(6 + n) - $6) / dp) : "-"
+      printf "%-8s %-9s %14.0f %16.0f %10.1f %9s %9s\n", $1, $2, dp, di, ipp, d1, ll }'
+}
+
 if [ "$measure_backend" -eq 1 ]; then
   # Two seconds for the short run: the front-end connects while the back-end already counts.
   for pair in "sink txonly" "loopback flowgen"; do
@@ -111,10 +130,7 @@ if [ "$measure_backend" -eq 1 ]; then
     short=$(backend_once "$1" "$2" 2)
     long=$(backend_once "$1" "$2" $((2 + 2 * seconds)))
     echo "backend $1 $short $long"
-  done | awk '
-    BEGIN { printf "%-8s %-9s %14s %16s %10s\n", "side", "mode", "Δpackets", "Δinstructions", "Ir/packet" }
-    { dp = $5 - $3; di = $6 - $4; ipp = (dp > 0) ? di / dp : 0
-      printf "%-8s %-9s %14.0f %16.0f %10.1f\n", $1, $2, dp, di, ipp }'
+  done | per_packet
   exit 0
 fi
 
@@ -130,7 +146,4 @@ measure() {  # $1 = ours|dpdk, $2 = loop, $3 = back-end mode
   measure dpdk txonly rxonly
   measure ours rxonly txonly
   measure dpdk rxonly txonly
-} | awk '
-  BEGIN { printf "%-6s %-7s %14s %16s %10s\n", "side", "loop", "Δpackets", "Δinstructions", "Ir/packet" }
-  { dp = $5 - $3; di = $6 - $4; ipp = (dp > 0) ? di / dp : 0
-    printf "%-6s %-7s %14.0f %16.0f %10.1f\n", $1, $2, dp, di, ipp }'
+} | per_packet
