@@ -54,16 +54,8 @@ final class TransmitQueue {
 
     @inlinable
     func reclaim<Ring: DriverRing>(_ ring: Ring) {
-        let done = ring.usedCount()
         let pool = self.pool
-        var i = 0
-        var buffers = 0
-        while i < done {
-            guard let (slot, _) = ring.takeUsed({ pool.put(slot: $0) }) else { break }
-            pool.put(slot: slot)
-            buffers &+= ring.lastCompletedBuffers
-            i &+= 1
-        }
+        let buffers = ring.takeCompletions { pool.put(slot: $0) }
         QueueCounters.add(counters.completed, buffers)
     }
 

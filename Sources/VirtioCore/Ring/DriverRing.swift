@@ -13,8 +13,6 @@
     var inFlight: Int { get }
     /// Set when the device broke the ring protocol.
     var violation: RingViolation? { get }
-    /// Buffers the last ``takeUsed(_:)`` completed (more than 1 only for an IN_ORDER batch).
-    var lastCompletedBuffers: Int { get }
     /// What SET_VRING_BASE announces for this ring.
     var vringBase: UInt32 { get }
     /// VIRTIO_RING_F_EVENT_IDX in force; set before the ring runs.
@@ -37,6 +35,9 @@
     func skipPeekedUsed()
     /// Takes the next used buffer; `eachTail` gets the cookies of its other parts.
     func takeUsed(_ eachTail: (UInt32) -> Void) -> (cookie: UInt32, length: UInt32)?
+    /// Takes every used buffer whose length does not matter (transmit completions), giving
+    /// `each` every cookie of each; returns the buffers taken.
+    func takeCompletions(_ each: (UInt32) -> Void) -> Int
     /// Asks for used-buffer notifications (true) or not; ordered before the next look.
     func setInterruptsEnabled(_ enabled: Bool)
     /// Every buffer in flight back to `body`, freed (teardown).

@@ -130,8 +130,19 @@ import Synchronization
     /// Descriptors (ids, and so slots) not in flight.
     @inlinable package var freeDescriptors: Int { freeCount }
     @inlinable package var inFlight: Int { size &- freeCount }
-    /// Always 1: each used descriptor completes one buffer.
-    @inlinable package var lastCompletedBuffers: Int { 1 }
+    /// Takes every used buffer, giving `each` every cookie of each (transmit completions):
+    /// each used descriptor completes one buffer.
+    @inlinable
+    package func takeCompletions(_ each: (UInt32) -> Void) -> Int {
+        let count = usedCount()
+        var taken = 0
+        while taken < count {
+            guard let (cookie, _) = takeUsed(each) else { break }
+            each(cookie)
+            taken &+= 1
+        }
+        return taken
+    }
 
     /// Bytes of indirect tables a ring of `size` needs (as for a split ring).
     @usableFromInline package func attachIndirectTables(at pointer: UnsafeMutableRawPointer, address: UInt64) {

@@ -63,29 +63,26 @@ import Synchronization
     /// when the buffer fits one. Set by the control path before the ring runs.
     @exclusivity(unchecked) @usableFromInline package var usesIndirect = false
 
-    /// VIRTIO_F_IN_ORDER: descriptors are used in ring order (§2.7.8.1), and the device may
-    /// complete a batch of transmit buffers with one used entry naming the last.
+    /// VIRTIO_F_IN_ORDER: descriptors are used in ring order (§2.7.8.1), so the used entry at
+    /// each position stands for the buffer made available at the same position. The device may
+    /// complete a batch with one entry (at the batch's first position, naming its last buffer)
+    /// and move the used index past the whole batch: the used index counts buffers.
     @exclusivity(unchecked) @usableFromInline package private(set) var usesInOrder = false
     /// In order: the next descriptor to hand out.
     @exclusivity(unchecked) @usableFromInline var nextInOrder = 0
     /// The head of each buffer made available, by available-ring position.
     @usableFromInline let availHeads: UnsafeMutablePointer<UInt16>
-    /// In order: the available-ring position of the oldest buffer not yet used.
-    @exclusivity(unchecked) @usableFromInline var nextCompletion: UInt16 = 0
-    /// In order: accept one used entry for a batch of buffers (transmit rings, whose used
-    /// lengths carry nothing). A receive ring needs every entry's length, so there a batch
-    /// breaks the protocol. Set once by the owner.
+    /// In order: ``takeCompletions(_:)`` takes completed buffers by the used index alone, as
+    /// batches allow, without reading an entry (transmit rings, whose used lengths carry
+    /// nothing). A receive ring needs every buffer's length, so there a batch breaks the
+    /// protocol. Set once by the owner.
     @exclusivity(unchecked) @usableFromInline package var acceptsBatchedCompletions = false
-    /// Buffers the last ``takeUsed(_:)`` completed: 1, or more for an in-order batch.
-    @inlinable package var lastCompletedBuffers: Int { completedInLastTake }
-    @exclusivity(unchecked) @usableFromInline var completedInLastTake = 1
 
     /// Turns in-order use on or off for this session; call after ``reset(startIndex:)`` and
     /// the first refill (which hands out descriptors 0, 1, 2, … in order), before the ring runs.
     @usableFromInline package func setInOrder(_ on: Bool) {
         usesInOrder = on
         nextInOrder = inFlight & mask
-        nextCompletion = lastUsed
     }
 
     /// Bytes of indirect tables a ring of `size` needs.
@@ -137,7 +134,6 @@ import Synchronization
         usesEventIndex = false
         usesInOrder = false
         nextInOrder = 0
-        nextCompletion = startIndex
         publishedAvail = startIndex
         availShadow = startIndex
         lastUsed = startIndex
@@ -231,12 +227,16 @@ import Synchronization
         return Int(freeStack[freeCount])
     }
 
-    /// Puts `head` on the available ring (unpublished) and remembers it by position.
+    /// Puts `head` on the available ring (unpublished) and remembers it by position. The slot
+    /// is written only when it changes: in order, slot i holds i lap after lap, and an
+    /// unwritten line stays in the device's cache (as DPDK's in-order path does).
     @inlinable @inline(__always)
     func makeAvailable(head: Int) {
         let position = Int(availShadow) & mask
-        cvs_avail_ring(memory.avail)[position] = UInt16(truncatingIfNeeded: head)
-        availHeads[position] = UInt16(truncatingIfNeeded: head)
+        let value = UInt16(truncatingIfNeeded: head)
+        let slot = cvs_avail_ring(memory.avail) + position
+        if slot.pointee != value { slot.pointee = value }
+        availHeads[position] = value
         availShadow &+= 1
     }
 
@@ -359,7 +359,7 @@ import Synchronization
             markBadUsedEntry(element.id)
             return nil
         }
-        if usesInOrder, id != Int(availHeads[Int(nextCompletion &+ UInt16(truncatingIfNeeded: ahead)) & mask]) {
+        if usesInOrder, id != Int(availHeads[(Int(lastUsed) &+ ahead) & mask]) {
             markOutOfOrder(element.id)
             return nil
         }
@@ -382,7 +382,6 @@ import Synchronization
         let id = Int(peekedEntry.id)
         peekedPosition = -1
         lastUsed &+= 1
-        nextCompletion &+= 1
         releaseChain(head: id) { _ in }
     }
 
@@ -406,32 +405,48 @@ import Synchronization
             markBadUsedEntry(element.id)
             return nil
         }
-        var completed = 1
-        if usesInOrder {
-            // In order, an entry may stand for every buffer up to the one it names.
-            while id != Int(availHeads[Int(nextCompletion) & mask]) {
-                let earlier = Int(availHeads[Int(nextCompletion) & mask])
-                guard acceptsBatchedCompletions, nextCompletion != publishedAvail, chainLength[earlier] != 0 else {
-                    markOutOfOrder(element.id)
-                    return nil
-                }
-                eachTail(cookies[earlier])
-                releaseChain(head: earlier, eachTail)
-                nextCompletion &+= 1
-                completed &+= 1
-            }
-            guard nextCompletion != publishedAvail else {
-                // It names a buffer the device was never shown.
-                markOutOfOrder(element.id)
-                return nil
-            }
-            nextCompletion &+= 1
+        // In order, the entry names the buffer made available at its own position (a batch,
+        // which names a later one, is for ``takeCompletions(_:)``).
+        if usesInOrder, id != Int(availHeads[Int(lastUsed) & mask]) {
+            markOutOfOrder(element.id)
+            return nil
         }
-        completedInLastTake = completed
         lastUsed &+= 1
         let cookie = cookies[id]
         releaseChain(head: id, eachTail)
         return (cookie, element.len)
+    }
+
+    /// Takes every used buffer whose length does not matter (transmit completions): `each`
+    /// gets every cookie of every buffer (a chain's parts too). Returns the buffers taken.
+    ///
+    /// In order with ``acceptsBatchedCompletions``, the used index alone says how many buffers
+    /// are done, and they are the oldest ones in flight: no entry is read, so the lines the
+    /// device writes stay in its cache (DPDK's `virtio_xmit_cleanup_inorder` does the same).
+    /// A device that lies in the index can only hand back buffers it has not read yet, which
+    /// costs it its own frames; the index is still checked against what was published.
+    @inlinable
+    package func takeCompletions(_ each: (UInt32) -> Void) -> Int {
+        let count = usedCount()
+        if usesInOrder && acceptsBatchedCompletions {
+            peekedPosition = -1
+            var i = 0
+            while i < count {
+                let head = Int(availHeads[Int(lastUsed) & mask])
+                each(cookies[head])
+                releaseChain(head: head, each)
+                lastUsed &+= 1
+                i &+= 1
+            }
+            return count
+        }
+        var taken = 0
+        while taken < count {
+            guard let (cookie, _) = takeUsed(each) else { break }
+            each(cookie)
+            taken &+= 1
+        }
+        return taken
     }
 
     /// Frees the descriptors of the chain headed by `head` (in flight), passing the cookies of
