@@ -28,11 +28,11 @@ extension VirtioUserDevice {
         /// Negotiate VIRTIO_RING_F_INDIRECT_DESC: a transmitted frame of 2…8 buffers takes
         /// one ring descriptor pointing at a table in shared memory instead of a chain.
         public var indirectDescriptors = true
-        /// Negotiate VIRTIO_F_IN_ORDER (DPDK's `in_order`, on by default there): descriptors go
-        /// out in ring order, and the back-end may complete a batch of transmitted frames with
-        /// one used entry. Off by default: 64-byte transmit into DPDK's vhost measured about
-        /// 20 % slower with it (Docs/PERFORMANCE.md).
-        public var inOrder = false
+        /// Negotiate VIRTIO_F_IN_ORDER when the back-end offers it (DPDK's `in_order`, on by
+        /// default there too): descriptors go out in ring order, so available slots are not
+        /// rewritten lap after lap, and transmit completions are taken from the used index
+        /// alone, without reading the used entries the back-end writes (Docs/PERFORMANCE.md).
+        public var inOrder = true
         /// Negotiate VIRTIO_F_RING_PACKED (DPDK's `packed_vq`): packed virtqueues when the
         /// back-end offers them (ours and DPDK's vhost do), split ones otherwise. IN_ORDER is
         /// not negotiated with packed rings (each buffer is completed on its own).

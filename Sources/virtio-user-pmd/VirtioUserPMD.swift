@@ -81,10 +81,10 @@ struct VirtioUserPMD: ParsableCommand {
     @Flag(name: .customLong("no-indirect"), help: "Do not negotiate indirect descriptors.")
     var noIndirect = false
 
-    @Flag(name: .customLong("in-order"), help: "Negotiate VIRTIO_F_IN_ORDER (DPDK: in_order=1). Off by default: it measured slower against DPDK's vhost.")
-    var inOrder = false
+    @Flag(name: .customLong("in-order"), inversion: .prefixedNo, help: "Negotiate VIRTIO_F_IN_ORDER when the back-end offers it (DPDK: in_order=1, its default too): transmit completions are taken from the used index alone. Not with packed rings.")
+    var inOrder = true
 
-    @Flag(name: .customLong("packed"), help: "Negotiate packed virtqueues, VIRTIO_F_RING_PACKED (DPDK: packed_vq=1); split rings when the back-end does not offer them. --in-order is ignored with packed rings.")
+    @Flag(name: .customLong("packed"), help: "Negotiate packed virtqueues, VIRTIO_F_RING_PACKED (DPDK: packed_vq=1); split rings when the back-end does not offer them. IN_ORDER is not negotiated with packed rings.")
     var packed = false
 
     @Flag(name: .customLong("event-idx"), help: "Negotiate VIRTIO_RING_F_EVENT_IDX (DPDK's virtio-user never does). Off by default: it measured slower against DPDK's vhost when polling.")

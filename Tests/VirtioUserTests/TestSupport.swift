@@ -230,9 +230,9 @@ func mappingCount() -> Int {
 }
 
 /// What our device negotiates with our back-end by default: MQ only with more than one pair,
-/// MAC only when the back-end has one, IN_ORDER and EVENT_IDX only when configured.
+/// MAC only when the back-end has one, EVENT_IDX only when configured.
 let defaultFeaturesWithOurBackend: VirtioFeatures = [
-    .version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers, .ringIndirectDescriptors,
+    .version1, .vhostUserProtocolFeatures, .netMTU, .netStatus, .netMergeableRxBuffers, .ringIndirectDescriptors, .inOrder,
 ]
 
 /// ``runLoopbackStream(device:stream:total:burstSize:window:macSwapped:queue:)`` on every queue
