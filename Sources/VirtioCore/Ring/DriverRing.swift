@@ -46,6 +46,22 @@
     func reportViolation(_ cause: RingViolation)
 }
 
+extension DriverRing {
+    /// Takes the used buffers one entry at a time, each read and checked, giving `each` every
+    /// cookie of each; returns the buffers taken (stops at a violation).
+    @inlinable
+    package func takeEachUsed(_ each: (UInt32) -> Void) -> Int {
+        let count = usedCount()
+        var taken = 0
+        while taken < count {
+            guard let (cookie, _) = takeUsed(each) else { break }
+            each(cookie)
+            taken &+= 1
+        }
+        return taken
+    }
+}
+
 extension SplitRingDriver: DriverRing {
     @usableFromInline package var vringBase: UInt32 { UInt32(startIndex) }
 }

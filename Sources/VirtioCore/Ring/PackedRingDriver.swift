@@ -133,16 +133,7 @@ import Synchronization
     /// Takes every used buffer, giving `each` every cookie of each (transmit completions):
     /// each used descriptor completes one buffer.
     @inlinable
-    package func takeCompletions(_ each: (UInt32) -> Void) -> Int {
-        let count = usedCount()
-        var taken = 0
-        while taken < count {
-            guard let (cookie, _) = takeUsed(each) else { break }
-            each(cookie)
-            taken &+= 1
-        }
-        return taken
-    }
+    package func takeCompletions(_ each: (UInt32) -> Void) -> Int { takeEachUsed(each) }
 
     /// Bytes of indirect tables a ring of `size` needs (as for a split ring).
     @usableFromInline package func attachIndirectTables(at pointer: UnsafeMutableRawPointer, address: UInt64) {

@@ -427,26 +427,18 @@ import Synchronization
     /// costs it its own frames; the index is still checked against what was published.
     @inlinable
     package func takeCompletions(_ each: (UInt32) -> Void) -> Int {
+        guard usesInOrder && acceptsBatchedCompletions else { return takeEachUsed(each) }
         let count = usedCount()
-        if usesInOrder && acceptsBatchedCompletions {
-            peekedPosition = -1
-            var i = 0
-            while i < count {
-                let head = Int(availHeads[Int(lastUsed) & mask])
-                each(cookies[head])
-                releaseChain(head: head, each)
-                lastUsed &+= 1
-                i &+= 1
-            }
-            return count
+        peekedPosition = -1
+        var i = 0
+        while i < count {
+            let head = Int(availHeads[Int(lastUsed) & mask])
+            each(cookies[head])
+            releaseChain(head: head, each)
+            lastUsed &+= 1
+            i &+= 1
         }
-        var taken = 0
-        while taken < count {
-            guard let (cookie, _) = takeUsed(each) else { break }
-            each(cookie)
-            taken &+= 1
-        }
-        return taken
+        return count
     }
 
     /// Frees the descriptors of the chain headed by `head` (in flight), passing the cookies of
