@@ -147,8 +147,13 @@ def main():
                         help="one-way core-to-core ns below which a placement counts as near")
     parser.add_argument("--flat", type=float, default=0.75,
                         help="a run counts as flat when its slowest second is at least this x its fastest")
+    parser.add_argument("--report-from", metavar="LOG",
+                        help="print the table again from a run's printed pair lines (a run that stopped early)")
     parser.add_argument("--cases", default="tx64,tx64h,tx64nh,tx1518,rx64,rt64,tx64p,rx64p,backend64,loop64,tx64q2,switch64")
     opts = parser.parse_args()
+    if opts.report_from:
+        report_from_log(opts.report_from, opts)
+        return
     if opts.pairs < 1 or opts.seconds < 4:
         sys.exit("bench: need --pairs >= 1 and --seconds >= 4")
 
@@ -417,6 +422,25 @@ def report(results, cases, opts):
     print()
     note = f" (no pair kept for: {','.join(missing)})" if missing else ""
     print("ratio_min=" + (f"{min(ratios):.2f}" if ratios else "n/a") + note)
+
+
+def report_from_log(path, opts):
+    """The table of a run, from the "== case" and "pair N" lines it printed, with report()'s rules."""
+    side = r"([0-9.]+) Mpps \(lat (\d+)/(\d+) ns(, not flat)?\)"
+    results, frames, case = {}, {}, None
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"== (\w+): .*?(\d+) B", line)
+            if m:
+                case = m.group(1)
+                results[case], frames[case] = [], int(m.group(2))
+                continue
+            m = re.match(r"\s+pair \d+: .*?" + side + r"\s+.*?" + side, line)
+            if m and case:
+                g = m.groups()
+                results[case].append({"A": (float(g[0]) * 1e6, int(g[1]), int(g[2]), g[3] is None),
+                                      "B": (float(g[4]) * 1e6, int(g[5]), int(g[6]), g[7] is None)})
+    report({c: r for c, r in results.items() if r}, {c: ("", frames[c]) for c in results}, opts)
 
 
 if __name__ == "__main__":
