@@ -68,6 +68,29 @@ final class SplitRingInOrderTests: XCTestCase {
         XCTAssertEqual(ring.driver.violation, .usedIndexJump(count: 2, outstanding: 1))
     }
 
+    /// A ring torn down while the back-end is still finishing: buffers reclaimed (back with
+    /// their owner) must not come back a second time when the old used index moves on.
+    func testCompletionsAfterReclaimAllAreRefused() {
+        let ring = inOrderRing(batches: true)
+        for cookie: UInt32 in 1...4 {
+            XCTAssertTrue(ring.driver.add(address: UInt64(cookie) << 12, length: 64, deviceWritable: false, cookie: cookie))
+        }
+        _ = ring.driver.publish()
+        var reclaimed: [UInt32] = []
+        ring.driver.reclaimAll { reclaimed.append($0) }
+        XCTAssertEqual(reclaimed.sorted(), [1, 2, 3, 4])
+        cvs_store_release_u16(cvs_used_idx(ring.memory.used), 4)
+        var cookies: [UInt32] = []
+        XCTAssertEqual(ring.driver.takeCompletions { cookies.append($0) }, 0)
+        XCTAssertEqual(cookies, [], "nothing freed twice")
+        XCTAssertEqual(ring.driver.freeDescriptors, 8)
+        XCTAssertNil(ring.driver.violation, "late completions of what was published are ignored")
+        // Past what was published is still a violation.
+        cvs_store_release_u16(cvs_used_idx(ring.memory.used), 5)
+        XCTAssertEqual(ring.driver.takeCompletions { cookies.append($0) }, 0)
+        XCTAssertEqual(ring.driver.violation, .usedIndexJump(count: 1, outstanding: 0))
+    }
+
     /// Without in-order, completions are read entry by entry and checked.
     func testTransmitCompletionsOutOfOrderAreReadAndChecked() {
         let ring = RingFixture(size: 8)

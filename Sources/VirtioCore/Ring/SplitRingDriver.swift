@@ -433,6 +433,12 @@ import Synchronization
         var i = 0
         while i < count {
             let head = Int(availHeads[Int(lastUsed) & mask])
+            // Still in flight, unless something reclaimed it: then no completion may free it
+            // (its descriptor is free, its buffer back in the pool) a second time.
+            guard chainLength[head] != 0 else {
+                markBadUsedEntry(UInt32(truncatingIfNeeded: head))
+                return i
+            }
             each(cookies[head])
             releaseChain(head: head, each)
             lastUsed &+= 1
@@ -479,8 +485,13 @@ import Synchronization
     }
 
     /// Calls `body` with the cookie of every buffer still in flight and marks them free: used
-    /// when a ring is torn down so no buffer is lost.
+    /// when a ring is torn down so no buffer is lost. Nothing is outstanding afterwards: a used
+    /// index the device moves later (a back-end still finishing as it leaves) is a violation,
+    /// never a completion of a buffer that is already back with its owner.
     @usableFromInline package func reclaimAll(_ body: (UInt32) -> Void) {
+        publishedAvail = availShadow
+        lastUsed = availShadow
+        peekedPosition = -1
         for id in 0...mask where cookies[id] != Self.idle {
             body(cookies[id])
             let indirect = Int(indirectCount[id])
