@@ -306,12 +306,15 @@ public final class VirtioUserDevice: Sendable {
     @discardableResult
     public func allocate(into burst: PacketBurst, count: Int, queue: Int = 0) -> Int {
         withPair(queue, otherwise: 0) { queuePair in
+            // Nothing to take touches nothing: no handshake (a full burst, as a transmit loop
+            // whose ring is full leaves it, asks for none).
+            let wanted = min(count, burst.space)
+            guard wanted > 0 else { return 0 }
             // The control path returns in-flight buffers to the pool when the link drops, from
             // the link monitor's thread: pool calls wait while it does.
             queuePair.enterPool()
             defer { queuePair.leave() }
             let pool = queuePair.pool
-            let wanted = min(count, burst.space)
             var taken = 0
             while taken < wanted, let buffer = pool.take() {
                 burst.append(buffer)
@@ -375,6 +378,8 @@ public final class VirtioUserDevice: Sendable {
     @inlinable
     public func release(_ burst: PacketBurst, queue: Int = 0) {
         withPair(queue, otherwise: ()) { queuePair in
+            // An empty burst (a receive that found nothing) costs no handshake.
+            guard burst.count > 0 else { return }
             queuePair.enterPool()
             defer { queuePair.leave() }
             let pool = queuePair.pool
