@@ -114,6 +114,18 @@ static inline void cvs_store_relaxed_u16(uint16_t *p, uint16_t v) { __atomic_sto
 /// Full barrier: needed between publishing an index and reading the peer's notification flags
 /// (VIRTIO 1.1 §2.7.7/§2.7.10: store then load, which acquire/release alone do not order).
 static inline void cvs_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/// Asymmetric fences, for a handshake where one side runs per burst and the other rarely (a
+/// queue pair's data path against its control path): the frequent side orders its store before
+/// its load with ``cvs_light_fence`` (a compiler barrier, no instruction), and the rare side
+/// calls ``cvs_heavy_fence`` (membarrier(2)), which stands in for a full barrier on every
+/// thread of the process. Only when ``cvs_asymmetric_fences_available`` returned 1; otherwise
+/// both sides need full fences.
+static inline void cvs_light_fence(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+/// 1 when membarrier's private expedited command is registered for this process (asked once).
+int cvs_asymmetric_fences_available(void);
+/// A full fence on this thread and every running thread of the process (membarrier(2)); a
+/// plain full fence when asymmetric fences are unavailable.
+void cvs_heavy_fence(void);
 /// A spin-wait hint (x86 PAUSE): eases the pressure a polling loop puts on cache lines the
 /// other side is writing.
 static inline void cvs_cpu_relax(void) {

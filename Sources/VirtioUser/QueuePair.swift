@@ -1,3 +1,4 @@
+import CVirtioShim
 import Synchronization
 import VirtioCore
 
@@ -27,6 +28,12 @@ final class QueuePair: @unchecked Sendable {
     /// retained here: `captureOwner` holds it while attached).
     @usableFromInline let capture = Atomic<Unmanaged<PacketCapture>?>(nil)
     private let captureOwner = Mutex<PacketCapture?>(nil)
+    /// membarrier(2) is there: a data-path call enters with a compiler barrier between its
+    /// store and its load, and the control path, which runs rarely, pays for both sides with
+    /// ``cvs_heavy_fence()``. Without it every entry is a full fence, a locked instruction that
+    /// also waits for the stores before it: a burst's frame writes, whose cache lines the
+    /// back-end holds.
+    @usableFromInline let asymmetricFences = cvs_asymmetric_fences_available() != 0
 
     init(index: Int, rx: ReceiveQueue, tx: TransmitQueue, pool: PacketPool, rxCall: EventNotifier, txCall: EventNotifier) {
         self.index = index
@@ -44,12 +51,30 @@ final class QueuePair: @unchecked Sendable {
     /// Enters a burst; false when the pair is stopped (then do nothing).
     @inlinable
     func enter() -> Bool {
-        // Sequentially consistent on both sides (here and in `quiesce`): either stop sees our
-        // flag and waits, or we see `running` false and back out.
-        inBurst.store(true, ordering: .sequentiallyConsistent)
-        if running.load(ordering: .sequentiallyConsistent) { return true }
+        // A store then a load, against the control path's store then load (`quiesce`): either
+        // it sees our flag and waits, or we see `running` false and back out.
+        if announceThenCheck(running) { return true }
         inBurst.store(false, ordering: .releasing)
         return false
+    }
+
+    /// Sets `inBurst`, then loads `flag`, ordered against the control path's store to `flag`
+    /// followed by ``controlFence()`` and a load of `inBurst`.
+    @inlinable @inline(__always)
+    func announceThenCheck(_ flag: borrowing Atomic<Bool>) -> Bool {
+        if asymmetricFences {
+            inBurst.store(true, ordering: .relaxed)
+            cvs_light_fence()
+            return flag.load(ordering: .acquiring)
+        }
+        inBurst.store(true, ordering: .sequentiallyConsistent)
+        return flag.load(ordering: .sequentiallyConsistent)
+    }
+
+    /// The control path's side of ``announceThenCheck(_:)``: between its store and its load of
+    /// `inBurst`.
+    func controlFence() {
+        if asymmetricFences { cvs_heavy_fence() }
     }
 
     @inlinable
@@ -62,8 +87,7 @@ final class QueuePair: @unchecked Sendable {
     @inlinable
     func enterPool() {
         while true {
-            inBurst.store(true, ordering: .sequentiallyConsistent)
-            if !controlHoldsPool.load(ordering: .sequentiallyConsistent) { return }
+            if !announceThenCheck(controlHoldsPool) { return }
             inBurst.store(false, ordering: .releasing)
             while controlHoldsPool.load(ordering: .acquiring) { sched_yield() }
         }
@@ -80,6 +104,7 @@ final class QueuePair: @unchecked Sendable {
     /// The two halves of ``withPoolExclusive(_:)``, for holding every pair's pool at once.
     func holdPool() {
         controlHoldsPool.store(true, ordering: .sequentiallyConsistent)
+        controlFence()
         while inBurst.load(ordering: .acquiring) { sched_yield() }
     }
 
@@ -104,9 +129,10 @@ final class QueuePair: @unchecked Sendable {
     /// Detaches the capture, once no burst can still be using it, and returns it.
     func detachCapture() -> PacketCapture? {
         captureOwner.withLock { owner in
-            // Sequentially consistent, as in `enter`: a burst either sees nil, or has set
+            // As in `enter` (store, fence, load on both sides): a burst either sees nil, or has set
             // `inBurst` before its load, and we wait for it to leave.
             capture.store(nil, ordering: .sequentiallyConsistent)
+            controlFence()
             while inBurst.load(ordering: .sequentiallyConsistent) { sched_yield() }
             defer { owner = nil }
             return owner
@@ -149,6 +175,7 @@ final class QueuePair: @unchecked Sendable {
     /// Stops new bursts and waits for one in progress to finish.
     func quiesce() {
         running.store(false, ordering: .sequentiallyConsistent)
+        controlFence()
         while inBurst.load(ordering: .acquiring) { sched_yield() }
     }
 

@@ -5,11 +5,13 @@ import VhostUserBackend
 import VirtioUser
 import XCTest
 
-/// Whatever the control path does while a thread bursts flat out — attaching and detaching
-/// captures, a back-end leaving and another arriving (quiesce, reclaim, fresh memory and rings)
-/// — it never runs under a burst, and nothing of the old session comes back in the new one:
-/// every buffer comes home and none is released twice. (It found a back-end's last transmit
-/// completions, reported as it left, freed a second time after the reclaim.)
+/// A data-path call enters its burst with a compiler barrier only; the control path pays for
+/// both sides with membarrier(2) (`QueuePair.enter`). Whatever the control path does while a
+/// thread bursts flat out — attaching and detaching captures, a back-end leaving and another
+/// arriving (quiesce, reclaim, fresh memory and rings) — it never runs under a burst, and
+/// nothing of the old session comes back in the new one: every buffer comes home and none is
+/// released twice. (It found a back-end's last transmit completions, reported as it left,
+/// freed a second time after the reclaim.)
 final class BurstHandshakeTests: XCTestCase {
     private final class Flag: Sendable {
         let value = Atomic<Bool>(false)
