@@ -8,4 +8,11 @@ import CVirtioShim
     package static func relax() {
         cvs_cpu_relax()
     }
+
+    /// `times` spin-wait hints in a row: a longer back-off, for a wait that cannot end sooner
+    /// (a full ring frees in the other side's bursts).
+    @inlinable
+    package static func relax(times: Int) {
+        for _ in 0..<times { cvs_cpu_relax() }
+    }
 }
