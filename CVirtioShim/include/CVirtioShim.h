@@ -126,6 +126,9 @@ int cvs_asymmetric_fences_available(void);
 /// A full fence on this thread and every running thread of the process (membarrier(2)); a
 /// plain full fence when asymmetric fences are unavailable.
 void cvs_heavy_fence(void);
+/// A full barrier on every CPU running a thread of the process by a TLB shootdown (mprotect
+/// of a private page): ``cvs_heavy_fence``'s stand-in should membarrier fail. 0 on success.
+int cvs_shootdown_barrier(void);
 /// A spin-wait hint (x86 PAUSE): eases the pressure a polling loop puts on cache lines the
 /// other side is writing.
 static inline void cvs_cpu_relax(void) {
