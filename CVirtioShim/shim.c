@@ -3,6 +3,9 @@
 #include "CVirtioShim.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <numa.h>
 #include <sched.h>
@@ -67,33 +70,85 @@ int cvs_eventfd(unsigned int initval) { return eventfd(initval, EFD_CLOEXEC | EF
 
 int cvs_unix_socket(void) { return socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0); }
 
-static int fill_sockaddr(struct sockaddr_un *sun, const char *path) {
+// An AF_UNIX address for `path`: "@name" is `name` in the abstract namespace (Linux: no file,
+// scoped to the network namespace); a path that fits sun_path goes in as it is; a longer one is
+// reached through its directory, opened O_PATH, as /proc/self/fd/N/<name> (*dirfd is then that
+// directory, for the caller to close). Returns the address length, or -1 with errno.
+static int fill_sockaddr(struct sockaddr_un *sun, const char *path, int *dirfd) {
     size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(sun->sun_path)) {
+    *dirfd = -1;
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    if (path[0] == '@') {
+        if (n < 2 || n - 1 > sizeof(sun->sun_path) - 1) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        memcpy(sun->sun_path + 1, path + 1, n - 1);
+        return (int)(offsetof(struct sockaddr_un, sun_path) + n);
+    }
+    if (n == 0 || n >= PATH_MAX) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    memset(sun, 0, sizeof(*sun));
-    sun->sun_family = AF_UNIX;
-    memcpy(sun->sun_path, path, n + 1);
-    return 0;
+    if (n < sizeof(sun->sun_path)) {
+        memcpy(sun->sun_path, path, n + 1);
+        return (int)sizeof(*sun);
+    }
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL || slash[1] == '\0') {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    char directory[PATH_MAX];
+    size_t length = slash == path ? 1 : (size_t)(slash - path);
+    memcpy(directory, path, length);
+    directory[length] = '\0';
+    int fd = open(directory, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int written = snprintf(sun->sun_path, sizeof(sun->sun_path), "/proc/self/fd/%d/%s", fd, slash + 1);
+    if (written < 0 || (size_t)written >= sizeof(sun->sun_path)) {
+        close(fd);
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    *dirfd = fd;
+    return (int)sizeof(*sun);
 }
 
 int cvs_unix_connect(int fd, const char *path) {
     struct sockaddr_un sun;
-    if (fill_sockaddr(&sun, path) != 0) return -1;
-    return connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    int dirfd;
+    int length = fill_sockaddr(&sun, path, &dirfd);
+    if (length < 0) return -1;
+    int result = connect(fd, (struct sockaddr *)&sun, (socklen_t)length);
+    if (dirfd >= 0) {
+        int saved = errno;
+        close(dirfd);
+        errno = saved;
+    }
+    return result;
 }
 
 int cvs_unix_bind(int fd, const char *path) {
     struct sockaddr_un sun;
-    if (fill_sockaddr(&sun, path) != 0) return -1;
-    return bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    int dirfd;
+    int length = fill_sockaddr(&sun, path, &dirfd);
+    if (length < 0) return -1;
+    int result = bind(fd, (struct sockaddr *)&sun, (socklen_t)length);
+    if (dirfd >= 0) {
+        int saved = errno;
+        close(dirfd);
+        errno = saved;
+    }
+    return result;
 }
 
 int cvs_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 
 size_t cvs_unix_path_max(void) { return sizeof(((struct sockaddr_un *)0)->sun_path) - 1; }
+
+size_t cvs_unix_long_path_max(void) { return PATH_MAX - 1; }
 
 ssize_t cvs_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};

@@ -214,14 +214,18 @@ int cvs_peer_write_signal(void);
 
 /// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC). Returns the fd or -1 with errno.
 int cvs_unix_socket(void);
-/// connect(2) to a filesystem path. ENAMETOOLONG when the path does not fit sun_path.
+/// connect(2) to `path`: "@name" in the abstract namespace; a filesystem path longer than
+/// sun_path through an O_PATH fd of its directory (/proc/self/fd/N/name). ENAMETOOLONG when
+/// neither fits.
 int cvs_unix_connect(int fd, const char *path);
-/// bind(2) to a filesystem path. ENAMETOOLONG when the path does not fit sun_path.
+/// bind(2) to `path`, addressed as cvs_unix_connect does.
 int cvs_unix_bind(int fd, const char *path);
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC). Returns the fd or -1 with errno.
 int cvs_accept_cloexec(int fd);
 /// Largest path that fits sun_path, without its terminating NUL.
 size_t cvs_unix_path_max(void);
+/// Largest filesystem path cvs_unix_connect/bind take (through the directory's fd), PATH_MAX - 1.
+size_t cvs_unix_long_path_max(void);
 
 // MARK: - SCM_RIGHTS
 

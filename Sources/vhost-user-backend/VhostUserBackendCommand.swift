@@ -25,7 +25,7 @@ struct VhostUserBackendCommand: ParsableCommand {
         an error (a one-line message on stderr); 64 for a bad or unknown option.
         """)
 
-    @Option(help: "Socket path to listen on (a stale socket there is replaced).")
+    @Option(help: "Socket path to listen on (a stale socket there is replaced), or with --client to connect to. Longer than 107 bytes is fine; @NAME is an abstract socket (no file; its network namespace only).")
     var socket: String
 
     @Option(help: "loopback, sink or tap.")

@@ -27,7 +27,7 @@ struct VhostUserSwitchCommand: ParsableCommand {
         Exit status: 0; 2 on an error (a one-line message on stderr); 64 for a bad or unknown option.
         """)
 
-    @Option(help: "A port's socket path (repeat: 2…64 ports). A stale socket there is replaced.")
+    @Option(help: "A port's socket path (repeat: 2…64 ports). A stale socket there is replaced. Longer than 107 bytes is fine; @NAME is an abstract socket.")
     var port: [String] = []
 
     @Option(help: "Seconds to serve; 0 serves until SIGINT/SIGTERM.")

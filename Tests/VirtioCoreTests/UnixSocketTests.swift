@@ -120,14 +120,96 @@ final class UnixSocketTests: XCTestCase {
         _ = try UnixSocket.connect(to: longest)
         XCTAssertNotNil(try UnixSocket.accept(listener, milliseconds: 10_000))
 
-        let tooLong = longest + "p"
-        for path in [tooLong, String(repeating: "x", count: 300), ""] {
+        // Longer than sun_path yet not reachable through a directory: no '/', a file name too
+        // long for /proc/self/fd/N/, longer than PATH_MAX, empty; an abstract name too long.
+        let noDirectory = String(repeating: "x", count: 300)
+        let longName = prefix + String(repeating: "d", count: 30) + "/" + String(repeating: "n", count: 83)
+        let beyondPathMax = "/" + String(repeating: "d/", count: 2100) + "s"
+        let abstractTooLong = "@" + String(repeating: "a", count: 107)
+        for path in [noDirectory, longName, beyondPathMax, "", "@", abstractTooLong] {
             assertThrowsVirtioError(.configuration) { () throws(VirtioError) in try UnixSocket.listen(at: path) }
             assertThrowsVirtioError(.configuration) { () throws(VirtioError) in try UnixSocket.connect(to: path) }
             assertThrowsVirtioError(.configuration) { () throws(VirtioError) in
                 try UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 60_000))
             }
         }
+    }
+
+    /// A path longer than sun_path's 107 bytes (a container's deep mount point) is bound and
+    /// reached through an O_PATH descriptor of its directory; the file is where it was asked.
+    func testPathsLongerThanSunPathGoThroughTheirDirectory() throws {
+        let directory = try TemporaryDirectory()
+        var deep = directory.path
+        var made: [String] = []
+        while deep.utf8.count < 220 {
+            deep += "/" + String(repeating: "d", count: 40)
+            XCTAssertEqual(mkdir(deep, 0o755), 0)
+            made.append(deep)
+        }
+        defer { for path in made.reversed() { rmdir(path) } }
+        let path = deep + "/vhost.sock"
+        XCTAssertGreaterThan(path.utf8.count, Int(cvs_unix_path_max()))
+        do {
+            let listener = try UnixListener(path: path, access: SocketFileAccess(mode: 0o600))
+            var info = stat()
+            XCTAssertEqual(lstat(path, &info), 0)
+            XCTAssertEqual(info.st_mode & S_IFMT, S_IFSOCK)
+            XCTAssertEqual(info.st_mode & 0o777, 0o600, "the access settings reach the long path too")
+            _ = try UnixSocket.connect(to: path)
+            XCTAssertNotNil(try listener.accept(milliseconds: 10_000))
+            // A second listener sees a live socket there, through the same long path.
+            let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in _ = try UnixListener(path: path) }
+            XCTAssertEqual(error, .connection(.socketInUse(path: path, detail: "is a live socket: another process listens on it")))
+        }
+        var info = stat()
+        XCTAssertNotEqual(lstat(path, &info), 0, "the listener removed its socket file")
+    }
+
+    /// `@name`: Linux's abstract namespace. No file anywhere; a name in use is refused; file
+    /// permissions cannot apply.
+    func testAbstractSockets() throws {
+        let name = "@vcore-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let listener = try UnixListener(path: name)
+        _ = try UnixSocket.connect(to: name)
+        XCTAssertNotNil(try listener.accept(milliseconds: 10_000))
+        var info = stat()
+        XCTAssertNotEqual(lstat(name, &info), 0, "no file named like the socket appears")
+        let error = assertThrowsVirtioError(.connection) { () throws(VirtioError) in _ = try UnixListener(path: name) }
+        XCTAssertEqual(error?.description.contains("abstract socket"), true, "\(String(describing: error))")
+        assertThrowsVirtioError(.configuration) { () throws(VirtioError) in
+            _ = try UnixListener(path: name + "-2", access: SocketFileAccess(mode: 0o660))
+        }
+        assertThrowsVirtioError(.connection) { () throws(VirtioError) in _ = try UnixSocket.connect(to: name + "-absent") }
+    }
+
+    /// A path ending in '/' is a directory the back-end will put its socket in: connect waits
+    /// (bounded) for the one socket to appear there; two sockets are an error, not a guess.
+    func testADirectoryPathWaitsForTheOneSocketInIt() throws {
+        let directory = try TemporaryDirectory()
+        let outcome = LockedBox<Result<OwnedDescriptor, VirtioError>>()
+        let path = directory.path + "/"
+        let thread = try DedicatedThread(name: "connector") {
+            outcome.set(Result { () throws(VirtioError) in
+                try UnixSocket.connect(to: path, retry: .init(timeoutMilliseconds: 30_000, intervalMilliseconds: 10))
+            })
+        }
+        MonotonicClock.sleep(milliseconds: 100)
+        let plainFile = open(directory.file("not-a-socket"), O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
+        XCTAssertGreaterThanOrEqual(plainFile, 0)
+        close(plainFile)
+        let listener = try UnixListener(path: directory.file("the.sock"))
+        thread.join()
+        _ = try XCTUnwrap(outcome.value).get()
+        XCTAssertNotNil(try listener.accept(milliseconds: 10_000))
+
+        let second = try UnixListener(path: directory.file("other.sock"))
+        let error = assertThrowsVirtioError(.configuration) { () throws(VirtioError) in
+            _ = try UnixSocket.connect(to: directory.path + "/", retry: .init(timeoutMilliseconds: 1000))
+        }
+        XCTAssertEqual(error?.description.contains("other.sock, the.sock"), true, "\(String(describing: error))")
+        withExtendedLifetime(second) {}
+        let empty = try TemporaryDirectory()
+        assertThrowsVirtioError(.connection) { () throws(VirtioError) in _ = try UnixSocket.connect(to: empty.path + "/") }
     }
 
     func testListenInAMissingDirectoryFails() {

@@ -16,7 +16,8 @@ import Glibc
     @usableFromInline package init(path: String, backlog: Int32 = 4, access: SocketFileAccess = .init()) throws(VirtioError) {
         descriptor = try UnixSocket.listen(at: path, backlog: backlog, access: access)
         self.path = path
-        identity = FileIdentity(path: path)
+        // An abstract socket has no file to remove.
+        identity = UnixSocket.isAbstract(path) ? nil : FileIdentity(path: path)
     }
 
     deinit {
