@@ -4,7 +4,12 @@ import VirtioCore
 extension VirtioUserDevice {
     /// Everything needed to create a device. Defaults match DPDK's virtio-user where it has one.
     public struct Configuration: Sendable {
-        /// The vhost-user socket of the back-end (which listens; we connect).
+        /// The vhost-user socket: the back-end's (it listens; we connect), or with
+        /// ``connectionMode`` `.server` ours. A filesystem path — one longer than sun_path's
+        /// 107 bytes is reached through its directory — or `@name` in Linux's abstract
+        /// namespace (no file; the network namespace's processes may connect). In client mode,
+        /// a path ending in `/` names a directory into which the back-end will put one socket
+        /// (a directory a container gets mounted): start waits for it, as for any socket.
         public var socketPath: String
         /// Entries per virtqueue: a power of two from 64 to 32768.
         public var queueSize: Int = 256
@@ -68,6 +73,10 @@ extension VirtioUserDevice {
         /// virtio-user without `server=1`) or this device (`.server`: the back-end connects,
         /// as DPDK's vhost with `client=1`).
         public var connectionMode: ConnectionMode = .client
+        /// Server mode: the permission bits and group of the socket file we listen on, so that
+        /// a back-end running as another user (OVS as root is not one) may connect only if it
+        /// is in that group. Set as soon as the socket is bound. Not for abstract sockets.
+        public var socketAccess = SocketFileAccess()
         /// How long `start()` waits for the back-end: retrying the connection in client mode,
         /// waiting for it to connect in server mode.
         public var connectTimeoutMilliseconds = 5000
@@ -105,6 +114,12 @@ extension VirtioUserDevice {
             }
             if let mtu, !(VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(mtu) {
                 throw .invalid("mtu", mtu, "\(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum)")
+            }
+            if connectionMode == .client && socketAccess != SocketFileAccess() {
+                throw .invalid("socketAccess", "mode/group", "only with connectionMode .server: in client mode the back-end owns the socket file")
+            }
+            if connectionMode == .server && socketPath.hasSuffix("/") {
+                throw .invalid("socketPath", "'\(socketPath)'", "a socket's path in server mode, not a directory")
             }
             guard connectTimeoutMilliseconds >= 0 else {
                 throw .invalid("connectTimeoutMilliseconds", connectTimeoutMilliseconds, "0 (one attempt) or more")

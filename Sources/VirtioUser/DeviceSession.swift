@@ -16,7 +16,7 @@ extension VirtioUserDevice {
             return try UnixSocket.connect(
                 to: configuration.socketPath, retry: .init(timeoutMilliseconds: timeoutMilliseconds))
         case .server:
-            if state.listener == nil { state.listener = try Listener(path: configuration.socketPath) }
+            if state.listener == nil { state.listener = try Listener(path: configuration.socketPath, access: configuration.socketAccess) }
             guard let listener = state.listener else { throw .connection(.listenerClosed) }
             let wait = Int32(clamping: timeoutMilliseconds)
             guard let socket = try listener.accept(milliseconds: wait) else {

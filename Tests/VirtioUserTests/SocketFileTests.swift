@@ -44,6 +44,34 @@ final class SocketFileTests: XCTestCase {
         XCTAssertTrue(output.contains("listening on"), output)
     }
 
+    /// A device in server mode (a container's app, where userspace CNI has the host's switch
+    /// connect) sets its socket's mode and group too.
+    func testAListeningDeviceSetsItsSocketsModeAndGroup() throws {
+        guard getuid() == 0 else { throw XCTSkip("giving a file to another group needs root; CI runs as root") }
+        var configuration = VirtioUserDevice.Configuration(socketPath: try makeSocketPath(self))
+        configuration.connectionMode = .server
+        configuration.socketAccess = SocketFileAccess(mode: 0o660, group: "65534")
+        let device = try VirtioUserDevice(configuration: configuration)
+        let starting = try DedicatedThread(name: "start") { try? device.start() }
+        XCTAssertTrue(waitUntil { FileManager.default.fileExists(atPath: configuration.socketPath) })
+        var info = stat()
+        XCTAssertEqual(lstat(configuration.socketPath, &info), 0)
+        XCTAssertEqual(info.st_mode & 0o7777, 0o660)
+        XCTAssertEqual(info.st_gid, 65534)
+        let backend = try startBackend(self) {
+            $0.socketPath = configuration.socketPath
+            $0.connectionMode = .client
+        }
+        starting.join()
+        XCTAssertEqual(device.linkState, .up)
+        device.stop()
+        withExtendedLifetime(backend) {}
+
+        var client = VirtioUserDevice.Configuration(socketPath: configuration.socketPath)
+        client.socketAccess = SocketFileAccess(mode: 0o660)
+        XCTAssertThrowsError(try VirtioUserDevice(configuration: client).start(), "mode and group are for the socket we listen on")
+    }
+
     /// The switch sets every port's socket the same way (`--socket-mode`, `--socket-group`).
     func testSwitchPortSocketsGetTheirModeAndGroup() throws {
         guard getuid() == 0 else { throw XCTSkip("giving a file to another group needs root; CI runs as root") }
