@@ -10,6 +10,8 @@ struct ForwardResult {
     var atEnd: VirtioUserDevice.Statistics
     /// Received frames the forwarders freed because transmit had no room (io, macswap).
     var forwardDrops: UInt64
+    /// With `--verify`: received frames found intact and corrupt.
+    var verdicts: FrameCheck.Verdicts?
 }
 
 /// Runs the forwarding loops on `--threads` threads (never on Swift's cooperative pool), each
@@ -23,6 +25,8 @@ struct Forwarder {
     private final class Shared: Sendable {
         let stopping = Atomic<Bool>(false)
         let forwardDrops = Atomic<UInt64>(0)
+        let intact = Atomic<UInt64>(0)
+        let corrupt = Atomic<UInt64>(0)
     }
 
     func run() throws(VirtioError) -> ForwardResult {
@@ -32,7 +36,7 @@ struct Forwarder {
             frameLength: options.pktSize)
         let loop = QueueLoop(
             device: device, mode: options.forwardMode, burst: options.burst, txFirst: options.txFirst,
-            template: template, rxWait: options.rxWait)
+            template: template, rxWait: options.rxWait, verify: options.verify)
         let cpus = options.cpu
         var threads: [DedicatedThread] = []
         defer {
@@ -50,8 +54,10 @@ struct Forwarder {
                         Console.error("virtio-user-pmd: warning: forwarding thread \(index) not pinned: \(error)")
                     }
                 }
-                let drops = loop.run(queues: queues, stopping: shared.stopping)
-                shared.forwardDrops.add(drops, ordering: .relaxed)
+                let outcome = loop.run(queues: queues, stopping: shared.stopping)
+                shared.forwardDrops.add(outcome.forwardDrops, ordering: .relaxed)
+                shared.intact.add(outcome.verdicts.intact, ordering: .relaxed)
+                shared.corrupt.add(outcome.verdicts.corrupt, ordering: .relaxed)
             })
         }
 
@@ -83,7 +89,10 @@ struct Forwarder {
         threads = []
         return ForwardResult(
             seconds: Double(now - start) / 1e9, atEnd: atEnd,
-            forwardDrops: shared.forwardDrops.load(ordering: .relaxed))
+            forwardDrops: shared.forwardDrops.load(ordering: .relaxed),
+            verdicts: options.verify
+                ? FrameCheck.Verdicts(intact: shared.intact.load(ordering: .relaxed), corrupt: shared.corrupt.load(ordering: .relaxed))
+                : nil)
     }
 
     private func printStatsLine(elapsed: UInt64, interval: UInt64, from a: VirtioUserDevice.Statistics, to b: VirtioUserDevice.Statistics) {
@@ -105,63 +114,80 @@ struct QueueLoop: Sendable {
     let template: FrameTemplate
     /// Milliseconds a receive may sleep on the call notification (0: poll).
     let rxWait: Int
+    /// `--verify`: stamp what txonly sends, check what arrives.
+    let verify: Bool
     /// CPU pause hints after a transmit that found the ring full.
     static let fullRingPauses = 16
 
-    /// Forwards on `queues` in turn until `stopping`, then drains; returns the frames it freed
-    /// because transmit had no room.
-    func run(queues: [Int], stopping: borrowing Atomic<Bool>) -> UInt64 {
+    /// What one loop's pairs added up to.
+    struct Outcome {
+        /// Frames freed because transmit had no room.
         var forwardDrops: UInt64 = 0
-        let bursts = queues.map { _ in (tx: PacketBurst(capacity: burst), rx: PacketBurst(capacity: burst)) }
+        /// With `verify`: what arrived, intact or not.
+        var verdicts = FrameCheck.Verdicts()
+    }
+
+    /// Per pair: its bursts and the next sequence number to stamp.
+    private struct PairState {
+        let tx: PacketBurst
+        let rx: PacketBurst
+        var sequence: UInt64 = 0
+    }
+
+    /// Forwards on `queues` in turn until `stopping`, then drains.
+    func run(queues: [Int], stopping: borrowing Atomic<Bool>) -> Outcome {
+        var outcome = Outcome()
+        var pairs = queues.map { _ in PairState(tx: PacketBurst(capacity: burst), rx: PacketBurst(capacity: burst)) }
         if txFirst && (mode == .io || mode == .macswap) {
             for (slot, queue) in queues.enumerated() {
-                generate(into: bursts[slot].tx, queue: queue)
-                device.transmit(bursts[slot].tx, queue: queue)
-                device.release(bursts[slot].tx, queue: queue)
+                generate(into: pairs[slot].tx, queue: queue, sequence: &pairs[slot].sequence)
+                device.transmit(pairs[slot].tx, queue: queue)
+                device.release(pairs[slot].tx, queue: queue)
             }
         }
         var iterations = 0
         while true {
             for slot in 0..<queues.count {
-                forwardDrops &+= forwardOnce(queue: queues[slot], tx: bursts[slot].tx, rx: bursts[slot].rx)
+                forwardOnce(queue: queues[slot], pair: &pairs[slot], outcome: &outcome)
             }
             iterations &+= 1
             // One relaxed load every 64 rounds (every round when rounds may sleep).
             if (iterations & 63 == 0 || rxWait > 0) && stopping.load(ordering: .relaxed) { break }
         }
         for slot in 0..<queues.count {
-            device.release(bursts[slot].tx, queue: queues[slot])
-            drain(bursts[slot].rx, queue: queues[slot])
+            device.release(pairs[slot].tx, queue: queues[slot])
+            drain(pairs[slot].rx, queue: queues[slot], verdicts: &outcome.verdicts)
         }
-        return forwardDrops
+        return outcome
     }
 
-    /// One burst of the forward mode on pair `queue`; returns the frames freed for want of
-    /// transmit room.
+    /// One burst of the forward mode on pair `queue`.
     @inline(__always)
-    private func forwardOnce(queue: Int, tx txBurst: PacketBurst, rx rxBurst: PacketBurst) -> UInt64 {
+    private func forwardOnce(queue: Int, pair: inout PairState, outcome: inout Outcome) {
+        let rxBurst = pair.rx
         switch mode {
         case .txonly:
-            generate(into: txBurst, queue: queue)
+            generate(into: pair.tx, queue: queue, sequence: &pair.sequence)
             // A full ring: back off a moment instead of re-reading the used index the
             // back-end is writing (the spin competes with it for that cache line). It frees in
             // the back-end's bursts; one PAUSE came back too soon (16 measured faster).
-            if device.transmit(txBurst, queue: queue) == 0 { SpinWait.relax(times: Self.fullRingPauses) }
+            if device.transmit(pair.tx, queue: queue) == 0 { SpinWait.relax(times: Self.fullRingPauses) }
             device.receive(into: rxBurst, queue: queue)
+            if verify { FrameCheck.check(rxBurst, into: &outcome.verdicts) }
             device.release(rxBurst, queue: queue)
         case .rxonly:
             receive(into: rxBurst, queue: queue)
+            if verify { FrameCheck.check(rxBurst, into: &outcome.verdicts) }
             device.release(rxBurst, queue: queue)
         case .io, .macswap:
             if receive(into: rxBurst, queue: queue) > 0 {
+                if verify { FrameCheck.check(rxBurst, into: &outcome.verdicts) }
                 if mode == .macswap { swapMACs(rxBurst) }
                 device.transmit(rxBurst, queue: queue)
-                let dropped = UInt64(rxBurst.count)
+                outcome.forwardDrops &+= UInt64(rxBurst.count)
                 device.release(rxBurst, queue: queue)
-                return dropped
             }
         }
-        return 0
     }
 
     /// Polls, or with `--rx-wait` sleeps on the call notification while nothing has arrived.
@@ -171,10 +197,12 @@ struct QueueLoop: Sendable {
         rxWait > 0 ? device.receive(into: burst, queue: queue, timeoutMilliseconds: rxWait) : device.receive(into: burst, queue: queue)
     }
 
-    /// Fills `burst` up to capacity with fresh frames (buffers still unsent from the last burst
-    /// keep their contents).
-    private func generate(into burst: PacketBurst, queue: Int) {
+    /// Fills `burst` up to capacity with fresh frames (frames still unsent from the last burst
+    /// keep their contents); with `verify`, stamps each with the next sequence number.
+    private func generate(into burst: PacketBurst, queue: Int, sequence: inout UInt64) {
         let first = burst.count
+        let perFrame = template.buffersPerFrame
+        if perFrame > 1 { return generateChained(into: burst, queue: queue, sequence: &sequence) }
         let added = device.allocate(into: burst, count: burst.space, queue: queue)
         template.bytes.withUnsafeBytes { header in
             for i in first..<(first + added) {
@@ -182,6 +210,46 @@ struct QueueLoop: Sendable {
                 packet.data.copyMemory(from: header.baseAddress!, byteCount: header.count)
                 packet.length = template.frameLength
                 burst[i] = packet
+            }
+        }
+        if verify {
+            for i in first..<(first + added) {
+                FrameCheck.stamp(sequence, burst: burst, frameAt: i)
+                sequence &+= 1
+            }
+        }
+    }
+
+    /// `generate` for frames longer than one buffer: each a chain of `buffersPerFrame` entries.
+    private func generateChained(into burst: PacketBurst, queue: Int, sequence: inout UInt64) {
+        let first = burst.count
+        let perFrame = template.buffersPerFrame
+        // Whole frames only: no more than the pool holds (only this thread takes from it).
+        let frames = min(burst.space, device.availableBuffers(queue: queue)) / perFrame
+        guard frames > 0 else { return }
+        let added = device.allocate(into: burst, count: frames * perFrame, queue: queue)
+        guard added == frames * perFrame else {
+            // Cannot happen (see above); a half-built chain must not go out.
+            device.release(burst, queue: queue)
+            return
+        }
+        let room = VirtioUserDevice.maximumFrameLength
+        template.bytes.withUnsafeBytes { header in
+            for frame in 0..<frames {
+                let start = first + frame * perFrame
+                var left = template.frameLength
+                for i in start..<(start + perFrame) {
+                    var packet = burst[i]
+                    packet.length = min(left, room)
+                    packet.segments = i == start ? UInt16(perFrame) : 0
+                    left -= packet.length
+                    burst[i] = packet
+                }
+                burst[start].data.copyMemory(from: header.baseAddress!, byteCount: header.count)
+                if verify {
+                    FrameCheck.stamp(sequence, burst: burst, frameAt: start)
+                    sequence &+= 1
+                }
             }
         }
     }
@@ -200,13 +268,14 @@ struct QueueLoop: Sendable {
 
     /// After forwarding: keep receiving (and freeing) until what this pair sent has come back
     /// or nothing has arrived for 200 ms, so the summary counts frames still in flight.
-    private func drain(_ burst: PacketBurst, queue: Int) {
+    private func drain(_ burst: PacketBurst, queue: Int, verdicts: inout FrameCheck.Verdicts) {
         let sent = device.statistics.queuePairs[queue].tx.packets
         var quietSince = MonotonicClock.nanoseconds()
         let limit = quietSince + 2_000_000_000
         while true {
             let now = MonotonicClock.nanoseconds()
             if device.receive(into: burst, queue: queue) > 0 {
+                if verify { FrameCheck.check(burst, into: &verdicts) }
                 device.release(burst, queue: queue)
                 quietSince = now
             }

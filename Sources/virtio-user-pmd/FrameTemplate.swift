@@ -3,13 +3,18 @@ import VirtioUser
 
 /// The headers txonly writes into each frame: Ethernet + IPv4 + UDP, like testpmd's txonly
 /// (198.18.0.1 → 198.18.0.2, UDP 9 → 9, benchmark addresses from RFC 2544). The payload is
-/// whatever the buffer holds; only the 42 header bytes are written per frame.
+/// whatever the buffer holds (unless `--verify` stamps it); only the 42 header bytes are
+/// written per frame.
 struct FrameTemplate {
     let bytes: [UInt8]
     let frameLength: Int
+    /// Buffers each frame takes: more than one for frames longer than a buffer (jumbo frames),
+    /// which go out as one chain.
+    let buffersPerFrame: Int
 
     init(source: MACAddress, destination: MACAddress, frameLength: Int) {
         self.frameLength = frameLength
+        buffersPerFrame = Self.buffers(forFrameLength: frameLength)
         var b = [UInt8](repeating: 0, count: 42)
         destination.write(to: &b, at: 0)
         source.write(to: &b, at: 6)
@@ -30,6 +35,11 @@ struct FrameTemplate {
         b[34] = 0; b[35] = 9; b[36] = 0; b[37] = 9
         b[38] = UInt8(truncatingIfNeeded: udpLength >> 8); b[39] = UInt8(truncatingIfNeeded: udpLength)
         bytes = b
+    }
+
+    /// Buffers a frame of `length` bytes needs.
+    static func buffers(forFrameLength length: Int) -> Int {
+        (length + VirtioUserDevice.maximumFrameLength - 1) / VirtioUserDevice.maximumFrameLength
     }
 }
 

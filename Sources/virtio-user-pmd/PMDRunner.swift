@@ -10,14 +10,20 @@ import VirtioUser
 struct PMDRunner {
     let options: VirtioUserPMD
 
-    /// Returns false when the embedded loopback lost frames (the one failure that is not an
-    /// error of set-up).
+    /// Returns false when the embedded loopback lost frames or `--verify` found a corrupt one
+    /// (the failures that are not errors of set-up).
     func run() throws -> Bool {
         var backend: VhostUserBackend?
         var directory: String?
         let socketPath: String
-        if let path = options.socket {
+        let info = try options.deviceInfo.map { path throws(VirtioError) in try DeviceInfo(contentsOfFile: path, interface: options.interface) }
+        let server = info.map { $0.connectionMode == .server } ?? options.server
+        if let path = info?.socketPath ?? options.socket {
             socketPath = path
+            if (options.socketMode != nil || options.socketGroup != nil) && !server {
+                throw VirtioError.configuration(InvalidSetting(
+                    field: "--socket-mode/--socket-group", value: options.deviceInfo ?? "", requirement: "a device-info file in server mode: in client mode the back-end owns the socket"))
+            }
         } else {
             let dir = try makePrivateDirectory()
             directory = dir
@@ -55,7 +61,8 @@ struct PMDRunner {
         configuration.mtu = options.mtu
         configuration.memory = options.hugepages ? .hugepages2M : .memfd
         configuration.connectTimeoutMilliseconds = options.connectTimeout
-        configuration.connectionMode = options.server ? .server : .client
+        configuration.connectionMode = server ? .server : .client
+        configuration.socketAccess = SocketFileAccess(mode: options.socketMode.flatMap(SocketFileAccess.parseMode), group: options.socketGroup)
         configuration.reconnectTimeoutMilliseconds = options.reconnectTimeout
         configuration.logger = logger("virtio-user-pmd.device")
         let device = try VirtioUserDevice(configuration: configuration)
@@ -63,7 +70,7 @@ struct PMDRunner {
             Console.error("virtio-user-pmd: warning: \(reason)")
         }
         try device.start()
-        let backendName = options.socket.map { "vhost-user back-end \(options.server ? "connected to our" : "at") \($0)" }
+        let backendName = (backend == nil ? socketPath : nil).map { "vhost-user back-end \(server ? "connected to our" : "at") \($0)" }
             ?? "embedded Swift back-end (\(options.backendMode.rawValue))"
         if !options.json {
             print("virtio-user-pmd: \(options.forwardMode.rawValue), frame \(options.pktSize) B, burst \(options.burst), queue \(options.queueSize), \(options.queues) queue pair(s)")
@@ -93,7 +100,7 @@ struct PMDRunner {
         if case .down(let reason) = linkAtEnd {
             throw LinkWentDown(reason: reason)
         }
-        return report.loopbackIntact
+        return report.loopbackIntact && report.verifiedIntact
     }
 
     private func logger(_ label: String) -> Logger {

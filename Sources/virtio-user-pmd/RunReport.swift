@@ -20,6 +20,9 @@ struct RunReport {
             && backend.drops == 0 && backend.protocolErrors == 0
     }
 
+    /// With `--verify`: no frame arrived corrupt.
+    var verifiedIntact: Bool { (result.verdicts?.corrupt ?? 0) == 0 }
+
     func printSummary(linkAtEnd: VirtioUserDevice.LinkState) {
         let stats = device.statistics
         func rate(_ packets: UInt64, _ bytes: UInt64) -> String {
@@ -33,6 +36,9 @@ struct RunReport {
         print("  TX ring full: \(stats.tx.ringFull)  RX no buffers: \(stats.rx.noBuffers)  kicks: TX \(stats.tx.kicks)  RX \(stats.rx.kicks)  sessions: \(device.connectionCount)")
         if let backend {
             print("  back-end: received \(backend.framesReceived), sent \(backend.framesSent), drops \(backend.drops), protocol errors \(backend.protocolErrors)")
+        }
+        if let verdicts = result.verdicts {
+            print("  verify: \(verdicts.intact) intact, \(verdicts.corrupt) corrupt\(verdicts.corrupt == 0 ? "" : "  FAILED")")
         }
         for (queue, capture) in captures.enumerated() {
             print("  capture: pair \(queue): \(capture.framesWritten) frames in \(capture.path)")
@@ -68,6 +74,7 @@ struct RunReport {
                 Summary.Backend(received: $0.framesReceived, sent: $0.framesSent, drops: $0.drops, protocolErrors: $0.protocolErrors)
             },
             captures: captures.enumerated().map { Summary.Capture(pair: $0.offset, path: $0.element.path, frames: $0.element.framesWritten) },
+            verify: result.verdicts.map { Summary.Verify(intact: $0.intact, corrupt: $0.corrupt) },
             result: backend != nil && options.backendMode == .loopback ? (loopbackIntact ? "ok" : "failed") : nil)
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -86,6 +93,9 @@ struct RunReport {
         struct Backend: Encodable {
             var received, sent, drops, protocolErrors: UInt64
         }
+        struct Verify: Encodable {
+            var intact, corrupt: UInt64
+        }
         struct Capture: Encodable {
             var pair: Int
             var path: String
@@ -101,6 +111,8 @@ struct RunReport {
         var linkAtEnd: String
         var backend: Backend?
         var captures: [Capture]
+        /// With `--verify`: received frames intact and corrupt; else null.
+        var verify: Verify?
         /// "ok" or "failed" for the embedded loopback (every frame back, no errors), else null.
         var result: String?
     }

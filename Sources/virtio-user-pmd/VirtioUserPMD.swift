@@ -27,8 +27,14 @@ struct VirtioUserPMD: ParsableCommand {
         a bad or unknown option.
         """)
 
-    @Option(help: "vhost-user socket of a listening back-end. Default: an embedded loopback back-end.")
+    @Option(help: "vhost-user socket of a listening back-end (with --server: ours). A path (longer than 107 bytes is fine), @NAME for an abstract socket, or DIR/ for the one socket a back-end will put in DIR. Default: an embedded loopback back-end.")
     var socket: String?
+
+    @Option(name: .customLong("device-info"), help: "Take the socket and who listens from a Kubernetes device-info file (type vhost-user; \"mode\": \"server\" means we listen), or from a network-status annotation's JSON list. Instead of --socket and --server.")
+    var deviceInfo: String?
+
+    @Option(help: "With --device-info naming a network-status list: the interface (such as net1) whose device-info to use. Default: the only vhost-user one.")
+    var interface: String?
 
     @Option(name: .customLong("forward-mode"), help: "txonly, rxonly, io or macswap.")
     var forwardMode: ForwardMode = .txonly
@@ -39,8 +45,11 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(help: "Frames per burst (1…queue size).")
     var burst: Int = 32
 
-    @Option(name: .customLong("pkt-size"), help: "Frame length in bytes for txonly, without FCS (60…2048).")
+    @Option(name: .customLong("pkt-size"), help: "Frame length in bytes for txonly, without FCS (60…65535). Frames over 2048 bytes (jumbo) go out as chains of buffers; to come back they need mergeable receive buffers.")
     var pktSize: Int = 64
+
+    @Flag(help: "Stamp each txonly frame's payload with a sequence number and a pattern, and check every frame received against it: the summary counts frames intact and corrupt, and a corrupt one makes the exit status 1.")
+    var verify = false
 
     @Option(name: .customLong("queue-size"), help: "Virtqueue size: a power of two, 64…32768.")
     var queueSize: Int = 256
@@ -69,8 +78,14 @@ struct VirtioUserPMD: ParsableCommand {
     @Option(name: .customLong("connect-timeout"), help: "Milliseconds to wait for the back-end at start: retrying the connection, or with --server waiting for it to connect.")
     var connectTimeout: Int = 5000
 
-    @Flag(help: "Listen on --socket and let the back-end connect (DPDK vhost with client=1).")
+    @Flag(help: "Listen on --socket and let the back-end connect (DPDK vhost with client=1, OVS dpdkvhostuserclient ports).")
     var server = false
+
+    @Option(name: .customLong("socket-mode"), help: "With --server: permission bits of the socket file, in octal (such as 660), for a back-end running as another user.")
+    var socketMode: String?
+
+    @Option(name: .customLong("socket-group"), help: "With --server: group (name or number) of the socket file: with --socket-mode 660, its members may connect.")
+    var socketGroup: String?
 
     @Option(name: .customLong("reconnect-timeout"), help: "Milliseconds to keep reconnecting after the back-end goes away (client mode; a server waits for the whole run).")
     var reconnectTimeout: Int = 30_000
@@ -122,21 +137,35 @@ struct VirtioUserPMD: ParsableCommand {
 
     func validate() throws {
         guard duration > 0, duration <= 86_400 else { throw ValidationError("--duration must be more than 0 and at most 86400 seconds.") }
-        guard (60...VirtioUserDevice.maximumFrameLength).contains(pktSize) else {
-            throw ValidationError("--pkt-size must be 60…\(VirtioUserDevice.maximumFrameLength).")
+        guard (60...VirtioUserDevice.maximumChainedFrameLength).contains(pktSize) else {
+            throw ValidationError("--pkt-size must be 60…\(VirtioUserDevice.maximumChainedFrameLength).")
         }
         guard statsPeriod >= 0 else { throw ValidationError("--stats-period must not be negative.") }
         guard (64...32768).contains(queueSize), queueSize & (queueSize - 1) == 0 else {
             throw ValidationError("--queue-size must be a power of two from 64 to 32768; \(queueSize) was given.")
         }
         guard (1...queueSize).contains(burst) else { throw ValidationError("--burst must be 1…\(queueSize) (the queue size).") }
+        let buffersPerFrame = FrameTemplate.buffers(forFrameLength: pktSize)
+        guard burst >= buffersPerFrame else {
+            throw ValidationError("--pkt-size \(pktSize) takes \(buffersPerFrame) buffers a frame: --burst must be at least \(buffersPerFrame).")
+        }
         if let mac, MACAddress(mac) == nil { throw ValidationError("--mac '\(mac)' is not a MAC address (aa:bb:cc:dd:ee:ff).") }
         if MACAddress(peerMAC) == nil { throw ValidationError("--peer-mac '\(peerMAC)' is not a MAC address.") }
         if let mtu, !(VirtioNetMTU.minimum...VirtioNetMTU.maximum).contains(mtu) {
             throw ValidationError("--mtu must be \(VirtioNetMTU.minimum)…\(VirtioNetMTU.maximum).")
         }
         if socket != nil && backendMode != .loopback { throw ValidationError("--backend-mode applies only to the embedded back-end (without --socket).") }
+        if deviceInfo != nil && (socket != nil || server) {
+            throw ValidationError("--device-info gives the socket and who listens: leave out --socket and --server.")
+        }
+        if interface != nil && deviceInfo == nil { throw ValidationError("--interface picks an entry of a --device-info network-status list; give --device-info.") }
         if server && socket == nil { throw ValidationError("--server needs --socket: the path to listen on.") }
+        if let socketMode, SocketFileAccess.parseMode(socketMode) == nil {
+            throw ValidationError("--socket-mode '\(socketMode)' is not octal permission bits (such as 660).")
+        }
+        if (socketMode != nil || socketGroup != nil) && !server && deviceInfo == nil {
+            throw ValidationError("--socket-mode and --socket-group set the socket we listen on: they need --server (or a device-info file in server mode).")
+        }
         guard connectTimeout >= 0, reconnectTimeout >= 0 else { throw ValidationError("Timeouts must not be negative.") }
         guard (1...VirtioUserDevice.maximumQueuePairs).contains(queues) else {
             throw ValidationError("--queues must be 1…\(VirtioUserDevice.maximumQueuePairs).")
