@@ -6,11 +6,26 @@ import XCTest
 /// `docker run -v /tmp/sock0:/var/run/usvhost …` sets up — through Scripts/container-run.sh.
 final class ContainerModelTests: XCTestCase {
     func testDeviceInNamespacesAsNobodyTalksToTheHostBackend() throws {
+        try runInContainer([])
+    }
+
+    /// Wired as Kubernetes' userspace CNI does: a socket directory and a device-info file
+    /// mounted in; the device takes socket and role from the file, both ways round.
+    func testDeviceInfoFileWiringBothWays() throws {
+        for mode in ["client", "server"] {
+            let text = try runInContainer(["--device-info", mode])
+            XCTAssertTrue(text.contains("device-info /var/run/devinfo/net1-device.json (\(mode))"), text)
+            XCTAssertTrue(text.contains(mode == "server" ? "connected to our /var/run/vhostuser/" : "at /var/run/vhostuser/"), text)
+        }
+    }
+
+    @discardableResult
+    private func runInContainer(_ options: [String]) throws -> String {
         guard getuid() == 0 else {
             throw XCTSkip("namespaces and bind mounts need root; CI runs as root")
         }
         let script = repositoryRoot.appendingPathComponent("Scripts/container-run.sh").path
-        let result = try runProgram(script, ["--bin", productsDirectory.path, "--", "--duration", "1", "--stats-period", "0"])
+        let result = try runProgram(script, ["--bin", productsDirectory.path] + options + ["--", "--duration", "1", "--stats-period", "0"])
         let text = result.output + result.errors
         XCTAssertEqual(result.status, 0, text)
 
@@ -38,5 +53,6 @@ final class ContainerModelTests: XCTestCase {
         XCTAssertEqual(count("received"), tx, text)
         XCTAssertEqual(count("sent"), tx, text)
         XCTAssertTrue(text.contains("protocol errors 0"), text)
+        return text
     }
 }
