@@ -15,6 +15,8 @@ source Scripts/setup.sh
 ./Scripts/install-tools.sh
 # QEMU, a guest kernel and busybox-static: QEMUGuestTests boot a Linux guest on our back-ends.
 ./Scripts/install-qemu.sh
+# Open vSwitch with DPDK: OVSDPDKTests put our devices behind a private ovs-vswitchd.
+./Scripts/install-ovs.sh
 ./Scripts/qemu-guest.sh image >/dev/null
 swift build --build-tests
 swift test --skip-build "$@"
