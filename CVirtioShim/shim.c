@@ -116,12 +116,14 @@ static int fill_sockaddr(struct sockaddr_un *sun, const char *path, int *dirfd) 
     return (int)sizeof(*sun);
 }
 
-int cvs_unix_connect(int fd, const char *path) {
+// connect(2) or bind(2) `fd` to `path`'s address; the directory fd a long path needed is
+// closed after, errno kept.
+static int with_address(int fd, const char *path, int (*operation)(int, const struct sockaddr *, socklen_t)) {
     struct sockaddr_un sun;
     int dirfd;
     int length = fill_sockaddr(&sun, path, &dirfd);
     if (length < 0) return -1;
-    int result = connect(fd, (struct sockaddr *)&sun, (socklen_t)length);
+    int result = operation(fd, (struct sockaddr *)&sun, (socklen_t)length);
     if (dirfd >= 0) {
         int saved = errno;
         close(dirfd);
@@ -130,19 +132,9 @@ int cvs_unix_connect(int fd, const char *path) {
     return result;
 }
 
-int cvs_unix_bind(int fd, const char *path) {
-    struct sockaddr_un sun;
-    int dirfd;
-    int length = fill_sockaddr(&sun, path, &dirfd);
-    if (length < 0) return -1;
-    int result = bind(fd, (struct sockaddr *)&sun, (socklen_t)length);
-    if (dirfd >= 0) {
-        int saved = errno;
-        close(dirfd);
-        errno = saved;
-    }
-    return result;
-}
+int cvs_unix_connect(int fd, const char *path) { return with_address(fd, path, connect); }
+
+int cvs_unix_bind(int fd, const char *path) { return with_address(fd, path, bind); }
 
 int cvs_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 

@@ -59,15 +59,9 @@ public struct DeviceInfo: Sendable, Equatable {
         case .single(let single):
             info = single
         case .list(let entries):
-            let candidates = entries.filter { entry in
-                interface.map { entry.interface == $0 } ?? (entry.deviceInfo?.type == "vhost-user")
-            }
-            guard candidates.count == 1, let found = candidates[0].deviceInfo else {
-                let names = entries.compactMap(\.interface).joined(separator: ", ")
-                let wanted = interface.map { "the interface \($0)" } ?? "exactly one vhost-user interface"
-                throw Self.invalid("is a network-status list without device-info for \(wanted) (interfaces: \(names.isEmpty ? "none" : names))")
-            }
-            info = found
+            info = try Self.attachment(
+                entries, interface: interface, name: \.interface, isVhostUser: { $0.deviceInfo?.type == "vhost-user" },
+                payload: \.deviceInfo, what: "a network-status list without device-info for", vhostUser: "vhost-user")
         }
         guard info.type == "vhost-user" else {
             throw Self.invalid("describes a device of type '\(info.type)', not vhost-user")
@@ -141,6 +135,21 @@ public struct DeviceInfo: Sendable, Equatable {
                 throw .invalid("device-info file", path, "at most \(maximumFileSize) bytes")
             }
         }
+    }
+
+    /// The attachment for `interface` in a list of them — without it, the only vhost-user
+    /// one — with its `payload`; else an error listing the interfaces there are.
+    static func attachment<Entry, Payload>(
+        _ entries: [Entry], interface: String?, name: (Entry) -> String?, isVhostUser: (Entry) -> Bool,
+        payload: (Entry) -> Payload?, what: String, vhostUser: String
+    ) throws(VirtioError) -> Payload {
+        let candidates = entries.filter { entry in interface.map { name(entry) == $0 } ?? isVhostUser(entry) }
+        guard candidates.count == 1, let found = payload(candidates[0]) else {
+            let names = entries.compactMap(name).joined(separator: ", ")
+            let wanted = interface.map { "the interface \($0)" } ?? "exactly one \(vhostUser) interface"
+            throw invalid("is \(what) \(wanted) (interfaces: \(names.isEmpty ? "none" : names))")
+        }
+        return found
     }
 
     static func invalid(_ requirement: String) -> VirtioError {

@@ -19,14 +19,9 @@ extension DeviceInfo {
         } catch {
             throw Self.invalid("has a userspace/configuration-data annotation that is not a list of attachments (\(Self.reason(error)))")
         }
-        let candidates = entries.filter { entry in
-            interface.map { entry.ifName == $0 } ?? (entry.config?.iftype == "vhostuser")
-        }
-        guard candidates.count == 1, let config = candidates[0].config else {
-            let names = entries.compactMap(\.ifName).joined(separator: ", ")
-            let wanted = interface.map { "the interface \($0)" } ?? "exactly one vhostuser interface"
-            throw Self.invalid("has userspace CNI attachments without \(wanted) (interfaces: \(names.isEmpty ? "none" : names))")
-        }
+        let config = try Self.attachment(
+            entries, interface: interface, name: \.ifName, isVhostUser: { $0.config?.iftype == "vhostuser" },
+            payload: \.config, what: "a userspace/configuration-data annotation without", vhostUser: "vhostuser")
         guard config.iftype == "vhostuser" else {
             throw Self.invalid("has a userspace CNI attachment of iftype '\(config.iftype ?? "none")', not vhostuser")
         }
