@@ -37,10 +37,7 @@ final class SpawnedProcess {
         }
     }
 
-    var isRunning: Bool { reap() == nil }
-
     /// The exit status (128 + signal when killed), or nil while it runs.
-    @discardableResult
     private func reap() -> Int32? {
         if let status { return status }
         var raw: Int32 = 0
