@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .library(name: "VirtioUser", targets: ["VirtioUser"]),
         .library(name: "VhostUserBackend", targets: ["VhostUserBackend"]),
+        // UDP and TCP for apps, over VirtioUserDevice: lwIP's stack (Debian's liblwip-dev).
+        .library(name: "VirtioUserIP", targets: ["VirtioUserIP"]),
         // The back-end's data path over arbitrary memory, for Fuzz/ and the tests: not API.
         .library(name: "VhostUserBackendFuzzing", targets: ["VhostUserBackendFuzzing"]),
         .executable(name: "virtio-user-pmd", targets: ["virtio-user-pmd"]),
@@ -16,6 +18,8 @@ let package = Package(
         .executable(name: "vhost-user-switch", targets: ["vhost-user-switch"]),
         .executable(name: "virtio-bench", targets: ["virtio-bench"]),
         .executable(name: "ping-responder", targets: ["ping-responder"]),
+        .executable(name: "http-hello", targets: ["http-hello"]),
+        .executable(name: "udp-echo", targets: ["udp-echo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -55,6 +59,19 @@ let package = Package(
                 "VirtioCore", "VhostUser", "CVirtioShim", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
+            swiftSettings: strict
+        ),
+        // lwIP 2.1 as Debian builds it (liblwip-dev): its raw API and a few inline wrappers.
+        .systemLibrary(
+            name: "CLwIP",
+            path: "Sources/CLwIP",
+            pkgConfig: "lwip",
+            providers: [.apt(["liblwip-dev"])]
+        ),
+        // IP for apps: an lwIP interface on a device queue pair, TCP and UDP as async sequences.
+        .target(
+            name: "VirtioUserIP",
+            dependencies: ["VirtioUser", "VirtioCore", "CLwIP"],
             swiftSettings: strict
         ),
         // The device side: a vhost-user backend (loopback, sink).
@@ -118,6 +135,19 @@ let package = Package(
             path: "Sources/Examples/PingResponder",
             swiftSettings: strict
         ),
+        // Example apps on VirtioUserIP: an HTTP/1.1 "hello" server and a UDP echo.
+        .executableTarget(
+            name: "http-hello",
+            dependencies: ["VirtioUser", "VirtioUserIP"],
+            path: "Sources/Examples/HTTPHello",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "udp-echo",
+            dependencies: ["VirtioUser", "VirtioUserIP"],
+            path: "Sources/Examples/UDPEcho",
+            swiftSettings: strict
+        ),
         // Counts heap allocations per thread so tests can prove the hot path allocates nothing.
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .testTarget(
@@ -133,7 +163,7 @@ let package = Package(
             dependencies: [
                 "VirtioUser", "VhostUserBackend", "VhostUserBackendFuzzing", "VirtioCore", "VhostUser", "CAllocationCounter",
                 .product(name: "SystemPackage", package: "swift-system"),
-                "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder",
+                "VirtioUserIP", "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder", "http-hello", "udp-echo",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],

@@ -6,6 +6,9 @@ set -euo pipefail
 need_packages=()
 # libnuma: the C shim binds shared memory to the caller's NUMA node.
 [ -e /usr/include/numa.h ] || need_packages+=(libnuma-dev)
+# lwIP (VirtioUserIP's TCP/IP stack) and pkg-config, which tells SwiftPM where its headers are.
+[ -e /usr/include/lwip/lwipopts.h ] || need_packages+=(liblwip-dev)
+command -v pkg-config >/dev/null 2>&1 || need_packages+=(pkgconf)
 # setpriv and unshare (util-linux): the tests run as an unprivileged user and in namespaces.
 command -v setpriv >/dev/null 2>&1 || need_packages+=(util-linux)
 

@@ -53,6 +53,32 @@ extension VirtioUserDevice {
         ReceivedBursts(device: self, queue: queue, capacity: capacity)
     }
 
+    /// What ``armReceive(queue:)`` found.
+    package enum ReceiveArm: Equatable {
+        /// The back-end will make `descriptor` readable when frames arrive.
+        case armed(descriptor: Int32)
+        case framesWaiting
+        /// The pair is not running (link down, or no such pair).
+        case notRunning
+    }
+
+    /// Interrupt mode in two halves, for a caller that serialises pair `queue`'s data path
+    /// with a lock of its own (VirtioUserIP holds lwIP's core lock): arm with the lock held,
+    /// sleep on the descriptor without it, then ``disarmReceive(queue:)`` with it again.
+    package func armReceive(queue: Int) -> ReceiveArm {
+        guard let queuePair = pair(queue) else { return .notRunning }
+        switch queuePair.armReceiveNotification() {
+        case .armed: return .armed(descriptor: queuePair.rxCall.descriptor.raw)
+        case .framesWaiting: return .framesWaiting
+        case .notRunning: return .notRunning
+        }
+    }
+
+    /// Back to polling after a wait that ``armReceive(queue:)`` armed.
+    package func disarmReceive(queue: Int) {
+        pair(queue)?.disarmReceiveNotification()
+    }
+
     /// True between ``start()`` and ``stop()`` (the link may be down meanwhile).
     var isStarted: Bool { control.withLock { $0.started } }
 }

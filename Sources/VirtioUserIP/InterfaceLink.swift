@@ -1,0 +1,122 @@
+import CLwIP
+import Synchronization
+import VirtioCore
+import VirtioUser
+
+/// The frames between one device queue pair and lwIP's netif for it: received bursts go into
+/// the stack, the stack's output goes out in bursts. Guarded by lwIP's core lock, except
+/// `stopping`.
+///
+/// Each frame is copied once each way at this boundary. lwIP keeps what it receives (TCP's
+/// receive and out-of-order queues) as long as the app has not read it; lending it the device's
+/// receive buffers instead would let slow readers empty the pool the receive ring refills from.
+/// What lwIP sends lives in its own heap, which the back-end cannot address.
+final class InterfaceLink: @unchecked Sendable {
+    let device: VirtioUserDevice
+    let queue: Int
+    let netif: UnsafeMutablePointer<netif>
+    let mtu: Int
+    private let transmitBurst = PacketBurst(capacity: 32)
+    private let receiveBurst = PacketBurst(capacity: 64)
+    let stopping = Atomic<Bool>(false)
+    /// Frames the device had no room for, or the stack no memory for.
+    private(set) var transmitDrops = 0
+    private(set) var receiveDrops = 0
+
+    init(device: VirtioUserDevice, queue: Int) {
+        self.device = device
+        self.queue = queue
+        mtu = min(device.mtu, VirtioUserDevice.maximumFrameLength - 14)
+        netif = .allocate(capacity: 1)
+        netif.initialize(to: CLwIP.netif())
+    }
+
+    deinit {
+        netif.deinitialize(count: 1)
+        netif.deallocate()
+    }
+
+    /// Copies lwIP's frame into a device buffer; sends it now, or with the holder's burst.
+    func output(_ frame: UnsafeMutablePointer<pbuf>) -> err_t {
+        let length = Int(frame.pointee.tot_len)
+        guard length <= VirtioUserDevice.maximumFrameLength else {
+            transmitDrops &+= 1
+            return .value
+        }
+        if transmitBurst.space == 0 { flush() }
+        guard device.allocate(into: transmitBurst, count: 1, queue: queue) == 1 else {
+            // No buffer: TCP keeps the segment and sends it again later.
+            transmitDrops &+= 1
+            return .memory
+        }
+        let last = transmitBurst.count - 1
+        var buffer = transmitBurst[last]
+        _ = pbuf_copy_partial(frame, buffer.data, UInt16(length), 0)
+        buffer.length = length
+        transmitBurst[last] = buffer
+        if !LwIPCore.batching { flush() }
+        return .ok
+    }
+
+    /// Sends the batched frames; what the ring has no room for is dropped (TCP resends).
+    func flush() {
+        guard transmitBurst.count > 0 else { return }
+        device.transmit(transmitBurst, queue: queue)
+        if transmitBurst.count > 0 {
+            transmitDrops &+= transmitBurst.count
+            device.release(transmitBurst, queue: queue)
+        }
+    }
+
+    /// The I/O thread's loop: receive bursts into the stack, and sleep on the back-end's
+    /// notification while nothing comes.
+    func run() {
+        while !stopping.load(ordering: .relaxed) {
+            let received = LwIPCore.withCore { receiveBurstIntoStack() }
+            if received > 0 { continue }
+            switch LwIPCore.withCore({ device.armReceive(queue: queue) }) {
+            case .framesWaiting:
+                continue
+            case .notRunning:
+                MonotonicClock.sleep(milliseconds: 10)
+            case .armed(let descriptor):
+                // At most 100 ms, so a stop is seen.
+                _ = try? Poll.waitReadable(descriptor, milliseconds: 100)
+                LwIPCore.withCore { device.disarmReceive(queue: queue) }
+            }
+        }
+    }
+
+    /// One received burst into lwIP's Ethernet input; returns the frames taken.
+    private func receiveBurstIntoStack() -> Int {
+        let received = device.receive(into: receiveBurst, queue: queue)
+        guard received > 0 else { return 0 }
+        var i = 0
+        while i < receiveBurst.count {
+            let first = receiveBurst[i]
+            // A frame of several buffers (mergeable receive buffers): its continuations follow.
+            let count = max(1, Int(first.segments))
+            guard first.segments >= 1, i + count <= receiveBurst.count else {
+                receiveDrops &+= 1
+                i += 1
+                continue
+            }
+            var total = 0
+            for k in 0..<count { total += receiveBurst[i + k].length }
+            if total <= Int(UInt16.max), let frame = pbuf_alloc(PBUF_RAW, UInt16(total), PBUF_RAM) {
+                var offset = 0
+                for k in 0..<count {
+                    let segment = receiveBurst[i + k]
+                    _ = pbuf_take_at(frame, segment.data, UInt16(segment.length), UInt16(offset))
+                    offset += segment.length
+                }
+                if ethernet_input(frame, netif) != .ok { pbuf_free(frame) }
+            } else {
+                receiveDrops &+= 1
+            }
+            i += count
+        }
+        device.release(receiveBurst, queue: queue)
+        return received
+    }
+}

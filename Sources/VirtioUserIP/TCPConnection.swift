@@ -1,0 +1,234 @@
+import CLwIP
+
+/// One TCP connection: its bytes as an `AsyncSequence` (``inbound``), writes that wait for
+/// room in the send buffer, half-close and close.
+///
+/// Received bytes are acknowledged to the peer's window only as the app takes them, so a slow
+/// reader slows the sender instead of growing a queue. One reading task and one writing task
+/// at a time. ``close()`` (or ``abort()``) releases the connection; a connection neither closed
+/// nor failed stays open.
+public final class TCPConnection: @unchecked Sendable {
+    /// This side's address and port.
+    public var local: IPEndpoint { LwIPCore.withCore { localEndpoint } }
+    /// The peer's address and port.
+    public let remote: IPEndpoint
+
+    // Guarded by lwIP's core lock.
+    private var pcb: UnsafeMutablePointer<tcp_pcb>?
+    private var chunks: [[UInt8]] = []
+    private var chunksHead = 0
+    private var peerFinished = false
+    private var failure: IPError?
+    private var connected: Bool
+    private var localEndpoint: IPEndpoint
+    private let reader = CoreWaiter()
+    private let writer = CoreWaiter()
+
+    /// With the core lock held: adopts `pcb`, whose callbacks now reach this object (which
+    /// they keep alive until the connection is closed or fails).
+    init(pcb: UnsafeMutablePointer<tcp_pcb>, connected: Bool, remote: IPEndpoint) {
+        self.pcb = pcb
+        self.connected = connected
+        self.remote = remote
+        localEndpoint = IPEndpoint(address: IPAddress(lwip: &pcb.pointee.local_ip), port: pcb.pointee.local_port)
+        tcp_arg(pcb, Unmanaged.passRetained(self).toOpaque())
+        tcp_recv(pcb) { arg, _, frame, _ in
+            guard let arg else {
+                if let frame { pbuf_free(frame) }
+                return .ok
+            }
+            TCPConnection.from(arg).received(frame)
+            return .ok
+        }
+        tcp_sent(pcb) { arg, _, _ in
+            if let arg { TCPConnection.from(arg).writer.wake() }
+            return .ok
+        }
+        tcp_err(pcb) { arg, err in
+            if let arg { TCPConnection.from(arg).failed(err) }
+        }
+        clwip_tcp_nodelay(pcb)
+    }
+
+    static func from(_ arg: UnsafeMutableRawPointer) -> TCPConnection {
+        Unmanaged<TCPConnection>.fromOpaque(arg).takeUnretainedValue()
+    }
+
+    // MARK: Callbacks (core lock held)
+
+    private func received(_ frame: UnsafeMutablePointer<pbuf>?) {
+        guard let frame else {
+            peerFinished = true
+            reader.wake()
+            return
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(frame.pointee.tot_len))
+        bytes.withUnsafeMutableBytes { _ = pbuf_copy_partial(frame, $0.baseAddress, frame.pointee.tot_len, 0) }
+        pbuf_free(frame)
+        chunks.append(bytes)
+        reader.wake()
+    }
+
+    /// lwIP freed the pcb (reset, or it gave up on the peer).
+    private func failed(_ err: err_t) {
+        pcb = nil
+        failure = IPError(lwip: err, connectingTo: connected ? nil : remote)
+        reader.wake()
+        writer.wake()
+        Unmanaged.passUnretained(self).release()
+    }
+
+    /// The connect callback: the handshake completed.
+    func established() {
+        connected = true
+        if let pcb { localEndpoint = IPEndpoint(address: IPAddress(lwip: &pcb.pointee.local_ip), port: pcb.pointee.local_port) }
+        writer.wake()
+    }
+
+    /// With the lock held: callbacks off, the pcb forgotten, our reference to ourselves dropped.
+    private func detach() -> UnsafeMutablePointer<tcp_pcb>? {
+        guard let pcb else { return nil }
+        tcp_arg(pcb, nil)
+        tcp_recv(pcb, nil)
+        tcp_sent(pcb, nil)
+        tcp_err(pcb, nil)
+        self.pcb = nil
+        reader.wake()
+        writer.wake()
+        Unmanaged.passUnretained(self).release()
+        return pcb
+    }
+
+    // MARK: API
+
+    /// Waits until the handshake is done (for ``IPInterface/connect(to:)``).
+    func waitUntilConnected() async throws(IPError) {
+        let ready = await writer.wait { connected || failure != nil || pcb == nil }
+        if let error = LwIPCore.withCore({ failure ?? (pcb == nil ? IPError.closed : nil) }) { throw error }
+        guard ready else {
+            abort()
+            throw .cancelled
+        }
+    }
+
+    /// The bytes the peer sends, in chunks as they arrive; ends when the peer half-closes,
+    /// throws when the connection fails (``IPError/connectionReset``, ``IPError/timedOut``) or
+    /// this side closed it.
+    public var inbound: Inbound { Inbound(connection: self) }
+
+    /// Sends the UTF-8 of `text`.
+    public func write(_ text: String) async throws(IPError) {
+        try await write(Array(text.utf8))
+    }
+
+    /// Sends all of `bytes`, waiting while the send buffer is full (the peer's window and
+    /// lwIP's 64 KiB buffer pace the writer).
+    public func write(_ bytes: [UInt8]) async throws(IPError) {
+        var offset = 0
+        while offset < bytes.count {
+            let outcome = LwIPCore.withCore { () -> Result<Int, IPError> in
+                guard let pcb else { return .failure(failure ?? .closed) }
+                let room = min(Int(clwip_tcp_sndbuf(pcb)), bytes.count - offset, Int(UInt16.max))
+                guard room > 0, clwip_tcp_sndqueue_room(pcb) > 0 else { return .success(0) }
+                let more = offset + room < bytes.count
+                let flags = UInt8(TCP_WRITE_FLAG_COPY) | (more ? UInt8(TCP_WRITE_FLAG_MORE) : 0)
+                let err = bytes.withUnsafeBytes { tcp_write(pcb, $0.baseAddress! + offset, UInt16(room), flags) }
+                if err == .memory { return .success(0) }
+                guard err == .ok else { return .failure(IPError(lwip: err)) }
+                _ = tcp_output(pcb)
+                return .success(room)
+            }
+            switch outcome {
+            case .failure(let error): throw error
+            case .success(let sent) where sent > 0:
+                offset += sent
+            case .success:
+                // Full: the sent callback (an acknowledgement freed room) or a failure wakes us.
+                let awake = await writer.wait { pcb == nil || (clwip_tcp_sndbuf(pcb!) > 0 && clwip_tcp_sndqueue_room(pcb!) > 0) }
+                guard awake else { throw .cancelled }
+            }
+        }
+    }
+
+    /// Half-close: sends FIN after what was written; reading goes on until the peer finishes.
+    public func shutdownOutput() throws(IPError) {
+        try LwIPCore.withCore { () throws(IPError) in
+            guard let pcb else { throw failure ?? .closed }
+            let err = tcp_shutdown(pcb, 0, 1)
+            guard err == .ok else { throw IPError(lwip: err) }
+        }
+    }
+
+    /// Closes both directions (what was written is still delivered) and releases the
+    /// connection. Idempotent.
+    public func close() {
+        LwIPCore.withCore {
+            guard let pcb = detach() else { return }
+            // tcp_close fails only for want of memory; the connection then ends with a reset.
+            if tcp_close(pcb) != .ok { tcp_abort(pcb) }
+            failure = failure ?? .closed
+        }
+    }
+
+    /// Ends the connection at once with a reset, discarding what was not sent.
+    public func abort() {
+        LwIPCore.withCore { abortWithCore() }
+    }
+
+    /// ``abort()`` with the core lock already held.
+    func abortWithCore() {
+        guard let pcb = detach() else { return }
+        tcp_abort(pcb)
+        failure = failure ?? .closed
+    }
+
+    /// Takes the next chunk, if any, and opens the window by its size. With the lock held.
+    fileprivate func takeChunk() -> [UInt8]? {
+        guard chunksHead < chunks.count else { return nil }
+        let chunk = chunks[chunksHead]
+        chunks[chunksHead] = []
+        chunksHead += 1
+        if chunksHead == chunks.count {
+            chunks.removeAll(keepingCapacity: true)
+            chunksHead = 0
+        }
+        if let pcb { tcp_recved(pcb, UInt16(chunk.count)) }
+        return chunk
+    }
+
+    fileprivate func nextChunk() async throws(IPError) -> [UInt8]? {
+        while true {
+            let step = LwIPCore.withCore { () -> Result<[UInt8]?, IPError>? in
+                if let chunk = takeChunk() { return .success(chunk) }
+                if let failure { return .failure(failure) }
+                if peerFinished { return .success(nil) }
+                return nil
+            }
+            if let step { return try step.get() }
+            guard await reader.wait(until: { chunksHead < chunks.count || failure != nil || peerFinished }) else {
+                throw .cancelled
+            }
+        }
+    }
+
+    /// The bytes a connection receives; see ``TCPConnection/inbound``.
+    public struct Inbound: AsyncSequence, Sendable {
+        public typealias Element = [UInt8]
+        public typealias Failure = IPError
+        let connection: TCPConnection
+
+        public func makeAsyncIterator() -> Iterator { Iterator(connection: connection) }
+
+        public struct Iterator: AsyncIteratorProtocol {
+            let connection: TCPConnection
+
+            public mutating func next() async throws(IPError) -> [UInt8]? {
+                try await connection.nextChunk()
+            }
+
+            public mutating func next(isolation actor: isolated (any Actor)?) async throws(IPError) -> [UInt8]? {
+                try await connection.nextChunk()
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import CLwIP
+
+/// A listening TCP port: accepted connections as an `AsyncSequence`.
+///
+/// Connections the app has not taken yet wait in a queue of `backlog`; past it, new ones are
+/// reset. ``close()`` stops listening (connections already accepted go on).
+public final class TCPListener: AsyncSequence, @unchecked Sendable {
+    public typealias Element = TCPConnection
+    public typealias Failure = IPError
+
+    public let port: UInt16
+    private let backlog: Int
+    // Guarded by lwIP's core lock.
+    private var pcb: UnsafeMutablePointer<tcp_pcb>?
+    private var pending: [TCPConnection] = []
+    private let acceptor = CoreWaiter()
+
+    /// With the core lock held: listens on `port` of `netif` (IPv4 and IPv6).
+    init(port: UInt16, backlog: Int, netif: UnsafeMutablePointer<netif>) throws(IPError) {
+        self.port = port
+        self.backlog = backlog
+        guard let fresh = tcp_new_ip_type(UInt8(IPADDR_TYPE_ANY.rawValue)) else { throw .outOfMemory }
+        let bound = tcp_bind(fresh, clwip_any_address(), port)
+        guard bound == .ok else {
+            tcp_abort(fresh)
+            throw bound == err_t(ERR_USE.rawValue) ? .addressInUse(port: port) : IPError(lwip: bound)
+        }
+        tcp_bind_netif(fresh, netif)
+        var err = err_t.ok
+        guard let listening = tcp_listen_with_backlog_and_err(fresh, UInt8(clamping: backlog), &err) else {
+            tcp_abort(fresh)
+            throw IPError(lwip: err)
+        }
+        pcb = listening
+        tcp_arg(listening, Unmanaged.passRetained(self).toOpaque())
+        tcp_accept(listening) { arg, newPCB, err in
+            guard let arg, let newPCB, err == .ok else { return .value }
+            return Unmanaged<TCPListener>.fromOpaque(arg).takeUnretainedValue().accepted(newPCB)
+        }
+    }
+
+    private func accepted(_ newPCB: UnsafeMutablePointer<tcp_pcb>) -> err_t {
+        guard pending.count < backlog else {
+            tcp_abort(newPCB)
+            return .aborted
+        }
+        let remote = IPEndpoint(address: IPAddress(lwip: &newPCB.pointee.remote_ip), port: newPCB.pointee.remote_port)
+        pending.append(TCPConnection(pcb: newPCB, connected: true, remote: remote))
+        acceptor.wake()
+        return .ok
+    }
+
+    /// Stops listening and resets the connections nobody accepted. Idempotent.
+    public func close() {
+        LwIPCore.withCore {
+            guard let pcb else { return }
+            tcp_arg(pcb, nil)
+            tcp_accept(pcb, nil)
+            _ = tcp_close(pcb)  // a listening pcb closes without memory
+            self.pcb = nil
+            Unmanaged.passUnretained(self).release()
+            acceptor.wake()
+        }
+        for connection in LwIPCore.withCore({ () -> [TCPConnection] in defer { pending = [] }; return pending }) {
+            connection.abort()
+        }
+    }
+
+    /// The next connection; nil once the listener is closed.
+    func nextConnection() async throws(IPError) -> TCPConnection? {
+        while true {
+            let next = LwIPCore.withCore { () -> TCPConnection?? in
+                if !pending.isEmpty { return pending.removeFirst() }
+                return pcb == nil ? .some(nil) : nil
+            }
+            if let next { return next }
+            guard await acceptor.wait(until: { !pending.isEmpty || pcb == nil }) else { throw .cancelled }
+        }
+    }
+
+    public func makeAsyncIterator() -> Iterator { Iterator(listener: self) }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        let listener: TCPListener
+
+        public mutating func next() async throws(IPError) -> TCPConnection? {
+            try await listener.nextConnection()
+        }
+
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws(IPError) -> TCPConnection? {
+            try await listener.nextConnection()
+        }
+    }
+}
