@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""The kernel's side of VirtioUserIP's tests: plain Linux sockets, run in the TAP's namespace.
+
+  udp-echo HOST PORT COUNT     COUNT datagrams (4..1,500 bytes, some over the MTU), 32 in flight;
+                               prints "intact N of COUNT"
+  tcp-send HOST PORT BYTES     sends BYTES (block i of 1 MiB: random.Random(i)), half-closes,
+                               waits for the server to close; prints the stream's sha256
+  tcp-receive HOST PORT        reads to end of stream; prints "BYTES SHA256"
+  tcp-reset HOST PORT BYTES    sends BYTES, then closes with a reset (SO_LINGER 0)
+  tcp-serve PORT               accepts one connection, answers "pong:" + what it read to end
+                               of stream, closes; prints "ready" once listening
+"""
+import hashlib
+import random
+import socket
+import struct
+import sys
+
+
+def blocks(total):
+    i = 0
+    while total > 0:
+        block = random.Random(i).randbytes(min(total, 1 << 20))
+        yield block
+        total -= len(block)
+        i += 1
+
+
+def udp_echo(host, port, count):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    pending, sent, received, intact = {}, 0, 0, 0
+    while received < count:
+        while sent < count and sent - received < 32:
+            size = 4 + (sent * 37) % 1497 if sent % 100 else 3000
+            payload = struct.pack(">I", sent) + random.Random(sent).randbytes(size - 4)
+            pending[sent] = payload
+            s.sendto(payload, (host, port))
+            sent += 1
+        try:
+            data, _ = s.recvfrom(65536)
+        except socket.timeout:
+            break
+        received += 1
+        if pending.pop(struct.unpack(">I", data[:4])[0], None) == data:
+            intact += 1
+    print(f"intact {intact} of {count}")
+
+
+def tcp_send(host, port, total):
+    s = socket.create_connection((host, port), timeout=60)
+    digest = hashlib.sha256()
+    for block in blocks(total):
+        s.sendall(block)
+        digest.update(block)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    print(digest.hexdigest())
+
+
+def tcp_receive(host, port):
+    s = socket.create_connection((host, port), timeout=60)
+    digest, count = hashlib.sha256(), 0
+    while True:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        digest.update(data)
+        count += len(data)
+    print(count, digest.hexdigest())
+
+
+def tcp_reset(host, port, total):
+    s = socket.create_connection((host, port), timeout=60)
+    for block in blocks(total):
+        s.sendall(block)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    print("reset")
+
+
+def tcp_serve(port):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(1)
+    listener.settimeout(60)
+    print("ready", flush=True)
+    connection, _ = listener.accept()
+    connection.settimeout(60)
+    data = b""
+    while True:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    connection.sendall(b"pong:" + data)
+    connection.close()
+
+
+def main():
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "udp-echo":
+        udp_echo(args[0], int(args[1]), int(args[2]))
+    elif command == "tcp-send":
+        tcp_send(args[0], int(args[1]), int(args[2]))
+    elif command == "tcp-receive":
+        tcp_receive(args[0], int(args[1]))
+    elif command == "tcp-reset":
+        tcp_reset(args[0], int(args[1]), int(args[2]))
+    elif command == "tcp-serve":
+        tcp_serve(int(args[0]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

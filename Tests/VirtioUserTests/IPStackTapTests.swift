@@ -1,0 +1,257 @@
+import CAllocationCounter
+import Foundation
+import VirtioUser
+import VirtioUserIP
+import XCTest
+
+/// VirtioUserIP against the kernel: our lwIP interface (192.0.2.2/24) on a device behind
+/// `vhost-user-backend --mode tap`, and the kernel's sockets (Tests/IPClients/ip_client.py,
+/// curl, ping) in the TAP's network namespace (192.0.2.1/24) as the only clients.
+final class IPStackTapTests: XCTestCase {
+    private static let ours = "192.0.2.2"
+    private let kernelAddress = IPAddress(192, 0, 2, 1)
+
+    func testHTTPExampleAnswersAThousandCurlRequests() async throws {
+        let tap = try tapBackendInNamespace(self)
+        let kernel = KernelSide(namespace: tap.namespace)
+        try launchExample("http-hello", [tap.backend.configuration.socketPath, "\(Self.ours)/24", "8080"])
+        let url = "http://\(Self.ours):8080/"
+        let answered = try await retry { try await kernel.run(["curl", "-s", "-m", "2", url]) == "hello" }
+        XCTAssertTrue(answered, "http-hello never answered")
+        let ping = try await kernel.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", Self.ours])
+        XCTAssertTrue(ping.contains("3 received"), ping)
+        // 1,000 requests over up to 8 connections at once, keep-alive.
+        let urls = (1...1000).map { "\(url)\($0)" }
+        let replies = try await kernel.run(["curl", "-s", "-m", "120", "--parallel", "--parallel-max", "8"] + urls)
+        XCTAssertEqual(replies.split(separator: "\n").filter { $0 == "hello" }.count, 1000)
+    }
+
+    func testUDPExampleEchoesTenThousandDatagramsIntact() async throws {
+        let tap = try tapBackendInNamespace(self)
+        let kernel = KernelSide(namespace: tap.namespace)
+        try launchExample("udp-echo", [tap.backend.configuration.socketPath, "\(Self.ours)/24", "7"])
+        let echoing = try await retry { try await kernel.client(["udp-echo", Self.ours, "7", "10"]) == "intact 10 of 10" }
+        XCTAssertTrue(echoing, "udp-echo never echoed")
+        // Some datagrams are 3,000 bytes: fragmented and reassembled by each stack.
+        let result = try await kernel.client(["udp-echo", Self.ours, "7", "10000"])
+        XCTAssertEqual(result, "intact 10000 of 10000")
+    }
+
+    func testGibibyteFromTheKernelArrivesIntact() async throws {
+        try XCTSkipUnless(allocation_counter_available() == 1, "the gibibyte transfers run in the plain (unsanitized) pass")
+        let (kernel, interface) = try ourInterface()
+        let listener = try interface.listen(port: 5001)
+        let total = 1 << 30
+        async let sent = kernel.client(["tcp-send", Self.ours, "5001", "\(total)"])
+        var iterator = listener.makeAsyncIterator()
+        let connection = try await XCTUnwrapAsync(try await iterator.next())
+        let digest = try SHA256Pipe()
+        var received = 0
+        for try await chunk in connection.inbound {
+            received += chunk.count
+            try digest.update(chunk)
+        }
+        connection.close()
+        XCTAssertEqual(received, total)
+        let expected = try await sent
+        XCTAssertEqual(try digest.finish(), expected)
+        listener.close()
+    }
+
+    func testGibibyteToTheKernelArrivesIntact() async throws {
+        try XCTSkipUnless(allocation_counter_available() == 1, "the gibibyte transfers run in the plain (unsanitized) pass")
+        let (kernel, interface) = try ourInterface()
+        let listener = try interface.listen(port: 5002)
+        let total = 1 << 30
+        async let received = kernel.client(["tcp-receive", Self.ours, "5002"])
+        var iterator = listener.makeAsyncIterator()
+        let connection = try await XCTUnwrapAsync(try await iterator.next())
+        let digest = try SHA256Pipe()
+        var generator = SplitMix64(seed: 42)
+        var block = [UInt8](repeating: 0, count: 1 << 20)
+        for _ in 0..<(total / block.count) {
+            generator.fill(&block)
+            try digest.update(block)
+            try await connection.write(block)
+        }
+        connection.close()
+        let result = try await received
+        XCTAssertEqual(result, "\(total) \(try digest.finish())")
+        listener.close()
+    }
+
+    func testAClientResetMidTransferFailsOnlyItsConnection() async throws {
+        let (kernel, interface) = try ourInterface()
+        let listener = try interface.listen(port: 5003)
+        var iterator = listener.makeAsyncIterator()
+        async let reset = kernel.client(["tcp-reset", Self.ours, "5003", "\(4 << 20)"])
+        let victim = try await XCTUnwrapAsync(try await iterator.next())
+        var failure: IPError?
+        do {
+            // Read slowly enough that the reset comes while bytes are still in flight.
+            for try await _ in victim.inbound { try await Task.sleep(for: .milliseconds(1)) }
+        } catch let error as IPError {
+            failure = error
+        }
+        XCTAssertEqual(failure, .connectionReset)
+        do {
+            try await victim.write("too late")
+            XCTFail("a write on a reset connection succeeded")
+        } catch {
+            XCTAssertEqual(error, .connectionReset)
+        }
+        victim.close()
+        _ = try await reset
+        // The listener and the stack go on: the next client is served in full.
+        async let sent = kernel.client(["tcp-send", Self.ours, "5003", "100000"])
+        let next = try await XCTUnwrapAsync(try await iterator.next())
+        let digest = try SHA256Pipe()
+        for try await chunk in next.inbound { try digest.update(chunk) }
+        next.close()
+        let expected = try await sent
+        XCTAssertEqual(try digest.finish(), expected)
+        listener.close()
+    }
+
+    func testConnectsToTheKernelAndIsRefusedWhereNothingListens() async throws {
+        let (kernel, interface) = try ourInterface()
+        let closedPort = IPEndpoint(address: kernelAddress, port: 5999)
+        do {
+            _ = try await interface.connect(to: closedPort)
+            XCTFail("connected to a port nothing listens on")
+        } catch {
+            XCTAssertEqual(error, .connectionRefused(closedPort))
+        }
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        server.arguments = ["netns", "exec", kernel.namespace, "python3", kernel.script, "tcp-serve", "6000"]
+        server.standardOutput = FileHandle.nullDevice
+        try server.run()
+        addTeardownBlock { if server.isRunning { server.terminate() }; server.waitUntilExit() }
+        // Refused until the server listens.
+        var connection: TCPConnection?
+        for _ in 0..<100 where connection == nil {
+            connection = try? await interface.connect(to: IPEndpoint(address: kernelAddress, port: 6000))
+            if connection == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let established = try XCTUnwrap(connection)
+        XCTAssertEqual(established.local.address, IPAddress(Self.ours))
+        try await established.write("ping")
+        try established.shutdownOutput()
+        var reply: [UInt8] = []
+        for try await chunk in established.inbound { reply += chunk }
+        established.close()
+        XCTAssertEqual(String(decoding: reply, as: UTF8.self), "pong:ping")
+    }
+
+    func testAddressesParseAndPrint() {
+        XCTAssertEqual(IPAddress("192.0.2.2"), IPAddress(192, 0, 2, 2))
+        XCTAssertEqual(IPAddress("192.0.2.2")?.description, "192.0.2.2")
+        XCTAssertEqual(IPAddress("fe80::1:2")?.description, "fe80::1:2")
+        XCTAssertEqual(IPAddress("fe80::1")?.isLinkLocal, true)
+        XCTAssertEqual(IPAddress("2001:db8::1")?.isLinkLocal, false)
+        XCTAssertNil(IPAddress("192.0.2"))
+        XCTAssertNil(IPAddress("host.example"))
+        XCTAssertEqual(IPInterface.Configuration(cidr: "10.1.2.3/8")?.prefixLength, 8)
+        XCTAssertNil(IPInterface.Configuration(cidr: "10.1.2.3/33"))
+        XCTAssertNil(IPInterface.Configuration(cidr: "fe80::1/64"))
+        XCTAssertNil(IPInterface.Configuration(cidr: "10.1.2.3"))
+    }
+
+    // MARK: - Support
+
+    /// Our interface on a device behind a fresh TAP back-end; closed when the test ends.
+    private func ourInterface() throws -> (KernelSide, IPInterface) {
+        let tap = try tapBackendInNamespace(self)
+        let kernel = KernelSide(namespace: tap.namespace)
+        let device = try VirtioUserDevice(configuration: .init(socketPath: tap.backend.configuration.socketPath))
+        try device.start()
+        addTeardownBlock { device.stop() }
+        let interface = try IPInterface(device: device, configuration: .init(address: IPAddress(192, 0, 2, 2), prefixLength: 24))
+        addTeardownBlock { interface.close() }
+        return (kernel, interface)
+    }
+
+    private func launchExample(_ product: String, _ arguments: [String]) throws {
+        let process = try launchProduct(product, arguments)
+        addTeardownBlock { if process.isRunning { process.terminate() }; process.waitUntilExit() }
+    }
+
+    /// Tries `body` every 100 ms for up to 10 s until it returns true.
+    private func retry(_ body: @escaping () async throws -> Bool) async throws -> Bool {
+        for _ in 0..<100 {
+            if (try? await body()) == true { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+}
+
+/// The kernel's side: programs run in the TAP's namespace.
+struct KernelSide: Sendable {
+    let namespace: String
+    let script = repositoryRoot.appendingPathComponent("Tests/IPClients/ip_client.py").path
+
+    /// ip_client.py's output (trimmed); throws when it fails.
+    func client(_ arguments: [String]) async throws -> String {
+        try await run(["python3", script] + arguments)
+    }
+
+    /// Runs a program in the namespace on a thread of its own (never blocking the cooperative
+    /// pool our server tasks run on); its output, trimmed.
+    func run(_ command: [String]) async throws -> String {
+        let arguments = ["netns", "exec", namespace] + command
+        return try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                do {
+                    let result = try runProgram("/usr/sbin/ip", arguments)
+                    guard result.status == 0 else {
+                        throw TestFailure("\(command.prefix(3).joined(separator: " ")) exited \(result.status): \(result.errors)")
+                    }
+                    continuation.resume(returning: result.output.trimmingCharacters(in: .whitespacesAndNewlines))
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+}
+
+private func XCTUnwrapAsync<T>(_ value: T?, file: StaticString = #filePath, line: UInt = #line) async throws -> T {
+    try XCTUnwrap(value, file: file, line: line)
+}
+
+/// SHA-256 of a stream, by coreutils' sha256sum (no hashing code of ours to get wrong).
+final class SHA256Pipe {
+    private let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+
+    init() throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+    }
+
+    func update(_ bytes: [UInt8]) throws {
+        try input.fileHandleForWriting.write(contentsOf: bytes)
+    }
+
+    /// The hex digest.
+    func finish() throws -> String {
+        try input.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return String(text.prefix { $0 != " " })
+    }
+}
+
+extension SplitMix64 {
+    /// Overwrites `bytes` with the next of the stream (the outbound transfer's content).
+    mutating func fill(_ bytes: inout [UInt8]) {
+        bytes.withUnsafeMutableBytes { raw in
+            for i in 0..<(raw.count / 8) { raw.storeBytes(of: next(), toByteOffset: i * 8, as: UInt64.self) }
+        }
+    }
+}
