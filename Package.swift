@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "VhostUserBackend", targets: ["VhostUserBackend"]),
         // UDP and TCP for apps, over VirtioUserDevice: lwIP's stack (Debian's liblwip-dev).
         .library(name: "VirtioUserIP", targets: ["VirtioUserIP"]),
+        // VirtioUserIP's input path over arbitrary frames, for Fuzz/ and the tests: not API.
+        .library(name: "VirtioUserIPFuzzing", targets: ["VirtioUserIPFuzzing"]),
         // The back-end's data path over arbitrary memory, for Fuzz/ and the tests: not API.
         .library(name: "VhostUserBackendFuzzing", targets: ["VhostUserBackendFuzzing"]),
         .executable(name: "virtio-user-pmd", targets: ["virtio-user-pmd"]),
@@ -72,6 +74,11 @@ let package = Package(
         .target(
             name: "VirtioUserIP",
             dependencies: ["VirtioUser", "VirtioCore", "CLwIP"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "VirtioUserIPFuzzing",
+            dependencies: ["VirtioUserIP", "VirtioCore", "CLwIP"],
             swiftSettings: strict
         ),
         // The device side: a vhost-user backend (loopback, sink).
@@ -163,7 +170,7 @@ let package = Package(
             dependencies: [
                 "VirtioUser", "VhostUserBackend", "VhostUserBackendFuzzing", "VirtioCore", "VhostUser", "CAllocationCounter",
                 .product(name: "SystemPackage", package: "swift-system"),
-                "VirtioUserIP", "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder", "http-hello", "udp-echo",
+                "VirtioUserIP", "VirtioUserIPFuzzing", "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder", "http-hello", "udp-echo",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],

@@ -16,5 +16,9 @@ let package = Package(
             name: "FuzzForwarding",
             dependencies: ["FuzzDriver", .product(name: "VhostUserBackendFuzzing", package: "swift-virtio-user")],
             swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(
+            name: "FuzzIPInput",
+            dependencies: ["FuzzDriver", .product(name: "VirtioUserIPFuzzing", package: "swift-virtio-user")],
+            swiftSettings: [.swiftLanguageMode(.v6)]),
     ]
 )

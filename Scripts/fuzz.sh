@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# libFuzzer (with AddressSanitizer) on the vhost-user message decoder and on the back-end's
-# data path over arbitrary ring memory, each for a bounded time (default 60 s per target).
+# libFuzzer (with AddressSanitizer) on the vhost-user message decoder, on the back-end's
+# data path over arbitrary ring memory and on VirtioUserIP's input path (lwIP) over arbitrary
+# Ethernet frames, each for a bounded time (default 60 s per target).
 # Starts from the seeds in Fuzz/Seeds (valid inputs) and the corpus kept in .build-fuzz/corpus.
 # Prints each target's executions; a crash stops with the reproducer under .build-fuzz/crashes/
 # (turn it into a regression test, then fix).
@@ -15,11 +16,16 @@ scratch="$PWD/.build-fuzz"
 swift build --package-path Fuzz --scratch-path "$scratch" -c debug --sanitize=address \
   -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld >&2
 mkdir -p "$scratch/crashes"
-for target in FuzzMessageDecoder FuzzForwarding; do
+for target in FuzzMessageDecoder FuzzForwarding FuzzIPInput; do
   corpus="$scratch/corpus/$target"
   mkdir -p "$corpus"
   log="$scratch/$target.log"
-  if ! "$scratch/debug/$target" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 \
+  # lwIP (Debian's build, not instrumented) keeps packets between inputs in its own queues
+  # (ARP and neighbour queues, reassembly), which LeakSanitizer reports as leaks though the
+  # memory stays flat; for that target a bound on memory stands in for leak detection.
+  limits=()
+  [ "$target" = FuzzIPInput ] && limits=(-detect_leaks=0 -rss_limit_mb=512)
+  if ! "$scratch/debug/$target" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 "${limits[@]}" \
       -artifact_prefix="$scratch/crashes/$target-" "$corpus" "Fuzz/Seeds/$target" > "$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "fuzz: $target FAILED; reproducer in $scratch/crashes/" >&2

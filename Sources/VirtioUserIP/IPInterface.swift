@@ -68,24 +68,7 @@ public final class IPInterface: Sendable {
         self.configuration = configuration
         let link = InterfaceLink(device: device, queue: configuration.queue)
         self.link = link
-        let added = LwIPCore.withCore { () -> Bool in
-            var address = ip4_addr_t(configuration.address)
-            var netmask = ip4_addr_t(prefixLength: configuration.prefixLength)
-            var gateway = configuration.gateway.map(ip4_addr_t.init) ?? ip4_addr_t(addr: 0)
-            let state = Unmanaged.passUnretained(link).toOpaque()
-            guard netif_add(link.netif, &address, &netmask, &gateway, state, initializeNetif, ethernet_input) != nil else {
-                return false
-            }
-            if configuration.ipv6LinkLocal {
-                link.netif.pointee.ip6_autoconfig_enabled = 0
-                netif_create_ip6_linklocal_address(link.netif, 1)
-            }
-            if configuration.gateway != nil || clwip_has_default_netif() == 0 { netif_set_default(link.netif) }
-            netif_set_up(link.netif)
-            netif_set_link_up(link.netif)
-            LwIPCore.interfaces.append(link)
-            return true
-        }
+        let added = LwIPCore.withCore { link.attach(configuration) }
         guard added else { throw .interfaceFailure("lwIP refused the interface (netif_add failed)") }
         do {
             thread = try DedicatedThread(name: "virtio-ip-io") { link.run() }
@@ -106,11 +89,7 @@ public final class IPInterface: Sendable {
     }
 
     private static func remove(_ link: InterfaceLink) {
-        LwIPCore.withCore {
-            netif_remove(link.netif)
-            LwIPCore.interfaces.removeAll { $0 === link }
-            link.flush()
-        }
+        LwIPCore.withCore { link.detach() }
     }
 
     /// The IPv6 link-local address, once the stack has made one (nil with
@@ -128,28 +107,6 @@ public final class IPInterface: Sendable {
     public var drops: (transmit: Int, receive: Int) {
         LwIPCore.withCore { (link.transmitDrops, link.receiveDrops) }
     }
-}
-
-/// lwIP's netif init callback: an Ethernet interface with the device's MAC and MTU.
-private func initializeNetif(_ netif: UnsafeMutablePointer<netif>?) -> err_t {
-    guard let netif, let state = netif.pointee.state else { return .value }
-    let link = Unmanaged<InterfaceLink>.fromOpaque(state).takeUnretainedValue()
-    netif.pointee.name = (0x76, 0x75)  // "vu"
-    netif.pointee.output = etharp_output
-    netif.pointee.output_ip6 = ethip6_output
-    netif.pointee.linkoutput = { netif, frame in
-        guard let netif, let frame, let state = netif.pointee.state else { return .value }
-        return Unmanaged<InterfaceLink>.fromOpaque(state).takeUnretainedValue().output(frame)
-    }
-    netif.pointee.mtu = UInt16(link.mtu)
-    netif.pointee.mtu6 = UInt16(link.mtu)
-    netif.pointee.flags = clwip_ethernet_netif_flags()
-    netif.pointee.hwaddr_len = 6
-    let mac = link.device.macAddress
-    withUnsafeMutableBytes(of: &netif.pointee.hwaddr) { bytes in
-        mac.write(to: bytes.baseAddress!)
-    }
-    return .ok
 }
 
 extension ip4_addr_t {

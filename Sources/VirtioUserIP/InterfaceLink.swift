@@ -11,10 +11,12 @@ import VirtioUser
 /// receive and out-of-order queues) as long as the app has not read it; lending it the device's
 /// receive buffers instead would let slow readers empty the pool the receive ring refills from.
 /// What lwIP sends lives in its own heap, which the back-end cannot address.
-final class InterfaceLink: @unchecked Sendable {
-    let device: VirtioUserDevice
+package final class InterfaceLink: @unchecked Sendable {
+    /// Nil for a link whose output is discarded (the fuzz harness's, which only feeds input).
+    let device: VirtioUserDevice?
     let queue: Int
-    let netif: UnsafeMutablePointer<netif>
+    let macAddress: MACAddress
+    package let netif: UnsafeMutablePointer<netif>
     let mtu: Int
     private let transmitBurst = PacketBurst(capacity: 32)
     private let receiveBurst = PacketBurst(capacity: 64)
@@ -22,11 +24,25 @@ final class InterfaceLink: @unchecked Sendable {
     /// Frames the device had no room for, or the stack no memory for.
     private(set) var transmitDrops = 0
     private(set) var receiveDrops = 0
+    /// Frames a link without a device dropped instead of sending.
+    package private(set) var discardedOutput = 0
+    /// IP packets addressed to neither this interface nor a broadcast or multicast group.
+    private(set) var notForUs = 0
 
-    init(device: VirtioUserDevice, queue: Int) {
+    convenience init(device: VirtioUserDevice, queue: Int) {
+        self.init(device: device, queue: queue, macAddress: device.macAddress, mtu: device.mtu)
+    }
+
+    /// A link with no device: what the stack sends is dropped.
+    package convenience init(discardingOutputWith macAddress: MACAddress, mtu: Int) {
+        self.init(device: nil, queue: 0, macAddress: macAddress, mtu: mtu)
+    }
+
+    private init(device: VirtioUserDevice?, queue: Int, macAddress: MACAddress, mtu: Int) {
         self.device = device
         self.queue = queue
-        mtu = min(device.mtu, VirtioUserDevice.maximumFrameLength - 14)
+        self.macAddress = macAddress
+        self.mtu = min(mtu, VirtioUserDevice.maximumFrameLength - 14)
         netif = .allocate(capacity: 1)
         netif.initialize(to: CLwIP.netif())
     }
@@ -39,6 +55,10 @@ final class InterfaceLink: @unchecked Sendable {
     /// Copies lwIP's frame into a device buffer; sends it now, or with the holder's burst.
     func output(_ frame: UnsafeMutablePointer<pbuf>) -> err_t {
         let length = Int(frame.pointee.tot_len)
+        guard let device else {
+            discardedOutput &+= 1
+            return .ok
+        }
         guard length <= VirtioUserDevice.maximumFrameLength else {
             transmitDrops &+= 1
             return .value
@@ -60,7 +80,7 @@ final class InterfaceLink: @unchecked Sendable {
 
     /// Sends the batched frames; what the ring has no room for is dropped (TCP resends).
     func flush() {
-        guard transmitBurst.count > 0 else { return }
+        guard let device, transmitBurst.count > 0 else { return }
         device.transmit(transmitBurst, queue: queue)
         if transmitBurst.count > 0 {
             transmitDrops &+= transmitBurst.count
@@ -71,8 +91,9 @@ final class InterfaceLink: @unchecked Sendable {
     /// The I/O thread's loop: receive bursts into the stack, and sleep on the back-end's
     /// notification while nothing comes.
     func run() {
+        guard let device else { return }
         while !stopping.load(ordering: .relaxed) {
-            let received = LwIPCore.withCore { receiveBurstIntoStack() }
+            let received = LwIPCore.withCore { receiveBurstIntoStack(from: device) }
             if received > 0 { continue }
             switch LwIPCore.withCore({ device.armReceive(queue: queue) }) {
             case .framesWaiting:
@@ -88,35 +109,53 @@ final class InterfaceLink: @unchecked Sendable {
     }
 
     /// One received burst into lwIP's Ethernet input; returns the frames taken.
-    private func receiveBurstIntoStack() -> Int {
+    private func receiveBurstIntoStack(from device: VirtioUserDevice) -> Int {
         let received = device.receive(into: receiveBurst, queue: queue)
         guard received > 0 else { return 0 }
         var i = 0
         while i < receiveBurst.count {
             let first = receiveBurst[i]
             // A frame of several buffers (mergeable receive buffers): its continuations follow.
-            let count = max(1, Int(first.segments))
-            guard first.segments >= 1, i + count <= receiveBurst.count else {
+            let count = Int(first.segments)
+            guard count >= 1, i + count <= receiveBurst.count else {
                 receiveDrops &+= 1
                 i += 1
                 continue
             }
             var total = 0
             for k in 0..<count { total += receiveBurst[i + k].length }
-            if total <= Int(UInt16.max), let frame = pbuf_alloc(PBUF_RAW, UInt16(total), PBUF_RAM) {
+            let burst = receiveBurst
+            input(length: total) { frame in
                 var offset = 0
                 for k in 0..<count {
-                    let segment = receiveBurst[i + k]
+                    let segment = burst[i + k]
                     _ = pbuf_take_at(frame, segment.data, UInt16(segment.length), UInt16(offset))
                     offset += segment.length
                 }
-                if ethernet_input(frame, netif) != .ok { pbuf_free(frame) }
-            } else {
-                receiveDrops &+= 1
             }
             i += count
         }
         device.release(receiveBurst, queue: queue)
         return received
+    }
+
+    /// One frame into lwIP's Ethernet input. With the core lock held.
+    package func input(_ frame: UnsafeRawBufferPointer) {
+        input(length: frame.count) { _ = pbuf_take($0, frame.baseAddress, UInt16(frame.count)) }
+    }
+
+    /// A pbuf of `length` bytes that `fill` writes, into the stack.
+    private func input(length: Int, fill: (UnsafeMutablePointer<pbuf>) -> Void) {
+        guard length <= Int(UInt16.max), let frame = pbuf_alloc(PBUF_RAW, UInt16(length), PBUF_RAM) else {
+            receiveDrops &+= 1
+            return
+        }
+        fill(frame)
+        guard HostFilter.accepts(frame.pointee.payload, length: length, netif: netif) else {
+            notForUs &+= 1
+            pbuf_free(frame)
+            return
+        }
+        if ethernet_input(frame, netif) != .ok { pbuf_free(frame) }
     }
 }

@@ -8,7 +8,7 @@ import CLwIP
 /// data-path call on a device it drives, happens inside ``withCore(_:)``, so the lock also
 /// serialises each queue pair's data path. lwIP's callbacks run with the lock already held:
 /// they must not enter it again (it is not recursive), and only record state and resume tasks.
-enum LwIPCore {
+package enum LwIPCore {
     private static let started: Void = tcpip_init(nil, nil)
 
     /// Frames output while the holder of the lock works are batched (one burst per interface)
@@ -19,7 +19,7 @@ enum LwIPCore {
     nonisolated(unsafe) static var interfaces: [InterfaceLink] = []
 
     /// Runs `body` holding the core lock; frames it made lwIP send leave in bursts at the end.
-    static func withCore<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result {
+    package static func withCore<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result {
         _ = started
         sys_lock_tcpip_core()
         batching = true

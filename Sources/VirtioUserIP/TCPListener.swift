@@ -16,7 +16,7 @@ public final class TCPListener: AsyncSequence, @unchecked Sendable {
     private let acceptor = CoreWaiter()
 
     /// With the core lock held: listens on `port` of `netif` (IPv4 and IPv6).
-    init(port: UInt16, backlog: Int, netif: UnsafeMutablePointer<netif>) throws(IPError) {
+    package init(port: UInt16, backlog: Int, netif: UnsafeMutablePointer<netif>) throws(IPError) {
         self.port = port
         self.backlog = backlog
         guard let fresh = tcp_new_ip_type(UInt8(IPADDR_TYPE_ANY.rawValue)) else { throw .outOfMemory }
@@ -64,6 +64,15 @@ public final class TCPListener: AsyncSequence, @unchecked Sendable {
         for connection in LwIPCore.withCore({ () -> [TCPConnection] in defer { pending = [] }; return pending }) {
             connection.abort()
         }
+    }
+
+    /// Resets the connections nobody accepted yet (the fuzz harness, between inputs). With the
+    /// core lock held. Returns how many there were.
+    @discardableResult
+    package func resetPendingWithCore() -> Int {
+        defer { pending = [] }
+        for connection in pending { connection.abortWithCore() }
+        return pending.count
     }
 
     /// The next connection; nil once the listener is closed.

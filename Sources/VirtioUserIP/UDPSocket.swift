@@ -22,7 +22,7 @@ public final class UDPSocket: @unchecked Sendable {
     private let reader = CoreWaiter()
 
     /// With the core lock held: binds `port` (0: any free one) on `netif`, IPv4 and IPv6.
-    init(port: UInt16, queueLimit: Int, netif: UnsafeMutablePointer<netif>) throws(IPError) {
+    package init(port: UInt16, queueLimit: Int, netif: UnsafeMutablePointer<netif>) throws(IPError) {
         self.queueLimit = queueLimit
         self.netif = netif
         guard let fresh = udp_new_ip_type(UInt8(IPADDR_TYPE_ANY.rawValue)) else { throw .outOfMemory }
@@ -51,6 +51,14 @@ public final class UDPSocket: @unchecked Sendable {
         payload.withUnsafeMutableBytes { _ = pbuf_copy_partial(datagram, $0.baseAddress, datagram.pointee.tot_len, 0) }
         queue.append(Datagram(payload: payload, remote: remote))
         reader.wake()
+    }
+
+    /// Forgets the datagrams nobody took (the fuzz harness, between inputs). With the core lock
+    /// held. Returns how many there were.
+    @discardableResult
+    package func discardQueuedWithCore() -> Int {
+        defer { queue = []; queueHead = 0 }
+        return queue.count - queueHead
     }
 
     /// Datagrams dropped because the app did not take them fast enough.

@@ -1,0 +1,3 @@
+import FuzzDriver
+
+runFuzzer { fuzzIPInput($0, $1) }
