@@ -122,11 +122,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Benchmark helpers: core-to-core latency for Scripts/bench-vs-dpdk.sh, interrupt mode.
+        // Benchmark helpers: core-to-core latency for Scripts/bench-vs-dpdk.sh, interrupt mode, the IP sink.
         .executableTarget(
             name: "virtio-bench",
             dependencies: [
-                "VirtioCore", "VirtioUser", "VhostUserBackend",
+                "VirtioCore", "VirtioUser", "VhostUserBackend", "VirtioUserIP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

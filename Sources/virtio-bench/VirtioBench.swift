@@ -2,9 +2,9 @@ import VirtioCore
 import ArgumentParser
 
 @main
-struct VirtioBench: ParsableCommand {
+struct VirtioBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtio-bench",
         abstract: "Helpers for Scripts/bench-vs-dpdk.sh, and measurements of our own (benchmarks, not tests).",
-        subcommands: [CoreLatency.self, InterruptLatency.self, SessionSetup.self])
+        subcommands: [CoreLatency.self, InterruptLatency.self, SessionSetup.self, IPSink.self])
 }

@@ -9,12 +9,16 @@
   tcp-reset HOST PORT BYTES    sends BYTES, then closes with a reset (SO_LINGER 0)
   tcp-serve PORT               accepts one connection, answers "pong:" + what it read to end
                                of stream, closes; prints "ready" once listening
+  tcp-blast HOST PORT SECONDS  (Scripts/bench-ip.sh) sends for SECONDS, half-closes, waits for
+                               the close; prints "Mbit/s N"
+  tcp-sink PORT                (Scripts/bench-ip.sh) takes connections and discards their bytes
 """
 import hashlib
 import random
 import socket
 import struct
 import sys
+import time
 
 
 def blocks(total):
@@ -99,6 +103,32 @@ def tcp_serve(port):
     connection.close()
 
 
+def tcp_blast(host, port, seconds):
+    s = socket.create_connection((host, port), timeout=60)
+    block = bytes(1 << 20)
+    sent, start = 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        s.sendall(block)
+        sent += len(block)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    print(f"Mbit/s {sent * 8 / (time.monotonic() - start) / 1e6:.0f}")
+
+
+def tcp_sink(port):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(8)
+    buffer = bytearray(1 << 20)
+    while True:
+        connection, _ = listener.accept()
+        while connection.recv_into(buffer):
+            pass
+        connection.close()
+
+
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "udp-echo":
@@ -111,6 +141,10 @@ def main():
         tcp_reset(args[0], int(args[1]), int(args[2]))
     elif command == "tcp-serve":
         tcp_serve(int(args[0]))
+    elif command == "tcp-blast":
+        tcp_blast(args[0], int(args[1]), float(args[2]))
+    elif command == "tcp-sink":
+        tcp_sink(int(args[0]))
     else:
         sys.exit(__doc__)
 
