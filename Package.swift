@@ -145,13 +145,13 @@ let package = Package(
         // Example apps on VirtioUserIP: an HTTP/1.1 "hello" server and a UDP echo.
         .executableTarget(
             name: "http-hello",
-            dependencies: ["VirtioUser", "VirtioUserIP"],
+            dependencies: ["VirtioUserIP"],
             path: "Sources/Examples/HTTPHello",
             swiftSettings: strict
         ),
         .executableTarget(
             name: "udp-echo",
-            dependencies: ["VirtioUser", "VirtioUserIP"],
+            dependencies: ["VirtioUserIP"],
             path: "Sources/Examples/UDPEcho",
             swiftSettings: strict
         ),

@@ -1,4 +1,5 @@
 import CLwIP
+import VirtioUser
 
 /// What went wrong in VirtioUserIP, and what to do about it.
 public enum IPError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -22,6 +23,8 @@ public enum IPError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidArgument(String)
     /// The interface could not start; the text says why.
     case interfaceFailure(String)
+    /// The device an interface made for itself could not start (no back-end at the socket, …).
+    case device(VirtioError)
     /// Any other lwIP error (its err_t code and name).
     case stack(code: Int, name: String)
 
@@ -37,6 +40,7 @@ public enum IPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .cancelled: return "cancelled"
         case .invalidArgument(let text): return "invalid argument: \(text)"
         case .interfaceFailure(let text): return "the IP interface failed: \(text)"
+        case .device(let error): return "the interface's device could not start: \(error)"
         case .stack(let code, let name): return "lwIP error \(code) (\(name))"
         }
     }

@@ -2,10 +2,10 @@ import CLwIP
 import VirtioCore
 import VirtioUser
 
-/// An IP host on a ``VirtioUserDevice``: lwIP's TCP/IP stack on one queue pair, with a static
+/// An IP host on a `VirtioUserDevice`: lwIP's TCP/IP stack on one queue pair, with a static
 /// IPv4 address and an IPv6 link-local one. ARP, ICMP (ping) and neighbour discovery are
 /// answered by the stack; apps use ``listen(port:backlog:)``, ``connect(to:)`` and
-/// ``bindUDP(port:)``.
+/// ``bindUDP(port:queueLimit:)``.
 ///
 /// A dedicated thread moves frames between the device and the stack; timers run on lwIP's own
 /// thread. Nothing polls on Swift's cooperative pool: tasks wait on continuations that the
@@ -50,9 +50,39 @@ public final class IPInterface: Sendable {
     let link: InterfaceLink
     private let thread: DedicatedThread
     public let configuration: Configuration
+    /// The device under the interface (for its statistics and link state).
+    public let device: VirtioUserDevice
+    /// Whether ``close()`` stops the device too (the interface made it).
+    private let ownsDevice: Bool
+
+    /// An interface on a device of its own: connects to the vhost-user back-end at
+    /// `socketPath` with the device's default configuration, takes the address and prefix of
+    /// `cidr` (such as `192.0.2.2/24`), and stops the device on ``close()``.
+    public convenience init(socketPath: String, cidr: String, gateway: IPAddress? = nil) throws(IPError) {
+        guard let configuration = Configuration(cidr: cidr, gateway: gateway) else {
+            throw .invalidArgument("'\(cidr)' is not an IPv4 address and prefix length such as 192.0.2.2/24")
+        }
+        let device: VirtioUserDevice
+        do throws(VirtioError) {
+            device = try VirtioUserDevice(configuration: .init(socketPath: socketPath))
+            try device.start()
+        } catch {
+            throw .device(error)
+        }
+        do {
+            try self.init(device: device, configuration: configuration, ownsDevice: true)
+        } catch {
+            device.stop()
+            throw error
+        }
+    }
 
     /// Brings the interface up on `device` (started already) and starts its I/O thread.
-    public init(device: VirtioUserDevice, configuration: Configuration) throws(IPError) {
+    public convenience init(device: VirtioUserDevice, configuration: Configuration) throws(IPError) {
+        try self.init(device: device, configuration: configuration, ownsDevice: false)
+    }
+
+    private init(device: VirtioUserDevice, configuration: Configuration, ownsDevice: Bool) throws(IPError) {
         guard configuration.address.isIPv4 else {
             throw .invalidArgument("the interface address \(configuration.address) must be IPv4 (IPv6 is link-local only)")
         }
@@ -66,6 +96,8 @@ public final class IPInterface: Sendable {
             throw .invalidArgument("queue \(configuration.queue) does not exist: the device has \(device.queuePairCount) queue pair(s)")
         }
         self.configuration = configuration
+        self.device = device
+        self.ownsDevice = ownsDevice
         let link = InterfaceLink(device: device, queue: configuration.queue)
         self.link = link
         let added = LwIPCore.withCore { link.attach(configuration) }
@@ -80,12 +112,14 @@ public final class IPInterface: Sendable {
 
     deinit { close() }
 
-    /// Stops the I/O thread and takes the interface out of the stack. Connections and sockets
-    /// on it stop hearing from the network. Idempotent.
+    /// Stops the I/O thread and takes the interface out of the stack (and stops the device, if
+    /// the interface made it). Connections and sockets on it stop hearing from the network.
+    /// Idempotent.
     public func close() {
         guard !link.stopping.exchange(true, ordering: .relaxed) else { return }
         if !thread.isCurrent { thread.join() }
         Self.remove(link)
+        if ownsDevice { device.stop() }
     }
 
     private static func remove(_ link: InterfaceLink) {

@@ -156,6 +156,10 @@ final class IPStackTapTests: XCTestCase {
         XCTAssertNil(IPInterface.Configuration(cidr: "10.1.2.3/33"))
         XCTAssertNil(IPInterface.Configuration(cidr: "fe80::1/64"))
         XCTAssertNil(IPInterface.Configuration(cidr: "10.1.2.3"))
+        XCTAssertThrowsError(try IPInterface(socketPath: "/nonexistent/vhost.sock", cidr: "10.1.2.3")) { error in
+            guard case .invalidArgument(let text) = error as? IPError else { return XCTFail("\(error)") }
+            XCTAssertTrue(text.contains("10.1.2.3"), text)
+        }
     }
 
     // MARK: - Support

@@ -22,8 +22,7 @@ func answer(_ connection: TCPConnection) async throws {
 
 /// Where the blank line that ends the headers starts, if it has arrived.
 func headerEnd(_ bytes: [UInt8]) -> Int? {
-    guard bytes.count >= 4 else { return nil }
-    return (0...(bytes.count - 4)).first { bytes[$0] == 13 && bytes[$0 + 1] == 10 && bytes[$0 + 2] == 13 && bytes[$0 + 3] == 10 }
+    bytes.firstRange(of: [13, 10, 13, 10])?.lowerBound
 }
 
 extension Substring {
