@@ -13,7 +13,7 @@
 ARG SWIFT_VERSION=6.3
 FROM swift:${SWIFT_VERSION}-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libnuma-dev \
+    && apt-get install -y --no-install-recommends libnuma-dev liblwip-dev pkgconf \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift ./
