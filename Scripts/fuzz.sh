@@ -20,12 +20,14 @@ for target in FuzzMessageDecoder FuzzForwarding FuzzIPInput; do
   corpus="$scratch/corpus/$target"
   mkdir -p "$corpus"
   log="$scratch/$target.log"
-  # lwIP (Debian's build, not instrumented) keeps packets between inputs in its own queues
-  # (ARP and neighbour queues, reassembly), which LeakSanitizer reports as leaks though the
-  # memory stays flat; for that target a bound on memory stands in for leak detection.
-  limits=()
-  [ "$target" = FuzzIPInput ] && limits=(-detect_leaks=0 -rss_limit_mb=512)
-  if ! "$scratch/debug/$target" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 "${limits[@]}" \
+  # lwIP chains IPv4 fragments awaiting reassembly through pointers it writes into the first
+  # fragment's bytes, at an offset that is not 8-aligned, where LeakSanitizer does not look: a
+  # second fragment held then reads as leaked (two fragments with a gap between them, one
+  # input, show it), though lwIP frees it when reassembly times out. For that target a bound on
+  # memory stands in for leak detection, per input and at exit (ASAN_OPTIONS).
+  limits=() asan_options=${ASAN_OPTIONS:-}
+  if [ "$target" = FuzzIPInput ]; then limits=(-detect_leaks=0 -rss_limit_mb=512); asan_options=detect_leaks=0; fi
+  if ! ASAN_OPTIONS=$asan_options "$scratch/debug/$target" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 "${limits[@]}" \
       -artifact_prefix="$scratch/crashes/$target-" "$corpus" "Fuzz/Seeds/$target" > "$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "fuzz: $target FAILED; reproducer in $scratch/crashes/" >&2

@@ -1,11 +1,13 @@
-/// One task waiting for state guarded by lwIP's core lock: a reader for data, a writer for
-/// send-buffer room, an acceptor for connections. The stack's callbacks ``wake()`` it.
+/// Tasks waiting for state guarded by lwIP's core lock: readers for data, writers for
+/// send-buffer room, acceptors for connections. The stack's callbacks ``wake()`` them all, and
+/// each checks again whether what it waits for is there (several tasks iterating one listener
+/// take turns that way).
 final class CoreWaiter: @unchecked Sendable {
     /// Guarded by the core lock.
-    private var continuation: CheckedContinuation<Void, Never>?
+    private var continuations: [CheckedContinuation<Void, Never>] = []
 
     /// Suspends the task (which must not hold the core lock) until `ready()`, checked with the
-    /// lock held, or cancellation; returns false when cancelled. One waiting task at a time.
+    /// lock held, or cancellation; returns false when cancelled.
     func wait(until ready: () -> Bool) async -> Bool {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -15,8 +17,7 @@ final class CoreWaiter: @unchecked Sendable {
                     if ready() || Task.isCancelled {
                         continuation.resume()
                     } else {
-                        self.continuation?.resume()
-                        self.continuation = continuation
+                        continuations.append(continuation)
                     }
                 }
             }
@@ -26,9 +27,10 @@ final class CoreWaiter: @unchecked Sendable {
         return !Task.isCancelled
     }
 
-    /// Resumes the waiting task, if any. With the core lock held.
+    /// Resumes every waiting task. With the core lock held.
     func wake() {
-        continuation?.resume()
-        continuation = nil
+        guard !continuations.isEmpty else { return }
+        for continuation in continuations { continuation.resume() }
+        continuations.removeAll(keepingCapacity: true)
     }
 }

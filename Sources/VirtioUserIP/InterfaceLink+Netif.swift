@@ -12,10 +12,9 @@ extension InterfaceLink {
         guard netif_add(netif, &address, &netmask, &gateway, state, initializeNetif, ethernet_input) != nil else {
             return false
         }
-        if configuration.ipv6LinkLocal {
-            netif.pointee.ip6_autoconfig_enabled = 0
-            netif_create_ip6_linklocal_address(netif, 1)
-        }
+        // Static addresses only: no SLAAC from router advertisements.
+        netif.pointee.ip6_autoconfig_enabled = 0
+        if configuration.ipv6LinkLocal { netif_create_ip6_linklocal_address(netif, 1) }
         if configuration.gateway != nil || clwip_has_default_netif() == 0 { netif_set_default(netif) }
         netif_set_up(netif)
         netif_set_link_up(netif)

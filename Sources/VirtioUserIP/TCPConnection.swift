@@ -4,8 +4,8 @@ import CLwIP
 /// room in the send buffer, half-close and close.
 ///
 /// Received bytes are acknowledged to the peer's window only as the app takes them, so a slow
-/// reader slows the sender instead of growing a queue. One reading task and one writing task
-/// at a time. ``close()`` (or ``abort()``) releases the connection; a connection neither closed
+/// reader slows the sender instead of growing a queue. Read from one task and write from one
+/// task (two tasks reading one connection would each get some of the chunks). ``close()`` (or ``abort()``) releases the connection; a connection neither closed
 /// nor failed stays open.
 public final class TCPConnection: @unchecked Sendable {
     /// This side's address and port.

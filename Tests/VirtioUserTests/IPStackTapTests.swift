@@ -144,6 +144,34 @@ final class IPStackTapTests: XCTestCase {
         XCTAssertEqual(String(decoding: reply, as: UTF8.self), "pong:ping")
     }
 
+    /// The interface's IPv6 link-local address answers the kernel's ping, and the dual-stack
+    /// listener takes a connection over it.
+    func testTheKernelReachesUsOverIPv6LinkLocal() async throws {
+        let (kernel, interface, tap) = try ourInterface(ipv6: true)
+        var linkLocal: IPAddress?
+        for _ in 0..<100 where linkLocal == nil {
+            linkLocal = interface.ipv6LinkLocalAddress
+            if linkLocal == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let address = try XCTUnwrap(linkLocal)
+        XCTAssertTrue(address.isLinkLocal, "\(address)")
+        let scoped = "\(address)%\(tap)"
+        // Duplicate address detection takes about a second; until then the address is tentative.
+        let answered = try await retry { try await kernel.run(["ping", "-6", "-c", "1", "-W", "1", scoped]).contains("1 received") }
+        XCTAssertTrue(answered, "no answer to ping -6 \(scoped)")
+        let listener = try interface.listen(port: 5006)
+        async let sent = kernel.client(["tcp-send", scoped, "5006", "100000"])
+        var iterator = listener.makeAsyncIterator()
+        let connection = try await XCTUnwrapAsync(try await iterator.next())
+        XCTAssertFalse(connection.remote.address.isIPv4)
+        let digest = try SHA256Pipe()
+        for try await chunk in connection.inbound { try digest.update(chunk) }
+        connection.close()
+        let expected = try await sent
+        XCTAssertEqual(try digest.finish(), expected)
+        listener.close()
+    }
+
     func testAddressesParseAndPrint() {
         XCTAssertEqual(IPAddress("192.0.2.2"), IPAddress(192, 0, 2, 2))
         XCTAssertEqual(IPAddress("192.0.2.2")?.description, "192.0.2.2")
@@ -166,14 +194,21 @@ final class IPStackTapTests: XCTestCase {
 
     /// Our interface on a device behind a fresh TAP back-end; closed when the test ends.
     private func ourInterface() throws -> (KernelSide, IPInterface) {
-        let tap = try tapBackendInNamespace(self)
+        let (kernel, interface, _) = try ourInterface(ipv6: false)
+        return (kernel, interface)
+    }
+
+    /// The same, with the TAP's name (for IPv6 link-local scopes), and IPv6 on in the namespace
+    /// when asked.
+    private func ourInterface(ipv6: Bool) throws -> (KernelSide, IPInterface, String) {
+        let tap = try tapBackendInNamespace(self, ipv6: ipv6)
         let kernel = KernelSide(namespace: tap.namespace)
         let device = try VirtioUserDevice(configuration: .init(socketPath: tap.backend.configuration.socketPath))
         try device.start()
         addTeardownBlock { device.stop() }
         let interface = try IPInterface(device: device, configuration: .init(address: IPAddress(192, 0, 2, 2), prefixLength: 24))
         addTeardownBlock { interface.close() }
-        return (kernel, interface)
+        return (kernel, interface, tap.tap)
     }
 
     private func launchExample(_ product: String, _ arguments: [String]) throws {
