@@ -30,6 +30,12 @@ static inline int clwip_tcp_sndqueue_room(const struct tcp_pcb *pcb) {
 /// Sends small writes at once (request/response traffic) instead of waiting to fill a segment.
 static inline void clwip_tcp_nodelay(struct tcp_pcb *pcb) { tcp_nagle_disable(pcb); }
 
+/// SO_REUSEADDR: lwIP's bind checks ports across every interface, and each of ours may use
+/// the same port (VirtioUserIP keeps ports unique per interface itself).
+static inline void clwip_tcp_reuse_address(struct tcp_pcb *pcb) { ip_set_option(pcb, SOF_REUSEADDR); }
+static inline void clwip_tcp_clear_reuse_address(struct tcp_pcb *pcb) { ip_reset_option(pcb, SOF_REUSEADDR); }
+static inline void clwip_udp_reuse_address(struct udp_pcb *pcb) { ip_set_option(pcb, SOF_REUSEADDR); }
+
 static inline uint8_t clwip_tcp_state(const struct tcp_pcb *pcb) { return (uint8_t)pcb->state; }
 
 /// An IPv4 address from its four bytes in network order (a.b.c.d).

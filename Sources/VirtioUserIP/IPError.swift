@@ -57,6 +57,11 @@ public enum IPError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// A failed bind of `port`.
+    init(binding err: err_t, port: UInt16) {
+        self = err == err_t(ERR_USE.rawValue) ? .addressInUse(port: port) : IPError(lwip: err)
+    }
+
     /// lwIP's name for `err` (its build has no lwip_strerr).
     static func name(of err: err_t) -> String {
         let names = ["ERR_OK", "ERR_MEM", "ERR_BUF", "ERR_TIMEOUT", "ERR_RTE", "ERR_INPROGRESS", "ERR_VAL", "ERR_WOULDBLOCK",

@@ -24,6 +24,10 @@ package final class InterfaceLink: @unchecked Sendable {
     /// Frames the device had no room for, or the stack no memory for.
     private(set) var transmitDrops = 0
     private(set) var receiveDrops = 0
+    /// Ports bound on this interface: lwIP checks ports across all interfaces, so binds use
+    /// SO_REUSEADDR and these keep them unique per interface.
+    package var tcpPorts = Set<UInt16>()
+    package var udpPorts = Set<UInt16>()
     /// Frames a link without a device dropped instead of sending.
     package private(set) var discardedOutput = 0
     /// IP packets addressed to neither this interface nor a broadcast or multicast group.

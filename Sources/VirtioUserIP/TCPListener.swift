@@ -10,28 +10,39 @@ public final class TCPListener: AsyncSequence, @unchecked Sendable {
 
     public let port: UInt16
     private let backlog: Int
+    private let link: InterfaceLink
     // Guarded by lwIP's core lock.
     private var pcb: UnsafeMutablePointer<tcp_pcb>?
     private var pending: [TCPConnection] = []
     private let acceptor = CoreWaiter()
 
-    /// With the core lock held: listens on `port` of `netif` (IPv4 and IPv6).
-    package init(port: UInt16, backlog: Int, netif: UnsafeMutablePointer<netif>) throws(IPError) {
+    /// With the core lock held: listens on `port` of `link`'s interface (IPv4 and IPv6).
+    package init(port: UInt16, backlog: Int, link: InterfaceLink) throws(IPError) {
         self.port = port
         self.backlog = backlog
+        self.link = link
+        guard !link.tcpPorts.contains(port) else { throw .addressInUse(port: port) }
         guard let fresh = tcp_new_ip_type(UInt8(IPADDR_TYPE_ANY.rawValue)) else { throw .outOfMemory }
+        clwip_tcp_reuse_address(fresh)
+        tcp_bind_netif(fresh, link.netif)
         let bound = tcp_bind(fresh, clwip_any_address(), port)
         guard bound == .ok else {
             tcp_abort(fresh)
-            throw bound == err_t(ERR_USE.rawValue) ? .addressInUse(port: port) : IPError(lwip: bound)
+            throw IPError(binding: bound, port: port)
         }
-        tcp_bind_netif(fresh, netif)
+        // With SO_REUSEADDR, tcp_listen refuses a second listener on one address and port
+        // whatever their interfaces (tcp_input itself tells them apart by interface). Ours are
+        // unique per interface already: listen without it, then set it again for other
+        // interfaces' binds of this port.
+        clwip_tcp_clear_reuse_address(fresh)
         var err = err_t.ok
         guard let listening = tcp_listen_with_backlog_and_err(fresh, UInt8(clamping: backlog), &err) else {
             tcp_abort(fresh)
-            throw IPError(lwip: err)
+            throw IPError(binding: err, port: port)
         }
+        clwip_tcp_reuse_address(listening)
         pcb = listening
+        link.tcpPorts.insert(port)
         tcp_arg(listening, Unmanaged.passRetained(self).toOpaque())
         tcp_accept(listening) { arg, newPCB, err in
             guard let arg, let newPCB, err == .ok else { return .value }
@@ -58,6 +69,7 @@ public final class TCPListener: AsyncSequence, @unchecked Sendable {
             tcp_accept(pcb, nil)
             _ = tcp_close(pcb)  // a listening pcb closes without memory
             self.pcb = nil
+            link.tcpPorts.remove(port)
             Unmanaged.passUnretained(self).release()
             acceptor.wake()
         }

@@ -13,7 +13,8 @@ public final class UDPSocket: @unchecked Sendable {
 
     public let port: UInt16
     private let queueLimit: Int
-    private let netif: UnsafeMutablePointer<netif>
+    private let link: InterfaceLink
+    private var netif: UnsafeMutablePointer<netif> { link.netif }
     // Guarded by lwIP's core lock.
     private var pcb: UnsafeMutablePointer<udp_pcb>?
     private var queue: [Datagram] = []
@@ -21,18 +22,21 @@ public final class UDPSocket: @unchecked Sendable {
     private var dropped = 0
     private let reader = CoreWaiter()
 
-    /// With the core lock held: binds `port` (0: any free one) on `netif`, IPv4 and IPv6.
-    package init(port: UInt16, queueLimit: Int, netif: UnsafeMutablePointer<netif>) throws(IPError) {
+    /// With the core lock held: binds `port` (0: any free one) on `link`'s interface, IPv4 and IPv6.
+    package init(port: UInt16, queueLimit: Int, link: InterfaceLink) throws(IPError) {
         self.queueLimit = queueLimit
-        self.netif = netif
+        self.link = link
+        guard port == 0 || !link.udpPorts.contains(port) else { throw .addressInUse(port: port) }
         guard let fresh = udp_new_ip_type(UInt8(IPADDR_TYPE_ANY.rawValue)) else { throw .outOfMemory }
+        clwip_udp_reuse_address(fresh)
+        udp_bind_netif(fresh, link.netif)
         let bound = udp_bind(fresh, clwip_any_address(), port)
         guard bound == .ok else {
             udp_remove(fresh)
-            throw bound == err_t(ERR_USE.rawValue) ? .addressInUse(port: port) : IPError(lwip: bound)
+            throw IPError(binding: bound, port: port)
         }
-        udp_bind_netif(fresh, netif)
         self.port = fresh.pointee.local_port
+        link.udpPorts.insert(self.port)
         pcb = fresh
         udp_recv(fresh, { arg, _, datagram, address, port in
             guard let datagram else { return }
@@ -84,6 +88,7 @@ public final class UDPSocket: @unchecked Sendable {
             guard let pcb else { return }
             udp_remove(pcb)
             self.pcb = nil
+            link.udpPorts.remove(port)
             Unmanaged.passUnretained(self).release()
             reader.wake()
         }

@@ -32,8 +32,8 @@ public final class IPInputFuzzHarness {
         guard LwIPCore.withCore({ link.attach(configuration) && neighbour.attach(other) }) else {
             throw .interfaceFailure("netif_add failed")
         }
-        listener = try LwIPCore.withCore { () throws(IPError) in try TCPListener(port: 80, backlog: 8, netif: link.netif) }
-        socket = try LwIPCore.withCore { () throws(IPError) in try UDPSocket(port: 7, queueLimit: 64, netif: link.netif) }
+        listener = try LwIPCore.withCore { () throws(IPError) in try TCPListener(port: 80, backlog: 8, link: link) }
+        socket = try LwIPCore.withCore { () throws(IPError) in try UDPSocket(port: 7, queueLimit: 64, link: link) }
     }
 
     deinit {

@@ -9,6 +9,7 @@
   tcp-reset HOST PORT BYTES    sends BYTES, then closes with a reset (SO_LINGER 0)
   tcp-serve PORT               accepts one connection, answers "pong:" + what it read to end
                                of stream, closes; prints "ready" once listening
+  tcp-read HOST PORT           reads to end of stream; prints what came (as text)
   tcp-blast HOST PORT SECONDS  (Scripts/bench-ip.sh) sends for SECONDS, half-closes, waits for
                                the close; prints "Mbit/s N"
   tcp-sink PORT                (Scripts/bench-ip.sh) takes connections and discards their bytes
@@ -75,6 +76,17 @@ def tcp_receive(host, port):
     print(count, digest.hexdigest())
 
 
+def tcp_read(host, port):
+    s = socket.create_connection((host, port), timeout=60)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    print(data.decode(errors="replace"))
+
+
 def tcp_reset(host, port, total):
     s = socket.create_connection((host, port), timeout=60)
     for block in blocks(total):
@@ -137,6 +149,8 @@ def main():
         tcp_send(args[0], int(args[1]), int(args[2]))
     elif command == "tcp-receive":
         tcp_receive(args[0], int(args[1]))
+    elif command == "tcp-read":
+        tcp_read(args[0], int(args[1]))
     elif command == "tcp-reset":
         tcp_reset(args[0], int(args[1]), int(args[2]))
     elif command == "tcp-serve":

@@ -172,6 +172,26 @@ final class IPStackTapTests: XCTestCase {
         listener.close()
     }
 
+    /// Two tenants in one process, on two devices with the same address (192.0.2.2, each in its
+    /// own network) and the same port: each kernel reaches its own tenant's listener.
+    func testTwoInterfacesWithOneAddressAndPortEachServeTheirOwnNetwork() async throws {
+        let (kernelA, a, _) = try ourInterface(ipv6: false)
+        let (kernelB, b, _) = try ourInterface(ipv6: false)
+        let listeners = [try a.listen(port: 5007), try b.listen(port: 5007)]
+        async let readA = kernelA.client(["tcp-read", Self.ours, "5007"])
+        async let readB = kernelB.client(["tcp-read", Self.ours, "5007"])
+        for (listener, name) in zip(listeners, ["tenant A", "tenant B"]) {
+            var iterator = listener.makeAsyncIterator()
+            let connection = try await XCTUnwrapAsync(try await iterator.next())
+            try await connection.write(name)
+            connection.close()
+            listener.close()
+        }
+        let (answerA, answerB) = try await (readA, readB)
+        XCTAssertEqual(answerA, "tenant A")
+        XCTAssertEqual(answerB, "tenant B")
+    }
+
     func testAddressesParseAndPrint() {
         XCTAssertEqual(IPAddress("192.0.2.2"), IPAddress(192, 0, 2, 2))
         XCTAssertEqual(IPAddress("192.0.2.2")?.description, "192.0.2.2")
