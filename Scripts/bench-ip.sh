@@ -14,7 +14,7 @@
 #   bench-ip.sh [--rounds N] [--seconds S] [--connections C] [--bin DIR]
 #
 # --bin: where vhost-user-backend, http-hello and virtio-bench are (default .build/release,
-# built if missing). Needs root (TAP, namespaces); installs wrk and nginx-light when missing.
+# built first). Needs root (TAP, namespaces); installs wrk and nginx-light when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,8 +39,9 @@ Scripts/install-tools.sh
 if [ -z "$bin" ]; then
   bin=.build/release
   source Scripts/setup.sh
+  # Always (an up-to-date build takes a second): a stale binary would measure old code.
   for product in vhost-user-backend http-hello virtio-bench; do
-    [ -x "$bin/$product" ] || swift build -c release --product "$product" >&2
+    swift build -c release --product "$product" >&2
   done
 fi
 bin=$(cd "$bin" && pwd)
