@@ -5,8 +5,8 @@ import CLwIP
 ///
 /// Received bytes are acknowledged to the peer's window only as the app takes them, so a slow
 /// reader slows the sender instead of growing a queue. Read from one task and write from one
-/// task (two tasks reading one connection would each get some of the chunks). ``close()`` (or ``abort()``) releases the connection; a connection neither closed
-/// nor failed stays open.
+/// task (two tasks reading one connection would each get some of the chunks). ``close()`` (or
+/// ``abort()``) releases the connection; a connection neither closed nor failed stays open.
 public final class TCPConnection: @unchecked Sendable {
     /// This side's address and port.
     public var local: IPEndpoint { LwIPCore.withCore { localEndpoint } }
