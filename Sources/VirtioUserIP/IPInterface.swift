@@ -136,10 +136,12 @@ public final class IPInterface: Sendable {
         }
     }
 
-    /// Frames this interface dropped: the device had no transmit room or buffer, or a received
-    /// frame was malformed or found the stack out of memory.
-    public var drops: (transmit: Int, receive: Int) {
-        LwIPCore.withCore { (link.transmitDrops, link.receiveDrops) }
+    /// Frames this interface dropped: `transmit`, the device had no transmit room or buffer;
+    /// `receive`, a received frame was malformed or found the stack out of memory; `notForUs`,
+    /// an IP packet addressed to neither this interface nor a broadcast or multicast group
+    /// (an interface is a host, not a router).
+    public var drops: (transmit: Int, receive: Int, notForUs: Int) {
+        LwIPCore.withCore { (link.transmitDrops, link.receiveDrops, link.notForUs) }
     }
 }
 

@@ -16,7 +16,6 @@ public final class TCPConnection: @unchecked Sendable {
     // Guarded by lwIP's core lock.
     private var pcb: UnsafeMutablePointer<tcp_pcb>?
     private var chunks: [[UInt8]] = []
-    private var chunksHead = 0
     private var peerFinished = false
     private var failure: IPError?
     private var connected: Bool
@@ -111,7 +110,8 @@ public final class TCPConnection: @unchecked Sendable {
         }
     }
 
-    /// The bytes the peer sends, in chunks as they arrive; ends when the peer half-closes,
+    /// The bytes the peer sends, in chunks (everything that arrived since the last one); ends
+    /// when the peer half-closes,
     /// throws when the connection fails (``IPError/connectionReset``, ``IPError/timedOut``) or
     /// this side closed it.
     public var inbound: Inbound { Inbound(connection: self) }
@@ -182,17 +182,26 @@ public final class TCPConnection: @unchecked Sendable {
         failure = failure ?? .closed
     }
 
-    /// Takes the next chunk, if any, and opens the window by its size. With the lock held.
+    /// Takes everything received so far as one chunk, if anything, and opens the window by its
+    /// size: one trip through the core lock per burst of segments, not per segment. With the
+    /// lock held.
     fileprivate func takeChunk() -> [UInt8]? {
-        guard chunksHead < chunks.count else { return nil }
-        let chunk = chunks[chunksHead]
-        chunks[chunksHead] = []
-        chunksHead += 1
-        if chunksHead == chunks.count {
-            chunks.removeAll(keepingCapacity: true)
-            chunksHead = 0
+        guard var chunk = chunks.first else { return nil }
+        if chunks.count > 1 {
+            chunk.reserveCapacity(chunks.reduce(0) { $0 + $1.count })
+            for more in chunks.dropFirst() { chunk += more }
         }
-        if let pcb { tcp_recved(pcb, UInt16(chunk.count)) }
+        chunks.removeAll(keepingCapacity: true)
+        // The window is at most 64 KiB, so what is queued fits tcp_recved's 16-bit count; opened
+        // in 16-bit steps all the same.
+        if let pcb {
+            var left = chunk.count
+            while left > 0 {
+                let step = min(left, Int(UInt16.max))
+                tcp_recved(pcb, UInt16(step))
+                left -= step
+            }
+        }
         return chunk
     }
 
@@ -205,7 +214,7 @@ public final class TCPConnection: @unchecked Sendable {
                 return nil
             }
             if let step { return try step.get() }
-            guard await reader.wait(until: { chunksHead < chunks.count || failure != nil || peerFinished }) else {
+            guard await reader.wait(until: { !chunks.isEmpty || failure != nil || peerFinished }) else {
                 throw .cancelled
             }
         }
