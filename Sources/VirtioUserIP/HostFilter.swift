@@ -36,7 +36,7 @@ enum HostFilter {
     private static func acceptsIPv6(destination: UnsafeRawPointer, netif: UnsafeMutablePointer<netif>) -> Bool {
         if destination.load(as: UInt8.self) == 0xFF { return true }  // multicast
         for i in 0..<Int32(LWIP_IPV6_NUM_ADDRESSES) where clwip_ip6_address_state(netif, i) != 0 {
-            let own = clwip_ip6_address(netif, i)!
+            guard let own = clwip_ip6_address(netif, i) else { continue }
             var same = true
             for w in 0..<Int32(4) where clwip_ip6_word(own, w) != destination.loadUnaligned(fromByteOffset: Int(w) * 4, as: UInt32.self) {
                 same = false

@@ -12,7 +12,7 @@ extension IPInterface {
 
     /// Opens a TCP connection to `remote` through this interface and waits for the handshake.
     /// Throws ``IPError/connectionRefused(_:)`` when the peer resets it, ``IPError/timedOut``
-    /// when the peer never answers (lwIP's SYN retries, about 20 s in all).
+    /// when the peer never answers (once lwIP's SYN retries run out).
     public func connect(to remote: IPEndpoint) async throws(IPError) -> TCPConnection {
         let netif = link.netif
         let connection = try LwIPCore.withCore { () throws(IPError) -> TCPConnection in

@@ -131,8 +131,9 @@ public final class IPInterface: Sendable {
     /// about a second after start.
     public var ipv6LinkLocalAddress: IPAddress? {
         LwIPCore.withCore { () -> IPAddress? in
-            guard configuration.ipv6LinkLocal, clwip_ip6_address_state(link.netif, 0) != 0 else { return nil }
-            return IPAddress(lwip: clwip_ip6_address(link.netif, 0))
+            guard configuration.ipv6LinkLocal, clwip_ip6_address_state(link.netif, 0) != 0,
+                  let address = clwip_ip6_address(link.netif, 0) else { return nil }
+            return IPAddress(lwip: address)
         }
     }
 

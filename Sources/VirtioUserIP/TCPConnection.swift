@@ -144,7 +144,10 @@ public final class TCPConnection: @unchecked Sendable {
                 offset += sent
             case .success:
                 // Full: the sent callback (an acknowledgement freed room) or a failure wakes us.
-                let awake = await writer.wait { pcb == nil || (clwip_tcp_sndbuf(pcb!) > 0 && clwip_tcp_sndqueue_room(pcb!) > 0) }
+                let awake = await writer.wait {
+                    guard let pcb else { return true }
+                    return clwip_tcp_sndbuf(pcb) > 0 && clwip_tcp_sndqueue_room(pcb) > 0
+                }
                 guard awake else { throw .cancelled }
             }
         }
