@@ -126,30 +126,67 @@ public final class TCPConnection: @unchecked Sendable {
     public func write(_ bytes: [UInt8]) async throws(IPError) {
         var offset = 0
         while offset < bytes.count {
-            let outcome = LwIPCore.withCore { () -> Result<Int, IPError> in
-                guard let pcb else { return .failure(failure ?? .closed) }
+            let sent = try send { sender in
+                bytes.withUnsafeBytes { sender.offer(UnsafeRawBufferPointer(rebasing: $0[offset...]), more: false) }
+            }
+            offset += sent
+            // Full: the sent callback (an acknowledgement freed room) or a failure wakes us.
+            if sent == 0, !(await waitUntilWritable()) { throw .cancelled }
+        }
+    }
+
+    /// Hands lwIP what fits of the bytes `body` offers, in one trip through the core lock,
+    /// and sends it; never waits. Throws when the connection failed or closed, before or
+    /// during the offers. (``write(_:)-([UInt8])`` and the swift-nio adapter's flush.)
+    package func send<Result>(_ body: (inout Sender) -> Result) throws(IPError) -> Result {
+        try LwIPCore.withCore { () throws(IPError) in
+            guard let pcb else { throw failure ?? .closed }
+            var sender = Sender(pcb: pcb)
+            let result = body(&sender)
+            if sender.taken > 0 { _ = tcp_output(pcb) }
+            if let error = sender.failure { throw error }
+            return result
+        }
+    }
+
+    /// Offers bytes to lwIP's send buffer, inside ``send(_:)``.
+    package struct Sender {
+        fileprivate let pcb: UnsafeMutablePointer<tcp_pcb>
+        /// Bytes taken so far in this trip.
+        package private(set) var taken = 0
+        /// What made lwIP refuse bytes, other than a full buffer; offers then take nothing.
+        package private(set) var failure: IPError?
+
+        fileprivate init(pcb: UnsafeMutablePointer<tcp_pcb>) { self.pcb = pcb }
+
+        /// Copies as much of `bytes` as the send buffer has room for into it; returns how much
+        /// (0 when full). `more` says more bytes follow at once (no PSH on this segment).
+        package mutating func offer(_ bytes: UnsafeRawBufferPointer, more: Bool) -> Int {
+            var offset = 0
+            while offset < bytes.count, failure == nil, let base = bytes.baseAddress {
                 let room = min(Int(clwip_tcp_sndbuf(pcb)), bytes.count - offset, Int(UInt16.max))
-                guard room > 0, clwip_tcp_sndqueue_room(pcb) > 0 else { return .success(0) }
-                let more = offset + room < bytes.count
-                let flags = UInt8(TCP_WRITE_FLAG_COPY) | (more ? UInt8(TCP_WRITE_FLAG_MORE) : 0)
-                let err = bytes.withUnsafeBytes { tcp_write(pcb, $0.baseAddress! + offset, UInt16(room), flags) }
-                if err == .memory { return .success(0) }
-                guard err == .ok else { return .failure(IPError(lwip: err)) }
-                _ = tcp_output(pcb)
-                return .success(room)
-            }
-            switch outcome {
-            case .failure(let error): throw error
-            case .success(let sent) where sent > 0:
-                offset += sent
-            case .success:
-                // Full: the sent callback (an acknowledgement freed room) or a failure wakes us.
-                let awake = await writer.wait {
-                    guard let pcb else { return true }
-                    return clwip_tcp_sndbuf(pcb) > 0 && clwip_tcp_sndqueue_room(pcb) > 0
+                guard room > 0, clwip_tcp_sndqueue_room(pcb) > 0 else { break }
+                let followed = more || offset + room < bytes.count
+                let flags = UInt8(TCP_WRITE_FLAG_COPY) | (followed ? UInt8(TCP_WRITE_FLAG_MORE) : 0)
+                let err = tcp_write(pcb, base + offset, UInt16(room), flags)
+                if err == .memory { break }
+                guard err == .ok else {
+                    failure = IPError(lwip: err)
+                    break
                 }
-                guard awake else { throw .cancelled }
+                offset += room
             }
+            taken += offset
+            return offset
+        }
+    }
+
+    /// Waits until the send buffer has room again, or the connection failed or closed;
+    /// false when the task was cancelled.
+    package func waitUntilWritable() async -> Bool {
+        await writer.wait {
+            guard let pcb else { return true }
+            return clwip_tcp_sndbuf(pcb) > 0 && clwip_tcp_sndqueue_room(pcb) > 0
         }
     }
 
@@ -208,17 +245,38 @@ public final class TCPConnection: @unchecked Sendable {
         return chunk
     }
 
+    /// What a read finds, without waiting (see ``receive()``).
+    package enum Received {
+        /// Everything that arrived since the last read.
+        case bytes([UInt8])
+        /// The peer half-closed: no more bytes will come.
+        case end
+        case failed(IPError)
+    }
+
+    /// Takes what arrived, if anything did: nil when a read would have to wait
+    /// (``waitUntilReadable()``).
+    package func receive() -> Received? {
+        LwIPCore.withCore {
+            if let chunk = takeChunk() { return .bytes(chunk) }
+            if let failure { return .failed(failure) }
+            if peerFinished { return .end }
+            return nil
+        }
+    }
+
+    /// Waits until ``receive()`` has something to return; false when the task was cancelled.
+    package func waitUntilReadable() async -> Bool {
+        await reader.wait(until: { !chunks.isEmpty || failure != nil || peerFinished })
+    }
+
     fileprivate func nextChunk() async throws(IPError) -> [UInt8]? {
         while true {
-            let step = LwIPCore.withCore { () -> Result<[UInt8]?, IPError>? in
-                if let chunk = takeChunk() { return .success(chunk) }
-                if let failure { return .failure(failure) }
-                if peerFinished { return .success(nil) }
-                return nil
-            }
-            if let step { return try step.get() }
-            guard await reader.wait(until: { !chunks.isEmpty || failure != nil || peerFinished }) else {
-                throw .cancelled
+            switch receive() {
+            case .bytes(let chunk): return chunk
+            case .end: return nil
+            case .failed(let error): throw error
+            case nil: guard await waitUntilReadable() else { throw .cancelled }
             }
         }
     }
