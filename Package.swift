@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "VhostUserBackend", targets: ["VhostUserBackend"]),
         // UDP and TCP for apps, over VirtioUserDevice: lwIP's stack (Debian's liblwip-dev).
         .library(name: "VirtioUserIP", targets: ["VirtioUserIP"]),
+        // swift-nio pipelines (NIOHTTP1's handlers, say) over VirtioUserIP's TCP connections.
+        .library(name: "VirtioUserIPNIO", targets: ["VirtioUserIPNIO"]),
         // VirtioUserIP's input path over arbitrary frames, for Fuzz/ and the tests: not API.
         .library(name: "VirtioUserIPFuzzing", targets: ["VirtioUserIPFuzzing"]),
         // The back-end's data path over arbitrary memory, for Fuzz/ and the tests: not API.
@@ -22,6 +24,7 @@ let package = Package(
         .executable(name: "ping-responder", targets: ["ping-responder"]),
         .executable(name: "http-hello", targets: ["http-hello"]),
         .executable(name: "udp-echo", targets: ["udp-echo"]),
+        .executable(name: "nio-http-hello", targets: ["nio-http-hello"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -29,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         // Errno: the errno a failed system call left, typed, in VirtioError.
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // VirtioUserIPNIO: NIOCore's Channel; the tests and an example use NIOPosix and NIOHTTP1.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
         // `swift package generate-documentation` (Scripts/docs.sh); no code depends on it.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
@@ -74,6 +79,11 @@ let package = Package(
         .target(
             name: "VirtioUserIP",
             dependencies: ["VirtioUser", "VirtioCore", "CLwIP"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "VirtioUserIPNIO",
+            dependencies: ["VirtioUserIP", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .target(
@@ -155,6 +165,18 @@ let package = Package(
             path: "Sources/Examples/UDPEcho",
             swiftSettings: strict
         ),
+        // The same HTTP server as NIOHTTP1's handlers in a pipeline over VirtioUserIPNIO.
+        .executableTarget(
+            name: "nio-http-hello",
+            dependencies: [
+                "VirtioUserIP", "VirtioUserIPNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Sources/Examples/NIOHTTPHello",
+            swiftSettings: strict
+        ),
         // Counts heap allocations per thread so tests can prove the hot path allocates nothing.
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .testTarget(
@@ -171,6 +193,9 @@ let package = Package(
                 "VirtioUser", "VhostUserBackend", "VhostUserBackendFuzzing", "VirtioCore", "VhostUser", "CAllocationCounter",
                 .product(name: "SystemPackage", package: "swift-system"),
                 "VirtioUserIP", "VirtioUserIPFuzzing", "virtio-user-pmd", "vhost-user-backend", "vhost-user-switch", "ping-responder", "http-hello", "udp-echo",
+                "VirtioUserIPNIO", "nio-http-hello",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],

@@ -10,6 +10,11 @@
   tcp-serve PORT               accepts one connection, answers "pong:" + what it read to end
                                of stream, closes; prints "ready" once listening
   tcp-read HOST PORT           reads to end of stream; prints what came (as text)
+  tcp-echo HOST PORT BYTES     sends BYTES (as tcp-send) while reading what comes back, then
+                               half-closes and reads to end of stream; prints "BYTES SHA256"
+                               of what it sent and of what came back
+  tcp-ask HOST PORT BYTES      sends BYTES, half-closes, reads the answer to end of stream;
+                               prints it (as text)
   tcp-blast HOST PORT SECONDS  (Scripts/bench-ip.sh) sends for SECONDS, half-closes, waits for
                                the close; prints "Mbit/s N"
   tcp-sink PORT                (Scripts/bench-ip.sh) takes connections and discards their bytes
@@ -19,6 +24,7 @@ import random
 import socket
 import struct
 import sys
+import threading
 import time
 
 
@@ -78,6 +84,43 @@ def tcp_receive(host, port):
 
 def tcp_read(host, port):
     s = socket.create_connection((host, port), timeout=60)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    print(data.decode(errors="replace"))
+
+
+def tcp_echo(host, port, total):
+    s = socket.create_connection((host, port), timeout=60)
+    sent = hashlib.sha256()
+
+    def send():
+        for block in blocks(total):
+            s.sendall(block)
+            sent.update(block)
+        s.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    back, count = hashlib.sha256(), 0
+    while True:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        back.update(data)
+        count += len(data)
+    sender.join()
+    print(total, sent.hexdigest(), count, back.hexdigest())
+
+
+def tcp_ask(host, port, total):
+    s = socket.create_connection((host, port), timeout=60)
+    for block in blocks(total):
+        s.sendall(block)
+    s.shutdown(socket.SHUT_WR)
     data = b""
     while True:
         chunk = s.recv(65536)
@@ -151,6 +194,10 @@ def main():
         tcp_receive(args[0], int(args[1]))
     elif command == "tcp-read":
         tcp_read(args[0], int(args[1]))
+    elif command == "tcp-echo":
+        tcp_echo(args[0], int(args[1]), int(args[2]))
+    elif command == "tcp-ask":
+        tcp_ask(args[0], int(args[1]), int(args[2]))
     elif command == "tcp-reset":
         tcp_reset(args[0], int(args[1]), int(args[2]))
     elif command == "tcp-serve":

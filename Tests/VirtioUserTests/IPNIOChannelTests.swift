@@ -1,0 +1,232 @@
+import NIOCore
+import NIOPosix
+import VirtioUserIP
+import VirtioUserIPNIO
+import XCTest
+
+/// swift-nio pipelines over VirtioUserIP's TCP connections (VirtioUserIPNIO), against the
+/// kernel's sockets in the TAP's namespace, as IPStackTapTests are.
+final class IPNIOChannelTests: XCTestCase {
+    private static let ours = "192.0.2.2"
+
+    func testNIOHTTPExampleAnswersAThousandCurlRequestsAndABody() async throws {
+        let tap = try tapBackendInNamespace(self)
+        let kernel = KernelSide(namespace: tap.namespace)
+        try launchExample("nio-http-hello", [tap.backend.configuration.socketPath, "\(Self.ours)/24", "8080"])
+        let url = "http://\(Self.ours):8080/"
+        let answered = try await retry { try await kernel.run(["curl", "-s", "-m", "2", url]) == "hello" }
+        XCTAssertTrue(answered, "nio-http-hello never answered")
+        // 1,000 requests over up to 8 connections at once, keep-alive, through NIOHTTP1's codec.
+        let urls = (1...1000).map { "\(url)\($0)" }
+        let replies = try await kernel.run(["curl", "-s", "-m", "120", "--parallel", "--parallel-max", "8"] + urls)
+        XCTAssertEqual(replies.split(separator: "\n").filter { $0 == "hello" }.count, 1000)
+        // A 16 MiB body, read in many channelReads; then a client that asks to close.
+        let posted = try await kernel.run(["sh", "-c", "head -c 16777216 /dev/urandom | curl -s -m 60 --data-binary @- \(url)"])
+        XCTAssertEqual(posted, "received 16777216 bytes")
+        let closing = try await kernel.run(["curl", "-s", "-m", "5", "-H", "Connection: close", url])
+        XCTAssertEqual(closing, "hello")
+    }
+
+    /// 64 MiB echoed by a pipeline that stops reading while its writes wait (NIO's
+    /// BackPressureHandler), then half-closed by each side in turn.
+    func testAnEchoPipelineReturnsEveryByteAndHalfClosesAfterTheLast() async throws {
+        let (kernel, interface) = try ourInterface()
+        let group = try loopGroup()
+        let listener = try interface.listen(port: 5101)
+        let serving = Task {
+            try await listener.serve(on: group) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                    try channel.pipeline.syncOperations.addHandlers([BackPressureHandler(), Echo()])
+                }
+            }
+        }
+        let total = 64 << 20
+        let result = try await kernel.client(["tcp-echo", Self.ours, "5101", "\(total)"]).split(separator: " ")
+        XCTAssertEqual(result.count, 4)
+        XCTAssertEqual(result.first, "\(total)")
+        XCTAssertEqual(result.dropFirst(2).first, "\(total)", "bytes echoed")
+        XCTAssertEqual(result.dropFirst().first, result.last, "sha256 of what was sent and what came back")
+        listener.close()
+        try await serving.value
+    }
+
+    /// Without `allowRemoteHalfClosure`, the peer's end of stream closes the channel (after
+    /// every byte was read), and the connection with it.
+    func testThePeersEndOfStreamClosesAChannelThatDoesNotAllowHalfClosure() async throws {
+        let (kernel, interface) = try ourInterface()
+        let group = try loopGroup()
+        let listener = try interface.listen(port: 5102)
+        let loop = group.next()
+        let report = loop.makePromise(of: [UInt8].self)
+        var iterator = listener.makeAsyncIterator()
+        async let sent = kernel.client(["tcp-send", Self.ours, "5102", "3000000"])
+        let connection = try await XCTUnwrapAsync(try await iterator.next())
+        let channel = try await connection.channel(on: loop) { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(report: report)) }
+        }.get()
+        XCTAssertEqual(channel.remoteAddress?.ipAddress, "192.0.2.1")
+        XCTAssertEqual(channel.localAddress?.port, 5102)
+        let received = try await report.futureResult.get()
+        try await channel.closeFuture.get()
+        XCTAssertFalse(channel.isActive)
+        // tcp-send returns once we closed: the channel's close closed the connection.
+        let expected = try await sent
+        let digest = try SHA256Pipe()
+        try digest.update(received)
+        XCTAssertEqual(received.count, 3_000_000)
+        XCTAssertEqual(try digest.finish(), expected)
+        listener.close()
+    }
+
+    /// With `allowRemoteHalfClosure`, the pipeline hears `inputClosed` and still answers;
+    /// `close(mode: .output)` sends what was flushed, fails what was not, then FIN.
+    func testAHalfClosedChannelAnswersAndItsOutputCloseFailsWhatWasNotFlushed() async throws {
+        let (kernel, interface) = try ourInterface()
+        let group = try loopGroup()
+        let listener = try interface.listen(port: 5103)
+        let loop = group.next()
+        let unflushed = loop.makePromise(of: Void.self)
+        let serving = Task {
+            try await listener.serve(on: loop) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                    try channel.pipeline.syncOperations.addHandler(Answerer(unflushed: unflushed))
+                }
+            }
+        }
+        let answer = try await kernel.client(["tcp-ask", Self.ours, "5103", "1000000"])
+        XCTAssertEqual(answer, "got 1000000")
+        do {
+            try await unflushed.futureResult.get()
+            XCTFail("a write not flushed before close(mode: .output) succeeded")
+        } catch ChannelError.outputClosed {}
+        listener.close()
+        try await serving.value
+    }
+
+    /// A reset reaches the pipeline as `IPError.connectionReset` and closes the channel; a
+    /// closed channel refuses writes and a second close. An initializer that fails resets the
+    /// connection.
+    func testAResetIsAnErrorInThePipelineAndClosesTheChannel() async throws {
+        let (kernel, interface) = try ourInterface()
+        let group = try loopGroup()
+        let listener = try interface.listen(port: 5104)
+        let loop = group.next()
+        let report = loop.makePromise(of: [UInt8].self)
+        var iterator = listener.makeAsyncIterator()
+        async let reset = kernel.client(["tcp-reset", Self.ours, "5104", "\(4 << 20)"])
+        let connection = try await XCTUnwrapAsync(try await iterator.next())
+        let channel = try await connection.channel(on: loop) { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(report: report)) }
+        }.get()
+        do {
+            _ = try await report.futureResult.get()
+            XCTFail("a reset connection reached its end of stream")
+        } catch let error as IPError {
+            XCTAssertEqual(error, .connectionReset)
+        }
+        try await channel.closeFuture.get()
+        _ = try await reset
+        do {
+            try await channel.writeAndFlush(channel.allocator.buffer(string: "too late")).get()
+            XCTFail("a write on a closed channel succeeded")
+        } catch ChannelError.ioOnClosedChannel {}
+        do {
+            try await channel.close().get()
+            XCTFail("a closed channel closed again")
+        } catch ChannelError.alreadyClosed {}
+
+        async let refused = kernel.client(["tcp-read", Self.ours, "5104"])
+        let next = try await XCTUnwrapAsync(try await iterator.next())
+        do {
+            _ = try await next.channel(on: loop) { channel in channel.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState) }.get()
+            XCTFail("a failed initializer made a channel")
+        } catch ChannelError.inappropriateOperationForState {}
+        do {
+            let read = try await refused
+            XCTFail("the client of a failed initializer read \(read)")
+        } catch {
+            XCTAssertTrue("\(error)".contains("reset"), "\(error)")
+        }
+        listener.close()
+    }
+
+    private func loopGroup() throws -> MultiThreadedEventLoopGroup {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        addTeardownBlock { try await group.shutdownGracefully() }
+        return group
+    }
+}
+
+/// Writes back what it reads; closes its output after the peer's, and the channel after that.
+private final class Echo: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case ChannelEvent.inputClosed: context.close(mode: .output, promise: nil)
+        case ChannelEvent.outputClosed: context.close(promise: nil)
+        default: context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
+
+/// Collects every byte; reports them when the channel goes inactive, or its first error.
+private final class Collector: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private var bytes: [UInt8] = []
+    private let report: EventLoopPromise<[UInt8]>
+
+    init(report: EventLoopPromise<[UInt8]>) { self.report = report }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        bytes += unwrapInboundIn(data).readableBytesView
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        report.fail(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        report.succeed(bytes)
+    }
+}
+
+/// Counts what it reads; at the peer's end of stream answers "got N", writes more without a
+/// flush, and closes its output (which fails that write); then closes the channel.
+private final class Answerer: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private var count = 0
+    private let unflushed: EventLoopPromise<Void>
+
+    init(unflushed: EventLoopPromise<Void>) { self.unflushed = unflushed }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        count += unwrapInboundIn(data).readableBytes
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case ChannelEvent.inputClosed:
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: "got \(count)")), promise: nil)
+            context.write(wrapOutboundOut(context.channel.allocator.buffer(string: " and more")), promise: unflushed)
+            context.close(mode: .output, promise: nil)
+        case ChannelEvent.outputClosed:
+            context.close(promise: nil)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
