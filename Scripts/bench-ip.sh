@@ -4,6 +4,8 @@
 #
 #   ours:   its TAP → vhost-user-backend --mode tap → our device → lwIP (VirtioUserIP), with
 #           http-hello on :8080 and `virtio-bench ip-sink` on :5001;
+#   nio:    the same path, with nio-http-hello (NIOHTTP1's handlers over VirtioUserIPNIO) on
+#           :8080 (requests only);
 #   kernel: a veth pair → a second namespace's kernel stack, with nginx (`return 200 "hello"`)
 #           on :8080 and a Python sink (recv_into) on :5001.
 #
@@ -13,8 +15,9 @@
 #
 #   bench-ip.sh [--rounds N] [--seconds S] [--connections C] [--bin DIR]
 #
-# --bin: where vhost-user-backend, http-hello and virtio-bench are (default .build/release,
-# built first). Needs root (TAP, namespaces); installs wrk and nginx-light when missing.
+# --bin: where vhost-user-backend, http-hello, nio-http-hello and virtio-bench are (default
+# .build/release, built first). Needs root (TAP, namespaces); installs wrk and nginx-light when
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +28,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-ip: error: unknown option $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -40,7 +43,7 @@ if [ -z "$bin" ]; then
   bin=.build/release
   source Scripts/setup.sh
   # Always (an up-to-date build takes a second): a stale binary would measure old code.
-  for product in vhost-user-backend http-hello virtio-bench; do
+  for product in vhost-user-backend http-hello nio-http-hello virtio-bench; do
     swift build -c release --product "$product" >&2
   done
 fi
@@ -120,6 +123,12 @@ measure() {  # side → "Mbit/s requests/s"
   if [ "$1" = kernel ]; then
     mbit=$(blast "$client-k")
     rps=$(requests "$client-k")
+  elif [ "$1" = nio ]; then
+    mbit=-
+    start_ours nio-http-hello "$workdir/tap.sock" 192.0.2.2/24 8080
+    wait_for ip netns exec "$client" curl -s -m 1 http://192.0.2.2:8080/
+    rps=$(requests "$client")
+    stop_ours
   else
     start_ours virtio-bench ip-sink --socket "$workdir/tap.sock" --address 192.0.2.2/24 --port 5001
     wait_for ip netns exec "$client" bash -c 'exec 3<>/dev/tcp/192.0.2.2/5001'
@@ -134,15 +143,15 @@ measure() {  # side → "Mbit/s requests/s"
 }
 
 printf '%-6s %-7s %12s %14s\n' round side "TCP Mbit/s" "requests/s"
-: > "$workdir/ours" ; : > "$workdir/kernel"
+: > "$workdir/ours" ; : > "$workdir/nio" ; : > "$workdir/kernel"
 for round in $(seq "$rounds"); do
-  for side in ours kernel; do
+  for side in ours nio kernel; do
     read -r mbit rps < <(measure "$side")
     echo "$mbit $rps" >> "$workdir/$side"
     printf '%-6s %-7s %12s %14s\n' "$round" "$side" "$mbit" "$rps"
   done
 done
 median() { sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-for side in ours kernel; do
+for side in ours nio kernel; do
   printf '%-6s %-7s %12s %14s\n' median "$side" "$(cut -d' ' -f1 "$workdir/$side" | median)" "$(cut -d' ' -f2 "$workdir/$side" | median)"
 done

@@ -5,6 +5,8 @@
 final class CoreWaiter: @unchecked Sendable {
     /// Guarded by the core lock.
     private var continuations: [CheckedContinuation<Void, Never>] = []
+    /// Guarded by the core lock.
+    private var callbacks: [@Sendable () -> Void] = []
 
     /// Suspends the task (which must not hold the core lock) until `ready()`, checked with the
     /// lock held, or cancellation; returns false when cancelled.
@@ -27,10 +29,26 @@ final class CoreWaiter: @unchecked Sendable {
         return !Task.isCancelled
     }
 
-    /// Resumes every waiting task. With the core lock held.
+    /// Calls `callback` once `ready()`, checked with the lock held: now, or at a later wake
+    /// (which may come before it is ready: the callback checks again). It runs with the core
+    /// lock held, on whichever thread woke it, so it must only hand work elsewhere (the
+    /// swift-nio adapter's hop to its event loop: no task, no trip through the cooperative pool).
+    func notify(when ready: () -> Bool, _ callback: @escaping @Sendable () -> Void) {
+        LwIPCore.withCore {
+            if ready() { callback() } else { callbacks.append(callback) }
+        }
+    }
+
+    /// Resumes every waiting task and runs every callback. With the core lock held.
     func wake() {
-        guard !continuations.isEmpty else { return }
-        for continuation in continuations { continuation.resume() }
-        continuations.removeAll(keepingCapacity: true)
+        if !continuations.isEmpty {
+            for continuation in continuations { continuation.resume() }
+            continuations.removeAll(keepingCapacity: true)
+        }
+        if !callbacks.isEmpty {
+            let due = callbacks
+            callbacks.removeAll(keepingCapacity: true)
+            for callback in due { callback() }
+        }
     }
 }

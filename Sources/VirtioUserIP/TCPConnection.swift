@@ -184,10 +184,19 @@ public final class TCPConnection: @unchecked Sendable {
     /// Waits until the send buffer has room again, or the connection failed or closed;
     /// false when the task was cancelled.
     package func waitUntilWritable() async -> Bool {
-        await writer.wait {
-            guard let pcb else { return true }
-            return clwip_tcp_sndbuf(pcb) > 0 && clwip_tcp_sndqueue_room(pcb) > 0
-        }
+        await writer.wait(until: canSend)
+    }
+
+    /// Calls `callback` (with the core lock held: it must only hand work elsewhere) once the
+    /// send buffer has room, or the connection failed or closed.
+    package func whenWritable(_ callback: @escaping @Sendable () -> Void) {
+        writer.notify(when: canSend, callback)
+    }
+
+    /// With the core lock held.
+    private func canSend() -> Bool {
+        guard let pcb else { return true }
+        return clwip_tcp_sndbuf(pcb) > 0 && clwip_tcp_sndqueue_room(pcb) > 0
     }
 
     /// Half-close: sends FIN after what was written; reading goes on until the peer finishes.
@@ -267,8 +276,17 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// Waits until ``receive()`` has something to return; false when the task was cancelled.
     package func waitUntilReadable() async -> Bool {
-        await reader.wait(until: { !chunks.isEmpty || failure != nil || peerFinished })
+        await reader.wait(until: canReceive)
     }
+
+    /// Calls `callback` (with the core lock held: it must only hand work elsewhere) once
+    /// ``receive()`` has something to return.
+    package func whenReadable(_ callback: @escaping @Sendable () -> Void) {
+        reader.notify(when: canReceive, callback)
+    }
+
+    /// With the core lock held.
+    private func canReceive() -> Bool { !chunks.isEmpty || failure != nil || peerFinished }
 
     fileprivate func nextChunk() async throws(IPError) -> [UInt8]? {
         while true {

@@ -44,9 +44,8 @@ extension TCPConnectionChannel {
 
     private func waitForBytes() {
         waitingToRead = true
-        Task {
-            _ = await connection.waitUntilReadable()
-            eventLoop.execute {
+        connection.whenReadable {
+            self.eventLoop.execute {
                 self.waitingToRead = false
                 self.deliver()
             }

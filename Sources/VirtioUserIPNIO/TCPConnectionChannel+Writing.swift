@@ -1,9 +1,10 @@
 import NIOCore
 import VirtioUserIP
 
-/// Writes: queued until flushed; a flush hands lwIP what fits at once, and a task waits for
-/// room for the rest. Promises complete when lwIP has taken their bytes (as a socket's do when
-/// the kernel has). Writability follows the queue against the write-buffer water marks.
+/// Writes: queued until flushed; a flush hands lwIP what fits at once, and the rest goes when
+/// an acknowledgement makes room (the stack's wake hops to the loop). Promises complete when
+/// lwIP has taken their bytes (as a socket's do when the kernel has). Writability follows the
+/// queue against the write-buffer water marks.
 extension TCPConnectionChannel {
     func write0(_ data: NIOAny, promise: EventLoopPromise<Void>?) {
         guard lifecycle == .open else {
@@ -73,9 +74,8 @@ extension TCPConnectionChannel {
 
     private func waitForRoom() {
         waitingToWrite = true
-        Task {
-            _ = await connection.waitUntilWritable()
-            eventLoop.execute {
+        connection.whenWritable {
+            self.eventLoop.execute {
                 self.waitingToWrite = false
                 self.pump()
             }

@@ -5,9 +5,9 @@ import VirtioUserIP
 /// A swift-nio `Channel` whose bytes are one ``TCPConnection``'s: what the peer sends is read
 /// into `ByteBuffer`s, what the pipeline writes and flushes goes into lwIP's send buffer.
 ///
-/// Everything but ``isActive`` and ``isWritable`` runs on ``eventLoop``. The connection's
-/// waits (for bytes, for send-buffer room) run as tasks that hop back to the loop, so a
-/// pipeline never blocks its loop on the peer. Made by ``VirtioUserIP/TCPConnection/channel(on:initializer:)``.
+/// Everything but ``isActive`` and ``isWritable`` runs on ``eventLoop``. The loop never waits
+/// on the peer: when the connection has no bytes (or no send-buffer room), the stack's wake
+/// schedules the read (or the flush) on the loop again, with no task in between. Made by ``VirtioUserIP/TCPConnection/channel(on:initializer:)``.
 final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     let connection: TCPConnection
     let eventLoop: any EventLoop
@@ -42,7 +42,7 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
 
     /// The pipeline asked for a read that has not been answered yet.
     var readRequested = false
-    /// A task waits for the connection to have bytes (or an end).
+    /// Waiting for the connection to have bytes (or an end).
     var waitingToRead = false
     /// Inside `deliver()`: a read the pipeline asks for meanwhile is taken by its loop.
     var delivering = false
@@ -52,7 +52,7 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     var pendingWrites = CircularBuffer<PendingWrite>()
     var flushedCount = 0
     var pendingBytes = 0
-    /// A task waits for room in lwIP's send buffer.
+    /// Waiting for room in lwIP's send buffer.
     var waitingToWrite = false
     var outputClosed = false
     /// `close(mode: .output)` waits for the flushed writes to be taken, then sends FIN.
