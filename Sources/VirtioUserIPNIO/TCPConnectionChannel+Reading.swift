@@ -4,10 +4,11 @@ import VirtioUserIP
 /// Reads: each `read()` the pipeline asks for is answered with everything the connection has
 /// received since the last (one `channelRead`), or, when nothing has, once something arrives.
 extension TCPConnectionChannel {
+    /// Asked for while the initializer runs, a read is answered once the channel is active.
     func read0() {
-        guard lifecycle == .open, !inputClosed else { return }
+        guard lifecycle != .closed, !inputClosed else { return }
         readRequested = true
-        deliver()
+        if lifecycle == .open { deliver() }
     }
 
     /// Answers read requests while the connection has bytes; a read asked for inside a

@@ -6,8 +6,9 @@ import VirtioUserIP
 /// lwIP has taken their bytes (as a socket's do when the kernel has). Writability follows the
 /// queue against the write-buffer water marks.
 extension TCPConnectionChannel {
+    /// Written (and flushed) while the initializer runs, bytes go once the channel is active.
     func write0(_ data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard lifecycle == .open else {
+        guard lifecycle != .closed else {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
@@ -29,7 +30,7 @@ extension TCPConnectionChannel {
     }
 
     func flush0() {
-        guard lifecycle == .open else { return }
+        guard lifecycle != .closed else { return }
         flushedCount = pendingWrites.count
         pump()
     }
@@ -85,7 +86,7 @@ extension TCPConnectionChannel {
     /// `close(mode: .output)`: writes not flushed fail; the flushed ones go first, then FIN.
     func closeOutput(error: Error, promise: EventLoopPromise<Void>?) {
         guard lifecycle == .open else {
-            promise?.fail(ChannelError.alreadyClosed)
+            promise?.fail(lifecycle == .closed ? ChannelError.alreadyClosed : ChannelError.inappropriateOperationForState)
             return
         }
         guard !outputClosed else {

@@ -75,17 +75,20 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     /// After the initializer: registered and active, and reading under auto-read.
     func start() {
         eventLoop.preconditionInEventLoop()
+        guard lifecycle == .initializing else { return }
         lifecycle = .open
         keepAlive = self
         active.store(true, ordering: .relaxed)
         pipeline.fireChannelRegistered()
         pipeline.fireChannelActive()
-        if autoRead, lifecycle == .open { pipeline.read() }
+        pump()
+        if autoRead, lifecycle == .open { pipeline.read() } else { deliver() }
     }
 
     /// The initializer failed: the connection is reset and the channel never becomes active.
     func abandon() {
         eventLoop.preconditionInEventLoop()
+        guard lifecycle == .initializing else { return }
         lifecycle = .closed
         connection.abort()
         failPendingWrites(from: 0, with: ChannelError.ioOnClosedChannel)
@@ -140,10 +143,12 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
         case .output:
             closeOutput(error: error, promise: promise)
         case .all:
-            guard lifecycle == .open else {
+            guard lifecycle != .closed else {
                 promise?.fail(ChannelError.alreadyClosed)
                 return
             }
+            // Closed by a handler while the initializer ran: never active, so never inactive.
+            let wasActive = lifecycle == .open
             lifecycle = .closed
             active.store(false, ordering: .relaxed)
             // lwIP still delivers what it took, then FIN; what it did not take fails here.
@@ -152,8 +157,10 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
             outputClose.promise?.fail(error)
             outputClose = (false, nil)
             promise?.succeed()
-            pipeline.fireChannelInactive()
-            pipeline.fireChannelUnregistered()
+            if wasActive {
+                pipeline.fireChannelInactive()
+                pipeline.fireChannelUnregistered()
+            }
             eventLoop.execute {
                 self.removeHandlers(pipeline: self.pipeline)
                 self.closePromise.succeed()

@@ -80,7 +80,8 @@ final class IPNIOChannelTests: XCTestCase {
     }
 
     /// With `allowRemoteHalfClosure`, the pipeline hears `inputClosed` and still answers;
-    /// `close(mode: .output)` sends what was flushed, fails what was not, then FIN.
+    /// `close(mode: .output)` sends what was flushed, fails what was not, then FIN. What the
+    /// initializer wrote goes first.
     func testAHalfClosedChannelAnswersAndItsOutputCloseFailsWhatWasNotFlushed() async throws {
         let (kernel, interface) = try ourInterface()
         let group = try loopGroup()
@@ -92,11 +93,13 @@ final class IPNIOChannelTests: XCTestCase {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
                     try channel.pipeline.syncOperations.addHandler(Answerer(unflushed: unflushed))
+                    // Flushed before the channel is active: sent once it is.
+                    channel.writeAndFlush(channel.allocator.buffer(string: "welcome, "), promise: nil)
                 }
             }
         }
         let answer = try await kernel.client(["tcp-ask", Self.ours, "5103", "1000000"])
-        XCTAssertEqual(answer, "got 1000000")
+        XCTAssertEqual(answer, "welcome, got 1000000")
         do {
             try await unflushed.futureResult.get()
             XCTFail("a write not flushed before close(mode: .output) succeeded")
