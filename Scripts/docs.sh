@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the DocC documentation of the libraries (VirtioUser, VirtioUserIP, VhostUserBackend, VirtioCore):
-# the articles in Sources/*/*.docc and the API reference from the doc comments. Fails on any
-# DocC warning (a broken symbol link, a missing article).
+# Builds the DocC documentation of the libraries (VirtioUser, VirtioUserIP, VirtioUserIPNIO,
+# VhostUserBackend, VirtioCore): the articles in Sources/*/*.docc and the API reference from the
+# doc comments. Fails on any DocC warning (a broken symbol link, a missing article).
 #
 #   Scripts/docs.sh [output-dir]    (default .build/docs)
 set -euo pipefail
@@ -11,7 +11,7 @@ out=${1:-.build/docs}
 mkdir -p "$out"   # the plugin moves each archive into it, and needs it to exist
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for target in VirtioUser VirtioUserIP VhostUserBackend VirtioCore; do
+for target in VirtioUser VirtioUserIP VirtioUserIPNIO VhostUserBackend VirtioCore; do
   status=0
   rm -rf "${out:?}/$target"
   swift package --allow-writing-to-directory "$out" generate-documentation --target "$target" \
@@ -23,4 +23,4 @@ for target in VirtioUser VirtioUserIP VhostUserBackend VirtioCore; do
     exit 1
   fi
 done
-echo "docs: generated in $out (VirtioUser, VirtioUserIP, VhostUserBackend, VirtioCore)"
+echo "docs: generated in $out (VirtioUser, VirtioUserIP, VirtioUserIPNIO, VhostUserBackend, VirtioCore)"
