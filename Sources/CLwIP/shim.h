@@ -11,6 +11,7 @@
 #include <lwip/tcp.h>
 #include <lwip/udp.h>
 #include <lwip/pbuf.h>
+#include <lwip/inet_chksum.h>
 #include <lwip/netif.h>
 #include <lwip/ip_addr.h>
 #include <lwip/etharp.h>

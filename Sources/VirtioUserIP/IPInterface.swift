@@ -47,7 +47,7 @@ public final class IPInterface: Sendable {
         }
     }
 
-    let link: InterfaceLink
+    package let link: InterfaceLink
     private let thread: DedicatedThread
     public let configuration: Configuration
     /// The device under the interface (for its statistics and link state).
@@ -78,6 +78,11 @@ public final class IPInterface: Sendable {
     }
 
     /// Brings the interface up on `device` (started already) and starts its I/O thread.
+    ///
+    /// Of the device's offloads, receive checksum (`.receiveChecksum`, GUEST_CSUM) is honoured:
+    /// a frame whose checksum the back-end left open is completed before lwIP checks it.
+    /// Receive segmentation is refused (``IPError/invalidArgument(_:)``); transmit offloads go
+    /// unused, since lwIP computes every checksum itself.
     public convenience init(device: VirtioUserDevice, configuration: Configuration) throws(IPError) {
         try self.init(device: device, configuration: configuration, ownsDevice: false)
     }
@@ -94,6 +99,10 @@ public final class IPInterface: Sendable {
         }
         guard configuration.queue >= 0 && configuration.queue < device.queuePairCount else {
             throw .invalidArgument("queue \(configuration.queue) does not exist: the device has \(device.queuePairCount) queue pair(s)")
+        }
+        let segmenting = device.negotiatedFeatures.intersection([.netGuestTSO4, .netGuestTSO6])
+        guard segmenting.isEmpty else {
+            throw .invalidArgument("the device negotiated receive segmentation offload (\(segmenting)), and lwIP takes frames no longer than the MTU: create the device without .receiveSegmentation4 and .receiveSegmentation6")
         }
         self.configuration = configuration
         self.device = device

@@ -32,6 +32,10 @@ package final class InterfaceLink: @unchecked Sendable {
     package private(set) var discardedOutput = 0
     /// IP packets addressed to neither this interface nor a broadcast or multicast group.
     private(set) var notForUs = 0
+    /// The device negotiated GUEST_CSUM: frames may arrive with their checksum left to us.
+    private let completesChecksums: Bool
+    /// Frames whose checksum the sender left to us, filled in before lwIP checked it.
+    package private(set) var checksumsCompleted = 0
 
     convenience init(device: VirtioUserDevice, queue: Int) {
         self.init(device: device, queue: queue, macAddress: device.macAddress, mtu: device.mtu)
@@ -47,6 +51,7 @@ package final class InterfaceLink: @unchecked Sendable {
         self.queue = queue
         self.macAddress = macAddress
         self.mtu = min(mtu, VirtioUserDevice.maximumFrameLength - 14)
+        completesChecksums = device?.negotiatedFeatures.contains(.netGuestCsum) ?? false
         netif = .allocate(capacity: 1)
         netif.initialize(to: CLwIP.netif())
     }
@@ -128,8 +133,17 @@ package final class InterfaceLink: @unchecked Sendable {
             }
             var total = 0
             for k in 0..<count { total += receiveBurst[i + k].length }
+            // Segmented frames are never negotiated (IPInterface refuses GUEST_TSO).
+            let offload = first.offload
+            guard offload.gsoType == VirtioNetOffload.gsoNone else {
+                receiveDrops &+= 1
+                i += count
+                continue
+            }
+            let checksum = completesChecksums && offload.flags & VirtioNetOffload.needsChecksum != 0
+                ? (start: Int(offload.checksumStart), offset: Int(offload.checksumOffset)) : nil
             let burst = receiveBurst
-            input(length: total) { frame in
+            input(length: total, completingChecksumAt: checksum) { frame in
                 var offset = 0
                 for k in 0..<count {
                     let segment = burst[i + k]
@@ -148,18 +162,42 @@ package final class InterfaceLink: @unchecked Sendable {
         input(length: frame.count) { _ = pbuf_take($0, frame.baseAddress, UInt16(frame.count)) }
     }
 
-    /// A pbuf of `length` bytes that `fill` writes, into the stack.
-    private func input(length: Int, fill: (UnsafeMutablePointer<pbuf>) -> Void) {
+    /// A pbuf of `length` bytes that `fill` writes, into the stack; with `checksum`, the
+    /// sender left the checksum from `start` on to us, to go at `start + offset`.
+    private func input(
+        length: Int, completingChecksumAt checksum: (start: Int, offset: Int)? = nil,
+        fill: (UnsafeMutablePointer<pbuf>) -> Void
+    ) {
         guard length <= Int(UInt16.max), let frame = pbuf_alloc(PBUF_RAW, UInt16(length), PBUF_RAM) else {
             receiveDrops &+= 1
             return
         }
         fill(frame)
+        if let checksum {
+            // A PBUF_RAM pbuf is one contiguous buffer. The position is the sender's: checked.
+            guard checksum.start + checksum.offset + 2 <= length, let bytes = frame.pointee.payload else {
+                receiveDrops &+= 1
+                pbuf_free(frame)
+                return
+            }
+            Self.completeChecksum(bytes, length: length, start: checksum.start, offset: checksum.offset)
+            checksumsCompleted &+= 1
+        }
         guard HostFilter.accepts(frame.pointee.payload, length: length, netif: netif) else {
             notForUs &+= 1
             pbuf_free(frame)
             return
         }
         if ethernet_input(frame, netif) != .ok { pbuf_free(frame) }
+    }
+
+    /// VIRTIO 1.1 §5.1.6.2.1: the field at `start + offset` holds the pseudo-header's sum; the
+    /// Internet checksum of bytes `start..<length` (which include it) goes there. lwIP's
+    /// `inet_chksum` returns it in network order, as it is stored.
+    static func completeChecksum(_ bytes: UnsafeMutableRawPointer, length: Int, start: Int, offset: Int) {
+        var sum = inet_chksum(bytes + start, UInt16(length - start))
+        // UDP reserves 0 for "no checksum" (RFC 768): a computed 0 is sent as all ones.
+        if sum == 0 && offset == 6 { sum = 0xFFFF }
+        bytes.storeBytes(of: sum, toByteOffset: start + offset, as: UInt16.self)
     }
 }

@@ -59,9 +59,8 @@ final class IPNIOChannelTests: XCTestCase {
         let listener = try interface.listen(port: 5102)
         let loop = group.next()
         let report = loop.makePromise(of: [UInt8].self)
-        var iterator = listener.makeAsyncIterator()
-        async let sent = kernel.client(["tcp-send", Self.ours, "5102", "3000000"])
-        let connection = try await XCTUnwrapAsync(try await iterator.next())
+        let sent = kernel.clientTask(["tcp-send", Self.ours, "5102", "3000000"])
+        let connection = try await acceptOne(listener, whileRunning: sent)
         let channel = try await connection.channel(on: loop) { channel in
             channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(report: report)) }
         }.get()
@@ -71,7 +70,7 @@ final class IPNIOChannelTests: XCTestCase {
         try await channel.closeFuture.get()
         XCTAssertFalse(channel.isActive)
         // tcp-send returns once we closed: the channel's close closed the connection.
-        let expected = try await sent
+        let expected = try await sent.value
         let digest = try SHA256Pipe()
         try digest.update(received)
         XCTAssertEqual(received.count, 3_000_000)

@@ -192,6 +192,48 @@ final class IPStackTapTests: XCTestCase {
         XCTAssertEqual(answerB, "tenant B")
     }
 
+    /// With receive checksum offload negotiated, the kernel leaves TCP and UDP checksums open
+    /// (CHECKSUM_PARTIAL through the TAP); each is completed before lwIP checks it.
+    func testChecksumsTheKernelLeavesOpenAreCompletedBeforeTheStackChecksThem() async throws {
+        let (kernel, interface, _) = try ourInterface(ipv6: false, offloads: [.receiveChecksum])
+        let listener = try interface.listen(port: 5009)
+        let sent = kernel.clientTask(["tcp-send", Self.ours, "5009", "\(16 << 20)"])
+        let connection = try await acceptOne(listener, whileRunning: sent)
+        let digest = try SHA256Pipe()
+        for try await chunk in connection.inbound { try digest.update(chunk) }
+        connection.close()
+        let expected = try await sent.value
+        XCTAssertEqual(try digest.finish(), expected)
+        listener.close()
+        // UDP: an echo of our own, to ip_client.py's 1,000 datagrams (some fragmented).
+        let socket = try interface.bindUDP(port: 7)
+        let echo = Task {
+            for try await datagram in socket.datagrams { try socket.send(datagram.payload, to: datagram.remote) }
+        }
+        let echoed = try await kernel.client(["udp-echo", Self.ours, "7", "1000"])
+        XCTAssertEqual(echoed, "intact 1000 of 1000")
+        echo.cancel()
+        socket.close()
+        let completed = LwIPCore.withCore { interface.link.checksumsCompleted }
+        XCTAssertGreaterThan(completed, 1000, "frames arrived with their checksums complete: the offload was not used")
+    }
+
+    /// lwIP takes frames no longer than the MTU: a device that negotiated receive segmentation
+    /// is refused, with what to do instead.
+    func testADeviceThatNegotiatedReceiveSegmentationIsRefused() throws {
+        let backend = try startBackend(self)
+        var configuration = VirtioUserDevice.Configuration(socketPath: backend.configuration.socketPath)
+        configuration.offloads = [.receiveChecksum, .receiveSegmentation4]
+        let device = try VirtioUserDevice(configuration: configuration)
+        try device.start()
+        addTeardownBlock { device.stop() }
+        XCTAssertTrue(device.negotiatedFeatures.contains(.netGuestTSO4))
+        XCTAssertThrowsError(try IPInterface(device: device, configuration: .init(address: IPAddress(192, 0, 2, 2), prefixLength: 24))) { error in
+            guard case .invalidArgument(let text) = error as? IPError else { return XCTFail("\(error)") }
+            XCTAssertTrue(text.contains("receiveSegmentation4"), text)
+        }
+    }
+
     func testAddressesParseAndPrint() {
         XCTAssertEqual(IPAddress("192.0.2.2"), IPAddress(192, 0, 2, 2))
         XCTAssertEqual(IPAddress("192.0.2.2")?.description, "192.0.2.2")

@@ -12,17 +12,34 @@ extension XCTestCase {
         return (kernel, interface)
     }
 
-    /// The same, with the TAP's name (for IPv6 link-local scopes), and IPv6 on in the namespace
-    /// when asked.
-    func ourInterface(ipv6: Bool) throws -> (KernelSide, IPInterface, String) {
+    /// The same, with the TAP's name (for IPv6 link-local scopes), IPv6 on in the namespace
+    /// when asked, and the device's offloads.
+    func ourInterface(ipv6: Bool, offloads: VirtioUserDevice.Offloads = []) throws -> (KernelSide, IPInterface, String) {
         let tap = try tapBackendInNamespace(self, ipv6: ipv6)
         let kernel = KernelSide(namespace: tap.namespace)
-        let device = try VirtioUserDevice(configuration: .init(socketPath: tap.backend.configuration.socketPath))
+        var configuration = VirtioUserDevice.Configuration(socketPath: tap.backend.configuration.socketPath)
+        configuration.offloads = offloads
+        let device = try VirtioUserDevice(configuration: configuration)
         try device.start()
         addTeardownBlock { device.stop() }
         let interface = try IPInterface(device: device, configuration: .init(address: IPAddress(192, 0, 2, 2), prefixLength: 24))
         addTeardownBlock { interface.close() }
         return (kernel, interface, tap.tap)
+    }
+
+    /// The first connection `listener` accepts while `client` runs, or nil when the client
+    /// ended first (it could not connect): the listener is closed then, so a broken path fails
+    /// the test instead of hanging it.
+    func acceptOne(_ listener: TCPListener, whileRunning client: Task<String, Error>) async throws -> TCPConnection {
+        Task {
+            _ = try? await client.value
+            listener.close()
+        }
+        var iterator = listener.makeAsyncIterator()
+        guard let connection = try await iterator.next() else {
+            throw TestFailure("no connection: the client ended with \(await client.result)")
+        }
+        return connection
     }
 
     func launchExample(_ product: String, _ arguments: [String]) throws {
@@ -48,6 +65,11 @@ struct KernelSide: Sendable {
     /// ip_client.py's output (trimmed); throws when it fails.
     func client(_ arguments: [String]) async throws -> String {
         try await run(["python3", script] + arguments)
+    }
+
+    /// ``client(_:)`` in a task of its own (for ``XCTestCase/acceptOne(_:whileRunning:)``).
+    func clientTask(_ arguments: [String]) -> Task<String, Error> {
+        Task { try await client(arguments) }
     }
 
     /// Runs a program in the namespace on a thread of its own (never blocking the cooperative
