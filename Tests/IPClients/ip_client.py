@@ -70,27 +70,34 @@ def tcp_send(host, port, total):
     print(digest.hexdigest())
 
 
-def tcp_receive(host, port):
-    s = socket.create_connection((host, port), timeout=60)
+def digest_to_end(s):
+    """Reads to end of stream; returns (bytes, sha256 hex) of what came."""
     digest, count = hashlib.sha256(), 0
     while True:
         data = s.recv(1 << 20)
         if not data:
-            break
+            return count, digest.hexdigest()
         digest.update(data)
         count += len(data)
-    print(count, digest.hexdigest())
 
 
-def tcp_read(host, port):
+def tcp_receive(host, port):
     s = socket.create_connection((host, port), timeout=60)
+    print(*digest_to_end(s))
+
+
+def read_to_end(s):
     data = b""
     while True:
         chunk = s.recv(65536)
         if not chunk:
-            break
+            return data
         data += chunk
-    print(data.decode(errors="replace"))
+
+
+def tcp_read(host, port):
+    s = socket.create_connection((host, port), timeout=60)
+    print(read_to_end(s).decode(errors="replace"))
 
 
 def tcp_echo(host, port, total):
@@ -105,15 +112,9 @@ def tcp_echo(host, port, total):
 
     sender = threading.Thread(target=send)
     sender.start()
-    back, count = hashlib.sha256(), 0
-    while True:
-        data = s.recv(1 << 20)
-        if not data:
-            break
-        back.update(data)
-        count += len(data)
+    count, back = digest_to_end(s)
     sender.join()
-    print(total, sent.hexdigest(), count, back.hexdigest())
+    print(total, sent.hexdigest(), count, back)
 
 
 def tcp_ask(host, port, total):
@@ -121,13 +122,7 @@ def tcp_ask(host, port, total):
     for block in blocks(total):
         s.sendall(block)
     s.shutdown(socket.SHUT_WR)
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    print(data.decode(errors="replace"))
+    print(read_to_end(s).decode(errors="replace"))
 
 
 def tcp_reset(host, port, total):
@@ -148,13 +143,7 @@ def tcp_serve(port):
     print("ready", flush=True)
     connection, _ = listener.accept()
     connection.settimeout(60)
-    data = b""
-    while True:
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    connection.sendall(b"pong:" + data)
+    connection.sendall(b"pong:" + read_to_end(connection))
     connection.close()
 
 
