@@ -35,10 +35,17 @@ extension TCPConnectionChannel {
         pump()
     }
 
-    /// Hands lwIP the flushed writes, in order, as far as its send buffer takes them.
+    /// Hands lwIP the flushed writes, in order, as far as its send buffer takes them. What
+    /// promise callbacks write and flush meanwhile is taken by this loop, not by recursion.
     func pump() {
-        guard lifecycle == .open, !waitingToWrite else { return }
-        if flushedCount > 0 {
+        guard !pumping else { return }
+        pumping = true
+        defer { pumping = false }
+        while lifecycle == .open, !waitingToWrite {
+            guard flushedCount > 0 else {
+                if outputClose.pending { shutdownOutputNow() }
+                return
+            }
             let (done, taken): (Int, Int)
             do {
                 (done, taken) = try connection.send { sender in
@@ -59,18 +66,19 @@ extension TCPConnectionChannel {
                 failed(error)
                 return
             }
-            // Outside the core lock: promise callbacks may write again.
+            // The queue is settled before any promise runs (its callbacks may write, flush or
+            // close), and outside the core lock.
             pendingBytes -= taken
             flushedCount -= done
-            for _ in 0..<done { pendingWrites.removeFirst().promise?.succeed() }
-            if lifecycle == .open, pendingBytes < waterMark.low { setWritable(true) }
-            guard lifecycle == .open else { return }
-            if flushedCount > 0 {
-                waitForRoom()
-                return
+            let full = flushedCount > 0
+            var succeeded: [EventLoopPromise<Void>] = []
+            for _ in 0..<done {
+                if let promise = pendingWrites.removeFirst().promise { succeeded.append(promise) }
             }
+            if pendingBytes < waterMark.low { setWritable(true) }
+            for promise in succeeded { promise.succeed() }
+            if full, lifecycle == .open, !waitingToWrite { waitForRoom() }
         }
-        if outputClose.pending { shutdownOutputNow() }
     }
 
     private func waitForRoom() {

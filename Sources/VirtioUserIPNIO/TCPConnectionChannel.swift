@@ -54,6 +54,8 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     var pendingBytes = 0
     /// Waiting for room in lwIP's send buffer.
     var waitingToWrite = false
+    /// Inside `pump()`: a flush asked for meanwhile is taken by its loop.
+    var pumping = false
     var outputClosed = false
     /// `close(mode: .output)` waits for the flushed writes to be taken, then sends FIN.
     var outputClose: (pending: Bool, promise: EventLoopPromise<Void>?) = (false, nil)

@@ -51,6 +51,28 @@ final class IPNIOChannelTests: XCTestCase {
         try await serving.value
     }
 
+    /// A writer that writes its next batch from a write's promise (streaming, as NIO apps
+    /// do): the writes it makes while the channel completes the batch's promises keep their
+    /// order, and 8 MiB arrive intact.
+    func testWritesMadeFromWritePromisesKeepTheirOrder() async throws {
+        let (kernel, interface) = try ourInterface()
+        let group = try loopGroup()
+        let listener = try interface.listen(port: 5105)
+        let digest = try SHA256Pipe()
+        let total = 8 << 20
+        let serving = Task {
+            try await listener.serve(on: group) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ChainedWriter(total: total, digest: digest))
+                }
+            }
+        }
+        let received = try await kernel.client(["tcp-receive", Self.ours, "5105"])
+        listener.close()
+        try await serving.value
+        XCTAssertEqual(received, "\(total) \(try digest.finish())")
+    }
+
     /// Without `allowRemoteHalfClosure`, the peer's end of stream closes the channel (after
     /// every byte was read), and the connection with it.
     func testThePeersEndOfStreamClosesAChannelThatDoesNotAllowHalfClosure() async throws {
@@ -181,6 +203,44 @@ private final class Echo: ChannelDuplexHandler {
         case ChannelEvent.outputClosed: context.close(promise: nil)
         default: context.fireUserInboundEventTriggered(event)
         }
+    }
+}
+
+/// Writes `total` bytes in batches of four 16 KiB writes and one flush; the first write's
+/// promise writes the next batch, the last write's closes the channel.
+private final class ChainedWriter: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let total: Int
+    private let digest: SHA256Pipe
+    private var sent = 0
+    private var generator = SplitMix64(seed: 7)
+
+    init(total: Int, digest: SHA256Pipe) {
+        self.total = total
+        self.digest = digest
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        writeBatch(context)
+    }
+
+    private func writeBatch(_ context: ChannelHandlerContext) {
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        for i in 0..<4 where sent < total {
+            var block = [UInt8](repeating: 0, count: 16_384)
+            generator.fill(&block)
+            try? digest.update(block)
+            sent += block.count
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.write(wrapOutboundOut(ByteBuffer(bytes: block)), promise: written)
+            if sent >= total {
+                written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+            } else if i == 0 {
+                written.futureResult.whenSuccess { self.writeBatch(bound.value) }
+            }
+        }
+        context.flush()
     }
 }
 

@@ -97,7 +97,8 @@ func XCTUnwrapAsync<T>(_ value: T?, file: StaticString = #filePath, line: UInt =
 }
 
 /// SHA-256 of a stream, by coreutils' sha256sum (no hashing code of ours to get wrong).
-final class SHA256Pipe {
+/// Used by one task or event loop at a time (the NIO tests hand it to a handler).
+final class SHA256Pipe: @unchecked Sendable {
     private let process = Process()
     private let input = Pipe()
     private let output = Pipe()
