@@ -6,10 +6,11 @@ extension TCPConnection {
     /// `eventLoop`), then the channel becomes active and, under auto-read, reads.
     ///
     /// The channel's bytes are this connection's; closing either closes both. Options:
-    /// auto-read, `allowRemoteHalfClosure`, `maxMessagesPerRead` and the write-buffer water
-    /// marks (32 and 64 KiB by default); `close(mode: .output)` half-closes after the flushed
-    /// writes. A write's promise succeeds when lwIP has taken its bytes. If `initializer`
-    /// fails, the connection is reset and the future fails with its error.
+    /// auto-read, `allowRemoteHalfClosure`, `maxMessagesPerRead`, the write-buffer water
+    /// marks (32 and 64 KiB by default) and ``TCPConnectionChannelOptions/closeLinger``. A
+    /// write's promise succeeds when lwIP has taken its bytes; a close, like
+    /// `close(mode: .output)`, sends the flushed writes first. If `initializer` fails, the
+    /// connection is reset and the future fails with its error.
     public func channel(
         on eventLoop: any EventLoop,
         initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>

@@ -1,8 +1,9 @@
 import NIOCore
 
-/// The options a pipeline over a ``VirtioUserIP/TCPConnection`` can use. Others (socket
-/// options but TCP_NODELAY, which lwIP's connections always have) are refused with
-/// `ChannelError.operationUnsupported`.
+/// The options a pipeline over a ``VirtioUserIP/TCPConnection`` can use: NIO's auto-read,
+/// `allowRemoteHalfClosure`, `maxMessagesPerRead`, the write-buffer water marks, and
+/// ``TCPConnectionChannelOptions/closeLinger``. Others (socket options but TCP_NODELAY, which
+/// lwIP's connections always have) are refused with `ChannelError.operationUnsupported`.
 extension TCPConnectionChannel {
     func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) -> EventLoopFuture<Void> {
         guard eventLoop.inEventLoop else { return eventLoop.submit { try self.setOption0(option, value: value) } }
@@ -46,6 +47,8 @@ extension TCPConnectionChannel {
             if pendingBytes > marks.high { setWritable(false) } else if pendingBytes < marks.low { setWritable(true) }
         case (let socket as ChannelOptions.Types.SocketOption, let on as SocketOptionValue) where socket == Self.noDelay && on != 0:
             break
+        case (is TCPConnectionChannelOptions.Types.CloseLingerOption, let limit as TimeAmount):
+            closeLinger = limit
         default:
             throw ChannelError.operationUnsupported
         }
@@ -60,6 +63,7 @@ extension TCPConnectionChannel {
         case is ChannelOptions.Types.MaxMessagesPerReadOption: value = maxMessagesPerRead
         case is ChannelOptions.Types.WriteBufferWaterMarkOption: value = waterMark
         case let socket as ChannelOptions.Types.SocketOption where socket == Self.noDelay: value = SocketOptionValue(1)
+        case is TCPConnectionChannelOptions.Types.CloseLingerOption: value = closeLinger
         default: throw ChannelError.operationUnsupported
         }
         guard let typed = value as? Option.Value else { throw ChannelError.operationUnsupported }

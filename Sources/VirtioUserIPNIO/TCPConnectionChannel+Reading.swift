@@ -6,7 +6,7 @@ import VirtioUserIP
 extension TCPConnectionChannel {
     /// Asked for while the initializer runs, a read is answered once the channel is active.
     func read0() {
-        guard lifecycle != .closed, !inputClosed else { return }
+        guard lifecycle != .closed, closing == nil, !inputClosed else { return }
         readRequested = true
         if lifecycle == .open { deliver() }
     }
@@ -19,7 +19,7 @@ extension TCPConnectionChannel {
         delivering = true
         defer { delivering = false }
         var answered: UInt = 0
-        while readRequested, !waitingToRead, lifecycle == .open, !inputClosed {
+        while readRequested, !waitingToRead, lifecycle == .open, closing == nil, !inputClosed {
             guard answered < maxMessagesPerRead else {
                 eventLoop.execute { self.deliver() }
                 return

@@ -8,7 +8,7 @@ import VirtioUserIP
 extension TCPConnectionChannel {
     /// Written (and flushed) while the initializer runs, bytes go once the channel is active.
     func write0(_ data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard lifecycle != .closed else {
+        guard lifecycle != .closed, closing == nil else {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
@@ -30,7 +30,7 @@ extension TCPConnectionChannel {
     }
 
     func flush0() {
-        guard lifecycle != .closed else { return }
+        guard lifecycle != .closed, closing == nil else { return }
         flushedCount = pendingWrites.count
         pump()
     }
@@ -43,7 +43,11 @@ extension TCPConnectionChannel {
         defer { pumping = false }
         while lifecycle == .open, !waitingToWrite {
             guard flushedCount > 0 else {
-                if outputClose.pending { shutdownOutputNow() }
+                if closing != nil {
+                    lingerDone()
+                } else if outputClose.pending {
+                    shutdownOutputNow()
+                }
                 return
             }
             let (done, taken): (Int, Int)
@@ -93,8 +97,8 @@ extension TCPConnectionChannel {
 
     /// `close(mode: .output)`: writes not flushed fail; the flushed ones go first, then FIN.
     func closeOutput(error: Error, promise: EventLoopPromise<Void>?) {
-        guard lifecycle == .open else {
-            promise?.fail(lifecycle == .closed ? ChannelError.alreadyClosed : ChannelError.inappropriateOperationForState)
+        guard lifecycle == .open, closing == nil else {
+            promise?.fail(lifecycle == .initializing ? ChannelError.inappropriateOperationForState : ChannelError.alreadyClosed)
             return
         }
         guard !outputClosed else {

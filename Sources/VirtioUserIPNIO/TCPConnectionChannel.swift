@@ -22,9 +22,9 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     var isWritable: Bool { writable.load(ordering: .relaxed) }
 
     private var _pipeline: ChannelPipeline!
-    private let closePromise: EventLoopPromise<Void>
+    let closePromise: EventLoopPromise<Void>
     // Read from any thread (Channel's contract), written on the loop.
-    private let active = Atomic<Bool>(false)
+    let active = Atomic<Bool>(false)
     private let writable = Atomic<Bool>(true)
 
     // MARK: State, on the event loop only
@@ -38,6 +38,7 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     var autoRead = true
     var allowRemoteHalfClosure = false
     var maxMessagesPerRead: UInt = 4
+    var closeLinger = TimeAmount.seconds(30)
     var waterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 64 * 1024)
 
     /// The pipeline asked for a read that has not been answered yet.
@@ -59,6 +60,14 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     var outputClosed = false
     /// `close(mode: .output)` waits for the flushed writes to be taken, then sends FIN.
     var outputClose: (pending: Bool, promise: EventLoopPromise<Void>?) = (false, nil)
+    /// A close waiting for the flushed writes to be taken (see `close0`).
+    var closing: Closing?
+
+    struct Closing {
+        let error: Error
+        let promise: EventLoopPromise<Void>?
+        let deadline: Scheduled<Void>
+    }
 
     struct PendingWrite {
         var buffer: ByteBuffer
@@ -100,11 +109,15 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
         }
     }
 
-    /// The connection failed (reset, timed out): the pipeline hears the error, then the close.
+    /// The connection failed (reset, timed out): the pipeline hears the error, then the close
+    /// (at once, even while a close lingers: nothing more can be sent).
     func failed(_ error: IPError) {
         guard lifecycle == .open else { return }
         pipeline.fireErrorCaught(error)
-        close0(error: error, mode: .all, promise: nil)
+        let promise = closing?.promise
+        closing?.deadline.cancel()
+        closing = nil
+        finishClose(error: error, promise: promise)
     }
 
     func setWritable(_ now: Bool) {
@@ -137,39 +150,6 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     /// Reads and errors that reached the pipeline's end unhandled are dropped, as a socket's are.
     func channelRead0(_ data: NIOAny) {}
     func errorCaught0(error: Error) {}
-
-    func close0(error: Error, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        switch mode {
-        case .input:
-            promise?.fail(ChannelError.operationUnsupported)
-        case .output:
-            closeOutput(error: error, promise: promise)
-        case .all:
-            guard lifecycle != .closed else {
-                promise?.fail(ChannelError.alreadyClosed)
-                return
-            }
-            // Closed by a handler while the initializer ran: never active, so never inactive.
-            let wasActive = lifecycle == .open
-            lifecycle = .closed
-            active.store(false, ordering: .relaxed)
-            // lwIP still delivers what it took, then FIN; what it did not take fails here.
-            connection.close()
-            failPendingWrites(from: 0, with: error)
-            outputClose.promise?.fail(error)
-            outputClose = (false, nil)
-            promise?.succeed()
-            if wasActive {
-                pipeline.fireChannelInactive()
-                pipeline.fireChannelUnregistered()
-            }
-            eventLoop.execute {
-                self.removeHandlers(pipeline: self.pipeline)
-                self.closePromise.succeed()
-                self.keepAlive = nil
-            }
-        }
-    }
 }
 
 extension SocketAddress {

@@ -7,6 +7,8 @@
                                waits for the server to close; prints the stream's sha256
   tcp-receive HOST PORT        reads to end of stream; prints "BYTES SHA256"
   tcp-reset HOST PORT BYTES    sends BYTES, then closes with a reset (SO_LINGER 0)
+  tcp-stall HOST PORT SECONDS  connects, reads nothing for SECONDS, then reads to end of stream;
+                               prints "BYTES end" or "BYTES reset"
   tcp-serve PORT               accepts one connection, answers "pong:" + what it read to end
                                of stream, closes; prints "ready" once listening
   tcp-read HOST PORT           reads to end of stream; prints what came (as text)
@@ -125,6 +127,21 @@ def tcp_ask(host, port, total):
     print(read_to_end(s).decode(errors="replace"))
 
 
+def tcp_stall(host, port, seconds):
+    s = socket.create_connection((host, port), timeout=60)
+    time.sleep(seconds)
+    count = 0
+    try:
+        while True:
+            data = s.recv(1 << 20)
+            if not data:
+                print(count, "end")
+                return
+            count += len(data)
+    except ConnectionResetError:
+        print(count, "reset")
+
+
 def tcp_reset(host, port, total):
     s = socket.create_connection((host, port), timeout=60)
     for block in blocks(total):
@@ -187,6 +204,8 @@ def main():
         tcp_echo(args[0], int(args[1]), int(args[2]))
     elif command == "tcp-ask":
         tcp_ask(args[0], int(args[1]), int(args[2]))
+    elif command == "tcp-stall":
+        tcp_stall(args[0], int(args[1]), float(args[2]))
     elif command == "tcp-reset":
         tcp_reset(args[0], int(args[1]), int(args[2]))
     elif command == "tcp-serve":

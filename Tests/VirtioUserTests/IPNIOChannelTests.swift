@@ -73,6 +73,97 @@ final class IPNIOChannelTests: XCTestCase {
         XCTAssertEqual(received, "\(total) \(try digest.finish())")
     }
 
+    /// A close right after a flush delivers everything flushed, as a socket's does (lwIP's
+    /// send buffer holds 64 KiB; the rest waits in the channel), and then closes.
+    func testACloseRightAfterAFlushDeliversEverythingFlushed() async throws {
+        let (kernel, interface) = try ourInterface()
+        let group = try loopGroup()
+        let listener = try interface.listen(port: 5107)
+        let digest = try SHA256Pipe()
+        let total = 4 << 20
+        let closed = group.next().makePromise(of: Void.self)
+        let serving = Task {
+            try await listener.serve(on: group) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(WriteThenClose(total: total, digest: digest, closed: closed))
+                }
+            }
+        }
+        let received = try await kernel.client(["tcp-receive", Self.ours, "5107"])
+        try await closed.futureResult.get()
+        listener.close()
+        try await serving.value
+        XCTAssertEqual(received, "\(total) \(try digest.finish())")
+    }
+
+    /// A peer that takes nothing while a close waits gets a reset after `closeLinger`, and
+    /// the writes it did not take fail.
+    func testALingeringCloseResetsAPeerThatTakesNothing() async throws {
+        let (kernel, interface) = try ourInterface()
+        let group = try loopGroup()
+        let listener = try interface.listen(port: 5108)
+        let digest = try SHA256Pipe()
+        let total = 4 << 20
+        let loop = group.next()
+        let closed = loop.makePromise(of: Void.self)
+        let lostWrite = loop.makePromise(of: Void.self)
+        let serving = Task {
+            try await listener.serve(on: loop) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.syncOptions?.setOption(TCPConnectionChannelOptions.closeLinger, value: .milliseconds(500))
+                    XCTAssertEqual(try channel.syncOptions?.getOption(TCPConnectionChannelOptions.closeLinger), .milliseconds(500))
+                    let writer = WriteThenClose(total: total, digest: digest, closed: closed, lastWrite: lostWrite)
+                    try channel.pipeline.syncOperations.addHandler(writer)
+                }
+            }
+        }
+        let result = try await kernel.client(["tcp-stall", Self.ours, "5108", "2"]).split(separator: " ")
+        try await closed.futureResult.get()
+        XCTAssertEqual(result.last, "reset", "\(result)")
+        XCTAssertLessThan(Int(result.first ?? "") ?? total, total)
+        do {
+            try await lostWrite.futureResult.get()
+            XCTFail("the last write succeeded although the peer took nothing")
+        } catch ChannelError.ioOnClosedChannel {}  // what NIO fails writes with at a close
+        listener.close()
+        try await serving.value
+        _ = try? digest.finish()
+    }
+
+    /// NIO's async API over a connection: an NIOAsyncChannel echo (`executeThenClose`), 16 MiB,
+    /// half-closed after the peer's end of stream.
+    func testAnNIOAsyncChannelEchoesEveryByte() async throws {
+        let (kernel, interface) = try ourInterface()
+        let group = try loopGroup()
+        let listener = try interface.listen(port: 5109)
+        let total = 16 << 20
+        let echoed = kernel.clientTask(["tcp-echo", Self.ours, "5109", "\(total)"])
+        let connection = try await acceptOne(listener, whileRunning: echoed)
+        let loop = group.next()
+        let wrapped = loop.makePromise(of: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
+        _ = connection.channel(on: loop) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                do {
+                    try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                    let configuration = NIOAsyncChannel<ByteBuffer, ByteBuffer>.Configuration(isOutboundHalfClosureEnabled: true)
+                    wrapped.succeed(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: configuration))
+                } catch {
+                    wrapped.fail(error)
+                    throw error
+                }
+            }
+        }
+        let channel = try await wrapped.futureResult.get()
+        try await channel.executeThenClose { inbound, outbound in
+            for try await buffer in inbound { try await outbound.write(buffer) }
+        }
+        let result = try await echoed.value.split(separator: " ")
+        listener.close()
+        XCTAssertEqual(result.count, 4)
+        XCTAssertEqual(result.dropFirst(2).first, "\(total)", "bytes echoed")
+        XCTAssertEqual(result.dropFirst().first, result.last, "sha256 of what was sent and what came back")
+    }
+
     /// Without `allowRemoteHalfClosure`, the peer's end of stream closes the channel (after
     /// every byte was read), and the connection with it.
     func testThePeersEndOfStreamClosesAChannelThatDoesNotAllowHalfClosure() async throws {
@@ -241,6 +332,38 @@ private final class ChainedWriter: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         context.flush()
+    }
+}
+
+/// Writes `total` bytes in 64 KiB buffers, flushes, and closes at once; reports the close,
+/// and (when asked) the last write's outcome.
+private final class WriteThenClose: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let total: Int
+    private let digest: SHA256Pipe
+    private let closed: EventLoopPromise<Void>
+    private let lastWrite: EventLoopPromise<Void>?
+
+    init(total: Int, digest: SHA256Pipe, closed: EventLoopPromise<Void>, lastWrite: EventLoopPromise<Void>? = nil) {
+        self.total = total
+        self.digest = digest
+        self.closed = closed
+        self.lastWrite = lastWrite
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var generator = SplitMix64(seed: 9)
+        var sent = 0
+        while sent < total {
+            var block = [UInt8](repeating: 0, count: 65_536)
+            generator.fill(&block)
+            try? digest.update(block)
+            sent += block.count
+            context.write(wrapOutboundOut(ByteBuffer(bytes: block)), promise: sent >= total ? lastWrite : nil)
+        }
+        context.flush()
+        context.close(promise: closed)
     }
 }
 
