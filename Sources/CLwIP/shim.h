@@ -83,4 +83,11 @@ static inline uint8_t clwip_ethernet_netif_flags(void) {
 /// Whether some interface is the default route already.
 static inline int clwip_has_default_netif(void) { return netif_default != NULL; }
 
+/// Clears the netif's addresses without lwIP's address-change handling, which aborts every TCP
+/// connection with the old address whatever its netif (another tenant's, with the same address).
+static inline void clwip_netif_clear_addresses_quietly(struct netif *netif) {
+    ip_addr_set_zero_ip4(&netif->ip_addr);
+    for (int i = 0; i < LWIP_IPV6_NUM_ADDRESSES; i++) netif->ip6_addr_state[i] = IP6_ADDR_INVALID;
+}
+
 #endif

@@ -23,6 +23,8 @@ public enum IPError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidArgument(String)
     /// The interface could not start; the text says why.
     case interfaceFailure(String)
+    /// The interface was closed: its connections, listeners and sockets end with it.
+    case interfaceClosed
     /// The device an interface made for itself could not start (no back-end at the socket, …).
     case device(VirtioError)
     /// Any other lwIP error (its err_t code and name).
@@ -40,6 +42,7 @@ public enum IPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .cancelled: return "cancelled"
         case .invalidArgument(let text): return "invalid argument: \(text)"
         case .interfaceFailure(let text): return "the IP interface failed: \(text)"
+        case .interfaceClosed: return "the IP interface was closed"
         case .device(let error): return "the interface's device could not start: \(error)"
         case .stack(let code, let name): return "lwIP error \(code) (\(name))"
         }

@@ -14,14 +14,16 @@ extension IPInterface {
     /// Throws ``IPError/connectionRefused(_:)`` when the peer resets it, ``IPError/timedOut``
     /// when the peer never answers (once lwIP's SYN retries run out).
     public func connect(to remote: IPEndpoint) async throws(IPError) -> TCPConnection {
+        let link = self.link
         let netif = link.netif
         let connection = try LwIPCore.withCore { () throws(IPError) -> TCPConnection in
+            guard link.isAttached else { throw .interfaceClosed }
             guard let pcb = tcp_new_ip_type(UInt8(remote.address.isIPv4 ? IPADDR_TYPE_V4.rawValue : IPADDR_TYPE_V6.rawValue)) else {
                 throw .outOfMemory
             }
             clwip_tcp_reuse_address(pcb)  // its ephemeral port may be another interface's listener's
             tcp_bind_netif(pcb, netif)
-            let connection = TCPConnection(pcb: pcb, connected: false, remote: remote)
+            let connection = TCPConnection(pcb: pcb, connected: false, remote: remote, link: link)
             var address = remote.address.lwip(on: netif)
             let err = tcp_connect(pcb, &address, remote.port) { arg, _, err in
                 if let arg, err == .ok { TCPConnection.from(arg).established() }

@@ -19,12 +19,25 @@ extension InterfaceLink {
         netif_set_up(netif)
         netif_set_link_up(netif)
         LwIPCore.interfaces.append(self)
+        isAttached = true
         return true
     }
 
-    /// Takes the netif out of the stack. With the core lock held.
+    /// Closes what is open on the interface (listeners and sockets end, connections fail with
+    /// ``IPError/interfaceClosed`` and their peers get a reset), then takes the netif out of the
+    /// stack. With the core lock held.
+    ///
+    /// netif_remove would abort every TCP connection whose local address is this interface's,
+    /// on any interface: a tenant with the same address would lose its own. So ours are closed
+    /// here, and the addresses are cleared before netif_remove looks at them.
     package func detach() {
+        guard isAttached else { return }
+        for listener in Array(listeners.values) { listener.closeWithCore() }
+        for socket in Array(sockets.values) { socket.closeWithCore() }
+        for connection in Array(connections.values) { connection.interfaceClosedWithCore() }
+        clwip_netif_clear_addresses_quietly(netif)
         netif_remove(netif)
+        isAttached = false
         LwIPCore.interfaces.removeAll { $0 === self }
         flush()
     }

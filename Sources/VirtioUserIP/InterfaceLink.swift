@@ -28,6 +28,13 @@ package final class InterfaceLink: @unchecked Sendable {
     /// SO_REUSEADDR and these keep them unique per interface.
     package var tcpPorts = Set<UInt16>()
     package var udpPorts = Set<UInt16>()
+    /// What is open on this interface, to close with it (``detach()``). Each retains itself
+    /// while open; these are the interface's list, not an owner.
+    var connections: [ObjectIdentifier: TCPConnection] = [:]
+    var listeners: [ObjectIdentifier: TCPListener] = [:]
+    var sockets: [ObjectIdentifier: UDPSocket] = [:]
+    /// In the stack: between `attach` and `detach`.
+    package internal(set) var isAttached = false
     /// Frames a link without a device dropped instead of sending.
     package private(set) var discardedOutput = 0
     /// IP packets addressed to neither this interface nor a broadcast or multicast group.

@@ -13,6 +13,7 @@ public final class TCPConnection: @unchecked Sendable {
     /// The peer's address and port.
     public let remote: IPEndpoint
 
+    private let link: InterfaceLink
     // Guarded by lwIP's core lock.
     private var pcb: UnsafeMutablePointer<tcp_pcb>?
     private var chunks: [[UInt8]] = []
@@ -25,10 +26,11 @@ public final class TCPConnection: @unchecked Sendable {
 
     /// With the core lock held: adopts `pcb`, whose callbacks now reach this object (which
     /// they keep alive until the connection is closed or fails).
-    init(pcb: UnsafeMutablePointer<tcp_pcb>, connected: Bool, remote: IPEndpoint) {
+    init(pcb: UnsafeMutablePointer<tcp_pcb>, connected: Bool, remote: IPEndpoint, link: InterfaceLink) {
         self.pcb = pcb
         self.connected = connected
         self.remote = remote
+        self.link = link
         localEndpoint = IPEndpoint(address: IPAddress(lwip: &pcb.pointee.local_ip), port: pcb.pointee.local_port)
         tcp_arg(pcb, Unmanaged.passRetained(self).toOpaque())
         tcp_recv(pcb) { arg, _, frame, _ in
@@ -47,6 +49,7 @@ public final class TCPConnection: @unchecked Sendable {
             if let arg { TCPConnection.from(arg).failed(err) }
         }
         clwip_tcp_nodelay(pcb)
+        link.connections[ObjectIdentifier(self)] = self
     }
 
     static func from(_ arg: UnsafeMutableRawPointer) -> TCPConnection {
@@ -71,6 +74,7 @@ public final class TCPConnection: @unchecked Sendable {
     /// lwIP freed the pcb (reset, or it gave up on the peer).
     private func failed(_ err: err_t) {
         pcb = nil
+        link.connections[ObjectIdentifier(self)] = nil
         failure = IPError(lwip: err, connectingTo: connected ? nil : remote)
         reader.wake()
         writer.wake()
@@ -92,6 +96,7 @@ public final class TCPConnection: @unchecked Sendable {
         tcp_sent(pcb, nil)
         tcp_err(pcb, nil)
         self.pcb = nil
+        link.connections[ObjectIdentifier(self)] = nil
         reader.wake()
         writer.wake()
         Unmanaged.passUnretained(self).release()
@@ -229,6 +234,14 @@ public final class TCPConnection: @unchecked Sendable {
         guard let pcb = detach() else { return }
         tcp_abort(pcb)
         failure = failure ?? .closed
+    }
+
+    /// The interface closes: the peer gets a reset, the app ``IPError/interfaceClosed``. With
+    /// the core lock held.
+    func interfaceClosedWithCore() {
+        guard pcb != nil else { return }
+        failure = .interfaceClosed
+        abortWithCore()
     }
 
     /// Takes everything received so far as one chunk, if anything, and opens the window by its

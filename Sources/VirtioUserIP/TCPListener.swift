@@ -21,6 +21,7 @@ public final class TCPListener: AsyncSequence, @unchecked Sendable {
         self.port = port
         self.backlog = backlog
         self.link = link
+        guard link.isAttached else { throw .interfaceClosed }
         guard !link.tcpPorts.contains(port) else { throw .addressInUse(port: port) }
         guard let fresh = tcp_new_ip_type(UInt8(IPADDR_TYPE_ANY.rawValue)) else { throw .outOfMemory }
         clwip_tcp_reuse_address(fresh)
@@ -43,6 +44,7 @@ public final class TCPListener: AsyncSequence, @unchecked Sendable {
         clwip_tcp_reuse_address(listening)
         pcb = listening
         link.tcpPorts.insert(port)
+        link.listeners[ObjectIdentifier(self)] = self
         tcp_arg(listening, Unmanaged.passRetained(self).toOpaque())
         tcp_accept(listening) { arg, newPCB, err in
             guard let arg, let newPCB, err == .ok else { return .value }
@@ -56,26 +58,29 @@ public final class TCPListener: AsyncSequence, @unchecked Sendable {
             return .aborted
         }
         let remote = IPEndpoint(address: IPAddress(lwip: &newPCB.pointee.remote_ip), port: newPCB.pointee.remote_port)
-        pending.append(TCPConnection(pcb: newPCB, connected: true, remote: remote))
+        pending.append(TCPConnection(pcb: newPCB, connected: true, remote: remote, link: link))
         acceptor.wake()
         return .ok
     }
 
     /// Stops listening and resets the connections nobody accepted. Idempotent.
     public func close() {
-        LwIPCore.withCore {
-            guard let pcb else { return }
-            tcp_arg(pcb, nil)
-            tcp_accept(pcb, nil)
-            _ = tcp_close(pcb)  // a listening pcb closes without memory
-            self.pcb = nil
-            link.tcpPorts.remove(port)
-            Unmanaged.passUnretained(self).release()
-            acceptor.wake()
-        }
-        for connection in LwIPCore.withCore({ () -> [TCPConnection] in defer { pending = [] }; return pending }) {
-            connection.abort()
-        }
+        LwIPCore.withCore { closeWithCore() }
+    }
+
+    /// ``close()`` with the core lock held (the interface's close, too).
+    func closeWithCore() {
+        guard let pcb else { return }
+        tcp_arg(pcb, nil)
+        tcp_accept(pcb, nil)
+        _ = tcp_close(pcb)  // a listening pcb closes without memory
+        self.pcb = nil
+        link.tcpPorts.remove(port)
+        link.listeners[ObjectIdentifier(self)] = nil
+        acceptor.wake()
+        for connection in pending { connection.abortWithCore() }
+        pending = []
+        Unmanaged.passUnretained(self).release()
     }
 
     /// Resets the connections nobody accepted yet (the fuzz harness, between inputs). With the

@@ -26,6 +26,7 @@ public final class UDPSocket: @unchecked Sendable {
     package init(port: UInt16, queueLimit: Int, link: InterfaceLink) throws(IPError) {
         self.queueLimit = queueLimit
         self.link = link
+        guard link.isAttached else { throw .interfaceClosed }
         guard port == 0 || !link.udpPorts.contains(port) else { throw .addressInUse(port: port) }
         guard let fresh = udp_new_ip_type(UInt8(IPADDR_TYPE_ANY.rawValue)) else { throw .outOfMemory }
         clwip_udp_reuse_address(fresh)
@@ -38,6 +39,7 @@ public final class UDPSocket: @unchecked Sendable {
         self.port = fresh.pointee.local_port
         link.udpPorts.insert(self.port)
         pcb = fresh
+        link.sockets[ObjectIdentifier(self)] = self
         udp_recv(fresh, { arg, _, datagram, address, port in
             guard let datagram else { return }
             guard let arg, let address else { return pbuf_free(datagram).discard() }
@@ -84,14 +86,18 @@ public final class UDPSocket: @unchecked Sendable {
 
     /// Stops receiving and frees the port. Idempotent.
     public func close() {
-        LwIPCore.withCore {
-            guard let pcb else { return }
-            udp_remove(pcb)
-            self.pcb = nil
-            link.udpPorts.remove(port)
-            Unmanaged.passUnretained(self).release()
-            reader.wake()
-        }
+        LwIPCore.withCore { closeWithCore() }
+    }
+
+    /// ``close()`` with the core lock held (the interface's close, too).
+    func closeWithCore() {
+        guard let pcb else { return }
+        udp_remove(pcb)
+        self.pcb = nil
+        link.udpPorts.remove(port)
+        link.sockets[ObjectIdentifier(self)] = nil
+        reader.wake()
+        Unmanaged.passUnretained(self).release()
     }
 
     /// The datagrams that arrive; ends when the socket is closed.

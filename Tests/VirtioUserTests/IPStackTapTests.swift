@@ -192,6 +192,50 @@ final class IPStackTapTests: XCTestCase {
         XCTAssertEqual(answerB, "tenant B")
     }
 
+    /// Closing one tenant's interface ends only what is open on it: its connection fails with
+    /// `interfaceClosed`, its listener ends, and another tenant's connection on the same
+    /// address goes on. (lwIP's netif_remove aborts every connection with the interface's
+    /// address, whatever its interface.)
+    func testClosingAnInterfaceEndsOnlyWhatIsOpenOnIt() async throws {
+        let (kernelA, a, _) = try ourInterface(ipv6: false)
+        let (kernelB, b, _) = try ourInterface(ipv6: false)
+        let listenerA = try a.listen(port: 5011)
+        let listenerB = try b.listen(port: 5011)
+        let socketA = try a.bindUDP(port: 5011)
+        // A's client waits in vain once A is gone: `timeout` ends it.
+        let clientA = kernelA.clientTask(["tcp-stall", Self.ours, "5011", "1"], endingAfter: 5)
+        let clientB = kernelB.clientTask(["tcp-ask", Self.ours, "5011", "100000"])
+        let connectionA = try await acceptOne(listenerA, whileRunning: clientA)
+        let connectionB = try await acceptOne(listenerB, whileRunning: clientB)
+        var acceptorA = listenerA.makeAsyncIterator()
+        let readerA = Task { () -> IPError? in
+            do {
+                for try await _ in connectionA.inbound {}
+                return nil
+            } catch {
+                return error as? IPError
+            }
+        }
+        a.close()
+        let failureA = await readerA.value
+        XCTAssertEqual(failureA, .interfaceClosed)
+        // B, on the same address, is untouched.
+        var count = 0
+        for try await chunk in connectionB.inbound { count += chunk.count }
+        try await connectionB.write("got \(count)")
+        connectionB.close()
+        let answerB = try await clientB.value
+        XCTAssertEqual(answerB, "got 100000")
+        listenerB.close()
+        // A's listener and socket ended; nothing opens on A any more.
+        let nextA = try await acceptorA.next()
+        XCTAssertNil(nextA, "A's listener goes on after A closed")
+        var datagramsA = socketA.datagrams.makeAsyncIterator()
+        let datagramA = try await datagramsA.next()
+        XCTAssertNil(datagramA, "A's socket goes on after A closed")
+        XCTAssertThrowsError(try a.listen(port: 5012)) { XCTAssertEqual($0 as? IPError, .interfaceClosed) }
+    }
+
     /// With receive checksum offload negotiated, the kernel leaves TCP and UDP checksums open
     /// (CHECKSUM_PARTIAL through the TAP); each is completed before lwIP checks it.
     func testChecksumsTheKernelLeavesOpenAreCompletedBeforeTheStackChecksThem() async throws {

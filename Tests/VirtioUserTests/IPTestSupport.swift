@@ -67,9 +67,11 @@ struct KernelSide: Sendable {
         try await run(["python3", script] + arguments)
     }
 
-    /// ``client(_:)`` in a task of its own (for ``XCTestCase/acceptOne(_:whileRunning:)``).
-    func clientTask(_ arguments: [String]) -> Task<String, Error> {
-        Task { try await client(arguments) }
+    /// ``client(_:)`` in a task of its own (for ``XCTestCase/acceptOne(_:whileRunning:)``),
+    /// ended after `seconds` by `timeout` when given.
+    func clientTask(_ arguments: [String], endingAfter seconds: Int? = nil) -> Task<String, Error> {
+        let command = (seconds.map { ["timeout", "\($0)"] } ?? []) + ["python3", script] + arguments
+        return Task { try await run(command) }
     }
 
     /// Runs a program in the namespace on a thread of its own (never blocking the cooperative
