@@ -30,16 +30,9 @@ final class IPNIOChannelTests: XCTestCase {
     /// 64 MiB echoed by a pipeline that stops reading while its writes wait (NIO's
     /// BackPressureHandler), then half-closed by each side in turn.
     func testAnEchoPipelineReturnsEveryByteAndHalfClosesAfterTheLast() async throws {
-        let (kernel, interface) = try ourInterface()
-        let group = try loopGroup()
-        let listener = try interface.listen(port: 5101)
-        let serving = Task {
-            try await listener.serve(on: group) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-                    try channel.pipeline.syncOperations.addHandlers([BackPressureHandler(), Echo()])
-                }
-            }
+        let kernel = try serve(port: 5101, on: try loopGroup().next()) { channel in
+            try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+            try channel.pipeline.syncOperations.addHandlers([BackPressureHandler(), Echo()])
         }
         let total = 64 << 20
         let result = try await kernel.client(["tcp-echo", Self.ours, "5101", "\(total)"]).split(separator: " ")
@@ -47,75 +40,49 @@ final class IPNIOChannelTests: XCTestCase {
         XCTAssertEqual(result.first, "\(total)")
         XCTAssertEqual(result.dropFirst(2).first, "\(total)", "bytes echoed")
         XCTAssertEqual(result.dropFirst().first, result.last, "sha256 of what was sent and what came back")
-        listener.close()
-        try await serving.value
     }
 
     /// A writer that writes its next batch from a write's promise (streaming, as NIO apps
     /// do): the writes it makes while the channel completes the batch's promises keep their
     /// order, and 8 MiB arrive intact.
     func testWritesMadeFromWritePromisesKeepTheirOrder() async throws {
-        let (kernel, interface) = try ourInterface()
-        let group = try loopGroup()
-        let listener = try interface.listen(port: 5105)
         let digest = try SHA256Pipe()
         let total = 8 << 20
-        let serving = Task {
-            try await listener.serve(on: group) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ChainedWriter(total: total, digest: digest))
-                }
-            }
+        let kernel = try serve(port: 5105, on: try loopGroup().next()) { channel in
+            try channel.pipeline.syncOperations.addHandler(ChainedWriter(total: total, digest: digest))
         }
         let received = try await kernel.client(["tcp-receive", Self.ours, "5105"])
-        listener.close()
-        try await serving.value
         XCTAssertEqual(received, "\(total) \(try digest.finish())")
     }
 
     /// A close right after a flush delivers everything flushed, as a socket's does (lwIP's
     /// send buffer holds 64 KiB; the rest waits in the channel), and then closes.
     func testACloseRightAfterAFlushDeliversEverythingFlushed() async throws {
-        let (kernel, interface) = try ourInterface()
-        let group = try loopGroup()
-        let listener = try interface.listen(port: 5107)
         let digest = try SHA256Pipe()
         let total = 4 << 20
-        let closed = group.next().makePromise(of: Void.self)
-        let serving = Task {
-            try await listener.serve(on: group) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(WriteThenClose(total: total, digest: digest, closed: closed))
-                }
-            }
+        let loop = try loopGroup().next()
+        let closed = loop.makePromise(of: Void.self)
+        let kernel = try serve(port: 5107, on: loop) { channel in
+            try channel.pipeline.syncOperations.addHandler(WriteThenClose(total: total, digest: digest, closed: closed))
         }
         let received = try await kernel.client(["tcp-receive", Self.ours, "5107"])
         try await closed.futureResult.get()
-        listener.close()
-        try await serving.value
         XCTAssertEqual(received, "\(total) \(try digest.finish())")
     }
 
     /// A peer that takes nothing while a close waits gets a reset after `closeLinger`, and
     /// the writes it did not take fail.
     func testALingeringCloseResetsAPeerThatTakesNothing() async throws {
-        let (kernel, interface) = try ourInterface()
-        let group = try loopGroup()
-        let listener = try interface.listen(port: 5108)
         let digest = try SHA256Pipe()
         let total = 4 << 20
-        let loop = group.next()
+        let loop = try loopGroup().next()
         let closed = loop.makePromise(of: Void.self)
         let lostWrite = loop.makePromise(of: Void.self)
-        let serving = Task {
-            try await listener.serve(on: loop) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.syncOptions?.setOption(TCPConnectionChannelOptions.closeLinger, value: .milliseconds(500))
-                    XCTAssertEqual(try channel.syncOptions?.getOption(TCPConnectionChannelOptions.closeLinger), .milliseconds(500))
-                    let writer = WriteThenClose(total: total, digest: digest, closed: closed, lastWrite: lostWrite)
-                    try channel.pipeline.syncOperations.addHandler(writer)
-                }
-            }
+        let kernel = try serve(port: 5108, on: loop) { channel in
+            try channel.syncOptions?.setOption(TCPConnectionChannelOptions.closeLinger, value: .milliseconds(500))
+            XCTAssertEqual(try channel.syncOptions?.getOption(TCPConnectionChannelOptions.closeLinger), .milliseconds(500))
+            let writer = WriteThenClose(total: total, digest: digest, closed: closed, lastWrite: lostWrite)
+            try channel.pipeline.syncOperations.addHandler(writer)
         }
         let result = try await kernel.client(["tcp-stall", Self.ours, "5108", "2"]).split(separator: " ")
         try await closed.futureResult.get()
@@ -125,8 +92,6 @@ final class IPNIOChannelTests: XCTestCase {
             try await lostWrite.futureResult.get()
             XCTFail("the last write succeeded although the peer took nothing")
         } catch ChannelError.ioOnClosedChannel {}  // what NIO fails writes with at a close
-        listener.close()
-        try await serving.value
         _ = try? digest.finish()
     }
 
@@ -195,20 +160,13 @@ final class IPNIOChannelTests: XCTestCase {
     /// `close(mode: .output)` sends what was flushed, fails what was not, then FIN. What the
     /// initializer wrote goes first.
     func testAHalfClosedChannelAnswersAndItsOutputCloseFailsWhatWasNotFlushed() async throws {
-        let (kernel, interface) = try ourInterface()
-        let group = try loopGroup()
-        let listener = try interface.listen(port: 5103)
-        let loop = group.next()
+        let loop = try loopGroup().next()
         let unflushed = loop.makePromise(of: Void.self)
-        let serving = Task {
-            try await listener.serve(on: loop) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-                    try channel.pipeline.syncOperations.addHandler(Answerer(unflushed: unflushed))
-                    // Flushed before the channel is active: sent once it is.
-                    channel.writeAndFlush(channel.allocator.buffer(string: "welcome, "), promise: nil)
-                }
-            }
+        let kernel = try serve(port: 5103, on: loop) { channel in
+            try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+            try channel.pipeline.syncOperations.addHandler(Answerer(unflushed: unflushed))
+            // Flushed before the channel is active: sent once it is.
+            channel.writeAndFlush(channel.allocator.buffer(string: "welcome, "), promise: nil)
         }
         let answer = try await kernel.client(["tcp-ask", Self.ours, "5103", "1000000"])
         XCTAssertEqual(answer, "welcome, got 1000000")
@@ -216,8 +174,6 @@ final class IPNIOChannelTests: XCTestCase {
             try await unflushed.futureResult.get()
             XCTFail("a write not flushed before close(mode: .output) succeeded")
         } catch ChannelError.outputClosed {}
-        listener.close()
-        try await serving.value
     }
 
     /// A reset reaches the pipeline as `IPError.connectionReset` and closes the channel; a
@@ -265,6 +221,18 @@ final class IPNIOChannelTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("reset"), "\(error)")
         }
         listener.close()
+    }
+
+    /// Our interface, listening on `port` with `configure`'s pipeline for each connection (on
+    /// `loop`) until the test ends; the kernel's side.
+    private func serve(port: UInt16, on loop: any EventLoop, _ configure: @escaping @Sendable (any Channel) throws -> Void) throws -> KernelSide {
+        let (kernel, interface) = try ourInterface()
+        let listener = try interface.listen(port: port)
+        Task {
+            try await listener.serve(on: loop) { channel in channel.eventLoop.makeCompletedFuture { try configure(channel) } }
+        }
+        addTeardownBlock { listener.close() }
+        return kernel
     }
 
     private func loopGroup() throws -> MultiThreadedEventLoopGroup {
