@@ -28,8 +28,9 @@ package final class InterfaceLink: @unchecked Sendable {
     /// SO_REUSEADDR and these keep them unique per interface.
     package var tcpPorts = Set<UInt16>()
     package var udpPorts = Set<UInt16>()
-    /// What is open on this interface, to close with it (``detach()``). Each retains itself
-    /// while open; these are the interface's list, not an owner.
+    /// What is open on this interface, to close with it (``detach()``). Each object keeps
+    /// itself alive while open and leaves its list when it closes or fails, so the lists add
+    /// no lifetime of their own.
     var connections: [ObjectIdentifier: TCPConnection] = [:]
     var listeners: [ObjectIdentifier: TCPListener] = [:]
     var sockets: [ObjectIdentifier: UDPSocket] = [:]

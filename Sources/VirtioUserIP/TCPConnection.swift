@@ -116,9 +116,8 @@ public final class TCPConnection: @unchecked Sendable {
     }
 
     /// The bytes the peer sends, in chunks (everything that arrived since the last one); ends
-    /// when the peer half-closes,
-    /// throws when the connection fails (``IPError/connectionReset``, ``IPError/timedOut``) or
-    /// this side closed it.
+    /// when the peer half-closes, throws when the connection fails (``IPError/connectionReset``,
+    /// ``IPError/timedOut``, ``IPError/interfaceClosed``) or this side closed it.
     public var inbound: Inbound { Inbound(connection: self) }
 
     /// Sends the UTF-8 of `text`.

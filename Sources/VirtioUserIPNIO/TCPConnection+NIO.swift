@@ -17,7 +17,8 @@ extension TCPConnection {
     ) -> EventLoopFuture<any Channel> {
         eventLoop.flatSubmit {
             let channel = TCPConnectionChannel(connection: self, eventLoop: eventLoop)
-            return initializer(channel).flatMapErrorThrowing { error in
+            // On the channel's loop whichever loop the initializer's future completes on.
+            return initializer(channel).hop(to: eventLoop).flatMapErrorThrowing { error in
                 channel.abandon()
                 throw error
             }.map {

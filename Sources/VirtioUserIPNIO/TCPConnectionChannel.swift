@@ -7,7 +7,8 @@ import VirtioUserIP
 ///
 /// Everything but ``isActive`` and ``isWritable`` runs on ``eventLoop``. The loop never waits
 /// on the peer: when the connection has no bytes (or no send-buffer room), the stack's wake
-/// schedules the read (or the flush) on the loop again, with no task in between. Made by ``VirtioUserIP/TCPConnection/channel(on:initializer:)``.
+/// schedules the read (or the flush) on the loop again, with no task in between. Made by
+/// ``VirtioUserIP/TCPConnection/channel(on:initializer:)``.
 final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     let connection: TCPConnection
     let eventLoop: any EventLoop
@@ -100,13 +101,8 @@ final class TCPConnectionChannel: Channel, ChannelCore, @unchecked Sendable {
     func abandon() {
         eventLoop.preconditionInEventLoop()
         guard lifecycle == .initializing else { return }
-        lifecycle = .closed
         connection.abort()
-        failPendingWrites(from: 0, with: ChannelError.ioOnClosedChannel)
-        eventLoop.execute {
-            self.removeHandlers(pipeline: self.pipeline)
-            self.closePromise.succeed()
-        }
+        finishClose(error: ChannelError.ioOnClosedChannel, promise: nil)
     }
 
     /// The connection failed (reset, timed out): the pipeline hears the error, then the close

@@ -220,6 +220,15 @@ final class IPNIOChannelTests: XCTestCase {
         } catch {
             XCTAssertTrue("\(error)".contains("reset"), "\(error)")
         }
+
+        // An initializer whose future completes on another loop: the channel starts on its own
+        // (before, a precondition trapped), reads the client's bytes and closes at their end.
+        let other = try loopGroup().next()
+        let served = kernel.clientTask(["tcp-send", Self.ours, "5104", "100000"])
+        let third = try await acceptOne(listener, whileRunning: served)
+        let channel3 = try await third.channel(on: loop) { _ in other.makeSucceededVoidFuture() }.get()
+        _ = try await served.value
+        try await channel3.closeFuture.get()
         listener.close()
     }
 
