@@ -49,17 +49,18 @@ package final class InterfaceLink: @unchecked Sendable {
         self.init(device: device, queue: queue, macAddress: device.macAddress, mtu: device.mtu)
     }
 
-    /// A link with no device: what the stack sends is dropped.
-    package convenience init(discardingOutputWith macAddress: MACAddress, mtu: Int) {
-        self.init(device: nil, queue: 0, macAddress: macAddress, mtu: mtu)
+    /// A link with no device: what the stack sends is dropped. With `completingChecksums`, it
+    /// takes frames as a device that negotiated GUEST_CSUM delivers them.
+    package convenience init(discardingOutputWith macAddress: MACAddress, mtu: Int, completingChecksums: Bool = false) {
+        self.init(device: nil, queue: 0, macAddress: macAddress, mtu: mtu, completingChecksums: completingChecksums)
     }
 
-    private init(device: VirtioUserDevice?, queue: Int, macAddress: MACAddress, mtu: Int) {
+    private init(device: VirtioUserDevice?, queue: Int, macAddress: MACAddress, mtu: Int, completingChecksums: Bool? = nil) {
         self.device = device
         self.queue = queue
         self.macAddress = macAddress
         self.mtu = min(mtu, VirtioUserDevice.maximumFrameLength - 14)
-        completesChecksums = device?.negotiatedFeatures.contains(.netGuestCsum) ?? false
+        completesChecksums = completingChecksums ?? device?.negotiatedFeatures.contains(.netGuestCsum) ?? false
         netif = .allocate(capacity: 1)
         netif.initialize(to: CLwIP.netif())
     }
@@ -141,17 +142,8 @@ package final class InterfaceLink: @unchecked Sendable {
             }
             var total = 0
             for k in 0..<count { total += receiveBurst[i + k].length }
-            // Segmented frames are never negotiated (IPInterface refuses GUEST_TSO).
-            let offload = first.offload
-            guard offload.gsoType == VirtioNetOffload.gsoNone else {
-                receiveDrops &+= 1
-                i += count
-                continue
-            }
-            let checksum = completesChecksums && offload.flags & VirtioNetOffload.needsChecksum != 0
-                ? (start: Int(offload.checksumStart), offset: Int(offload.checksumOffset)) : nil
             let burst = receiveBurst
-            input(length: total, completingChecksumAt: checksum) { frame in
+            input(length: total, offload: first.offload) { frame in
                 var offset = 0
                 for k in 0..<count {
                     let segment = burst[i + k]
@@ -168,6 +160,25 @@ package final class InterfaceLink: @unchecked Sendable {
     /// One frame into lwIP's Ethernet input. With the core lock held.
     package func input(_ frame: UnsafeRawBufferPointer) {
         input(length: frame.count) { _ = pbuf_take($0, frame.baseAddress, UInt16(frame.count)) }
+    }
+
+    /// One frame with the offload fields of its virtio-net header, by the rules of a received
+    /// one (the fuzz harness's way in to them). With the core lock held.
+    package func input(_ frame: UnsafeRawBufferPointer, offload: VirtioNetOffload) {
+        input(length: frame.count, offload: offload) { _ = pbuf_take($0, frame.baseAddress, UInt16(frame.count)) }
+    }
+
+    /// A received frame's offload fields, applied: a segmented frame is dropped (never
+    /// negotiated: IPInterface refuses GUEST_TSO), a checksum left open is completed when the
+    /// link does that (GUEST_CSUM), and ignored otherwise (lwIP then checks what is there).
+    private func input(length: Int, offload: VirtioNetOffload, fill: (UnsafeMutablePointer<pbuf>) -> Void) {
+        guard offload.gsoType == VirtioNetOffload.gsoNone else {
+            receiveDrops &+= 1
+            return
+        }
+        let checksum = completesChecksums && offload.flags & VirtioNetOffload.needsChecksum != 0
+            ? (start: Int(offload.checksumStart), offset: Int(offload.checksumOffset)) : nil
+        input(length: length, completingChecksumAt: checksum, fill: fill)
     }
 
     /// A pbuf of `length` bytes that `fill` writes, into the stack; with `checksum`, the

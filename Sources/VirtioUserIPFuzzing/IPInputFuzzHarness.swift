@@ -12,8 +12,12 @@ import VirtioUserIP
 /// a TCP listener on port 80 and a UDP socket on port 7, so frames reach ARP, ICMP, IPv4 and
 /// IPv6 reassembly, the TCP state machine with our accept and receive callbacks, and UDP
 /// delivery. Input: byte 0 holds flags (bit 0: fix the IPv4/IPv6 header and TCP/UDP/ICMP
-/// checksums of each frame first, so mutations get past lwIP's checks); then frames, each a
-/// 2-byte big-endian length and that many bytes (the last one cut to what is left).
+/// checksums of each frame first, so mutations get past lwIP's checks; bit 1: each frame
+/// comes with a received virtio-net header's offload fields, for the link, which completes
+/// checksums left open as it does when GUEST_CSUM was negotiated); then frames, each a 2-byte
+/// big-endian length and that many bytes (the last one cut to what is left). With bit 1, a
+/// frame's first 6 bytes are those fields: flags, GSO type, then checksum start and offset
+/// (each 2 bytes, big-endian); a shorter one is skipped.
 public final class IPInputFuzzHarness {
     private let link: InterfaceLink
     /// A second interface, 198.51.100.2/24, as another tenant's port in the same process:
@@ -23,7 +27,7 @@ public final class IPInputFuzzHarness {
     private let socket: UDPSocket
 
     public init() throws(IPError) {
-        let link = InterfaceLink(discardingOutputWith: MACAddress(0x02, 0, 0, 0, 0, 0x02), mtu: 1500)
+        let link = InterfaceLink(discardingOutputWith: MACAddress(0x02, 0, 0, 0, 0, 0x02), mtu: 1500, completingChecksums: true)
         self.link = link
         let configuration = IPInterface.Configuration(address: IPAddress(192, 0, 2, 2), prefixLength: 24)
         let neighbour = InterfaceLink(discardingOutputWith: MACAddress(0x02, 0, 0, 0, 0, 0x03), mtu: 1500)
@@ -60,11 +64,25 @@ public final class IPInputFuzzHarness {
                 let length = Int(input[offset]) << 8 | Int(input[offset + 1])
                 offset += 2
                 let end = min(input.count, offset + length)
-                frame.removeAll(keepingCapacity: true)
-                frame.append(contentsOf: input[offset..<end])
+                var start = offset
                 offset = end
+                var offload: VirtioNetOffload?
+                if flags & 2 != 0 {
+                    guard end - start >= 6 else { continue }
+                    offload = VirtioNetOffload(
+                        flags: input[start], gsoType: input[start + 1],
+                        checksumStart: UInt16(input[start + 2]) << 8 | UInt16(input[start + 3]),
+                        checksumOffset: UInt16(input[start + 4]) << 8 | UInt16(input[start + 5]))
+                    start += 6
+                }
+                frame.removeAll(keepingCapacity: true)
+                frame.append(contentsOf: input[start..<end])
                 if flags & 1 != 0 { ChecksumRepair.repair(&frame) }
-                frame.withUnsafeBytes { link.input($0) }
+                if let offload {
+                    frame.withUnsafeBytes { link.input($0, offload: offload) }
+                } else {
+                    frame.withUnsafeBytes { link.input($0) }
+                }
             }
             let connections = listener.resetPendingWithCore()
             return (socket.discardQueuedWithCore(), connections, neighbour.discardedOutput - neighbourBefore)
