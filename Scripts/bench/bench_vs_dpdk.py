@@ -154,7 +154,7 @@ def start_our_backend(socket, mode):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=7)
-    parser.add_argument("--min-kept", type=int, default=3,
+    parser.add_argument("--min-kept", type=int, default=5,
                         help="kept pairs a compared case needs before it stops (see --max-pairs)")
     parser.add_argument("--max-pairs", type=int,
                         help="most pairs a case runs while short of --min-kept (default: 2 x --pairs)")
@@ -440,9 +440,12 @@ def report(results, cases, opts):
             else:
                 missing.append(case)
     print()
-    print("ours/DPDK per case: the median of every kept pair's ratio, near and far together")
+    print("ours/DPDK per case: the median of every kept pair's ratio, near and far together;")
+    print("for context, each side's fastest flat run of the case and their ratio (not in ratio_min)")
     for case, (ratio, count) in ratios.items():
-        print(f"  {case:<10} {ratio:5.2f}  ({count} kept pair{'s' if count != 1 else ''})")
+        best = [max((p[side][0] for p in results[case] if p[side][3]), default=0.0) for side in ("A", "B")]
+        context = f"best runs: DPDK {best[0] / 1e6:.2f}, ours {best[1] / 1e6:.2f} Mpps, {best[1] / best[0]:.2f}" if best[0] else ""
+        print(f"  {case:<10} {ratio:5.2f}  ({count} kept pair{'s' if count != 1 else ''})  {context}")
     print()
     note = f" (no pair kept for: {','.join(missing)})" if missing else ""
     print("ratio_min=" + (f"{min(r for r, _ in ratios.values()):.2f}" if ratios else "n/a") + note)
