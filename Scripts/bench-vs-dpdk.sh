@@ -4,7 +4,7 @@
 # loopback pairs (testpmd virtio-user <-> testpmd vhost, our device <-> our back-end) —
 # interleaved A B A B, core-to-core latency measured around every run. DPDK runs as deployed:
 # on hugepages (1024 of 2 MiB are reserved for the run, then the count is put back; needs root).
-# Prints a table of medians, each case's ratio, and a last line ratio_min=X. Takes 25 to 45
+# Prints a table of medians, each case's ratio, and a last line ratio_min=X. Takes 25 to 50
 # minutes with defaults (a case short of 5 kept pairs runs more, up to twice --pairs).
 #
 #   Scripts/bench-vs-dpdk.sh [--pairs N] [--min-kept K] [--max-pairs M] [--seconds S] [--cases tx64,tx64h,tx64nh,tx1518,rx64,rt64,tx64p,rx64p,backend64,loop64,…]
