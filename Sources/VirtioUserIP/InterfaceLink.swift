@@ -46,7 +46,8 @@ package final class InterfaceLink: @unchecked Sendable {
     package private(set) var checksumsCompleted = 0
 
     convenience init(device: VirtioUserDevice, queue: Int) {
-        self.init(device: device, queue: queue, macAddress: device.macAddress, mtu: device.mtu)
+        self.init(device: device, queue: queue, macAddress: device.macAddress, mtu: device.mtu,
+                  completingChecksums: device.negotiatedFeatures.contains(.netGuestCsum))
     }
 
     /// A link with no device: what the stack sends is dropped. With `completingChecksums`, it
@@ -55,12 +56,12 @@ package final class InterfaceLink: @unchecked Sendable {
         self.init(device: nil, queue: 0, macAddress: macAddress, mtu: mtu, completingChecksums: completingChecksums)
     }
 
-    private init(device: VirtioUserDevice?, queue: Int, macAddress: MACAddress, mtu: Int, completingChecksums: Bool? = nil) {
+    private init(device: VirtioUserDevice?, queue: Int, macAddress: MACAddress, mtu: Int, completingChecksums: Bool) {
         self.device = device
         self.queue = queue
         self.macAddress = macAddress
         self.mtu = min(mtu, VirtioUserDevice.maximumFrameLength - 14)
-        completesChecksums = completingChecksums ?? device?.negotiatedFeatures.contains(.netGuestCsum) ?? false
+        completesChecksums = completingChecksums
         netif = .allocate(capacity: 1)
         netif.initialize(to: CLwIP.netif())
     }
@@ -157,14 +158,10 @@ package final class InterfaceLink: @unchecked Sendable {
         return received
     }
 
-    /// One frame into lwIP's Ethernet input. With the core lock held.
-    package func input(_ frame: UnsafeRawBufferPointer) {
-        input(length: frame.count) { _ = pbuf_take($0, frame.baseAddress, UInt16(frame.count)) }
-    }
-
-    /// One frame with the offload fields of its virtio-net header, by the rules of a received
-    /// one (the fuzz harness's way in to them). With the core lock held.
-    package func input(_ frame: UnsafeRawBufferPointer, offload: VirtioNetOffload) {
+    /// One frame into lwIP's Ethernet input, with the offload fields of its virtio-net header
+    /// (none by default), by the rules of a received one: the fuzz harness's way in. With the
+    /// core lock held.
+    package func input(_ frame: UnsafeRawBufferPointer, offload: VirtioNetOffload = VirtioNetOffload()) {
         input(length: frame.count, offload: offload) { _ = pbuf_take($0, frame.baseAddress, UInt16(frame.count)) }
     }
 
@@ -184,7 +181,7 @@ package final class InterfaceLink: @unchecked Sendable {
     /// A pbuf of `length` bytes that `fill` writes, into the stack; with `checksum`, the
     /// sender left the checksum from `start` on to us, to go at `start + offset`.
     private func input(
-        length: Int, completingChecksumAt checksum: (start: Int, offset: Int)? = nil,
+        length: Int, completingChecksumAt checksum: (start: Int, offset: Int)?,
         fill: (UnsafeMutablePointer<pbuf>) -> Void
     ) {
         guard length <= Int(UInt16.max), let frame = pbuf_alloc(PBUF_RAW, UInt16(length), PBUF_RAM) else {

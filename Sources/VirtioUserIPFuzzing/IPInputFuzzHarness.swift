@@ -66,7 +66,7 @@ public final class IPInputFuzzHarness {
                 let end = min(input.count, offset + length)
                 var start = offset
                 offset = end
-                var offload: VirtioNetOffload?
+                var offload = VirtioNetOffload()
                 if flags & 2 != 0 {
                     guard end - start >= 6 else { continue }
                     offload = VirtioNetOffload(
@@ -78,11 +78,7 @@ public final class IPInputFuzzHarness {
                 frame.removeAll(keepingCapacity: true)
                 frame.append(contentsOf: input[start..<end])
                 if flags & 1 != 0 { ChecksumRepair.repair(&frame) }
-                if let offload {
-                    frame.withUnsafeBytes { link.input($0, offload: offload) }
-                } else {
-                    frame.withUnsafeBytes { link.input($0) }
-                }
+                frame.withUnsafeBytes { link.input($0, offload: offload) }
             }
             let connections = listener.resetPendingWithCore()
             return (socket.discardQueuedWithCore(), connections, neighbour.discardedOutput - neighbourBefore)
