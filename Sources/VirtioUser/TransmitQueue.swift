@@ -132,14 +132,17 @@ final class TransmitQueue {
     }
 
     /// A zero header (no offloads; num_buffers is unused on transmit), or the caller's offload
-    /// fields with num_buffers cleared.
-    @inlinable
+    /// fields with num_buffers cleared. Written only where it is not already so: a buffer's
+    /// header is zero lap after lap, and a line left unwritten stays shared with the back-end
+    /// that read it, where a store would first have to take it back (as DPDK's
+    /// `virtqueue_clear_net_hdr` does with `ASSIGN_UNLESS_EQUAL`).
+    @inlinable @inline(__always)
     func prepareHeader(_ header: UnsafeMutableRawPointer, keepingOffload: Bool) {
         if keepingOffload {
-            (header + 10).storeBytes(of: 0, as: UInt16.self)
+            if header.loadUnaligned(fromByteOffset: 10, as: UInt16.self) != 0 { (header + 10).storeBytes(of: 0, as: UInt16.self) }
         } else {
-            header.storeBytes(of: 0, as: UInt64.self)
-            (header + 8).storeBytes(of: 0, as: UInt32.self)
+            if header.loadUnaligned(as: UInt64.self) != 0 { header.storeBytes(of: 0, as: UInt64.self) }
+            if header.loadUnaligned(fromByteOffset: 8, as: UInt32.self) != 0 { (header + 8).storeBytes(of: 0, as: UInt32.self) }
         }
     }
 
