@@ -178,17 +178,29 @@ package final class InterfaceLink: @unchecked Sendable {
         input(length: length, completingChecksumAt: checksum, fill: fill)
     }
 
-    /// A pbuf of `length` bytes that `fill` writes, into the stack; with `checksum`, the
-    /// sender left the checksum from `start` on to us, to go at `start + offset`.
+    /// Ethernet's shortest frame (without FCS). lwIP 2.1 reads a whole ARP header, and the
+    /// IPv4 and IPv6 length fields, before checking that the frame holds them: a peer's 23-byte
+    /// ARP frame had it read past the buffer (FuzzIPInput, under ASan). So a shorter frame is
+    /// padded with zeros, as a NIC receives one from the wire; IP trims to its own length.
+    static let minimumFrameLength = 60
+
+    /// A pbuf of `length` bytes that `fill` writes (padded to ``minimumFrameLength``), into the
+    /// stack; with `checksum`, the sender left the checksum from `start` on to us, to go at
+    /// `start + offset`.
     private func input(
         length: Int, completingChecksumAt checksum: (start: Int, offset: Int)?,
         fill: (UnsafeMutablePointer<pbuf>) -> Void
     ) {
-        guard length <= Int(UInt16.max), let frame = pbuf_alloc(PBUF_RAW, UInt16(length), PBUF_RAM) else {
+        let padded = max(length, Self.minimumFrameLength)
+        guard length <= Int(UInt16.max), let frame = pbuf_alloc(PBUF_RAW, UInt16(padded), PBUF_RAM) else {
             receiveDrops &+= 1
             return
         }
         fill(frame)
+        if padded > length, let bytes = frame.pointee.payload {
+            // A PBUF_RAM pbuf is one contiguous buffer.
+            (bytes + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
+        }
         if let checksum {
             // A PBUF_RAM pbuf is one contiguous buffer. The position is the sender's: checked.
             guard checksum.start + checksum.offset + 2 <= length, let bytes = frame.pointee.payload else {

@@ -51,15 +51,17 @@ public final class IPInputFuzzHarness {
 
     /// Delivers the frames of `input`; what they left in our objects (connections to accept,
     /// datagrams to read) is cleared, as an app would take it. Returns the datagrams that
-    /// reached port 7, the connections that reached the accept queue, and the frames the
-    /// second interface sent meanwhile (forwarded ones, or its ARP for them).
+    /// reached port 7, the connections that reached the accept queue, the frames the second
+    /// interface sent meanwhile (forwarded ones, or its ARP for them), and the frames the first
+    /// one sent (its answers: ARP replies, ICMP echo replies, TCP segments).
     @discardableResult
-    public func run(_ input: UnsafeRawBufferPointer) -> (datagrams: Int, connections: Int, leaked: Int) {
-        guard let flags = input.first else { return (0, 0, 0) }
+    public func run(_ input: UnsafeRawBufferPointer) -> (datagrams: Int, connections: Int, leaked: Int, answered: Int) {
+        guard let flags = input.first else { return (0, 0, 0, 0) }
         var offset = 1
         var frame = [UInt8]()
         return LwIPCore.withCore {
             let neighbourBefore = neighbour.discardedOutput
+            let answeredBefore = link.discardedOutput
             while offset + 2 <= input.count {
                 let length = Int(input[offset]) << 8 | Int(input[offset + 1])
                 offset += 2
@@ -81,7 +83,7 @@ public final class IPInputFuzzHarness {
                 frame.withUnsafeBytes { link.input($0, offload: offload) }
             }
             let connections = listener.resetPendingWithCore()
-            return (socket.discardQueuedWithCore(), connections, neighbour.discardedOutput - neighbourBefore)
+            return (socket.discardQueuedWithCore(), connections, neighbour.discardedOutput - neighbourBefore, link.discardedOutput - answeredBefore)
         }
     }
 }

@@ -79,6 +79,21 @@ final class IPInputFuzzHarnessTests: XCTestCase {
         return frame
     }
 
+    /// lwIP 2.1 reads a whole ARP header without checking the frame holds it: the link pads a
+    /// short frame with zeros. An ARP request cut one byte short of its target address must
+    /// not be answered, whatever the heap held past it: here the whole request just before,
+    /// whose last byte is our address's, freed into the allocation the cut one gets.
+    func testAnARPRequestCutShortIsReadAsPaddedWithZeros() throws {
+        let harness = try IPInputFuzzHarness()
+        let request = try seed("arp-request")  // flags, length 42, the request for 192.0.2.2
+        XCTAssertEqual(request.count, 3 + 42)
+        for _ in 0..<3 {
+            XCTAssertEqual(request.withUnsafeBytes { harness.run($0) }.answered, 1, "the whole request is answered")
+            XCTAssertEqual(request[..<(request.count - 1)].withUnsafeBytes { harness.run($0) }.answered, 0,
+                           "a request cut before its target address's last byte was answered")
+        }
+    }
+
     func testEverySeedCutAtEveryLengthIsTakenQuietly() throws {
         let harness = try IPInputFuzzHarness()
         let names = try FileManager.default.contentsOfDirectory(atPath: repositoryRoot.appendingPathComponent("Fuzz/Seeds/FuzzIPInput").path)
