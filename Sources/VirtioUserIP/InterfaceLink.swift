@@ -179,9 +179,10 @@ package final class InterfaceLink: @unchecked Sendable {
     }
 
     /// Ethernet's shortest frame (without FCS). lwIP 2.1 reads a whole ARP header, and the
-    /// IPv4 and IPv6 length fields, before checking that the frame holds them: a peer's 23-byte
-    /// ARP frame had it read past the buffer (FuzzIPInput, under ASan). So a shorter frame is
-    /// padded with zeros, as a NIC receives one from the wire; IP trims to its own length.
+    /// IPv4 length field, before checking that the frame holds them: a peer's 23-byte ARP
+    /// frame had it read past the buffer (FuzzIPInput, under ASan). So a shorter frame is
+    /// padded with zeros, as a NIC receives one from the wire; IPv4 trims to its own length
+    /// ("especially required for packets < 60 bytes", ip4_input says).
     static let minimumFrameLength = 60
 
     /// A pbuf of `length` bytes that `fill` writes (padded to ``minimumFrameLength``), into the
@@ -197,13 +198,14 @@ package final class InterfaceLink: @unchecked Sendable {
             return
         }
         fill(frame)
-        if padded > length, let bytes = frame.pointee.payload {
-            // A PBUF_RAM pbuf is one contiguous buffer.
+        // A PBUF_RAM pbuf is one contiguous buffer.
+        let bytes = frame.pointee.payload
+        if padded > length, let bytes {
             (bytes + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
         }
         if let checksum {
-            // A PBUF_RAM pbuf is one contiguous buffer. The position is the sender's: checked.
-            guard checksum.start + checksum.offset + 2 <= length, let bytes = frame.pointee.payload else {
+            // The position is the sender's: checked.
+            guard checksum.start + checksum.offset + 2 <= length, let bytes else {
                 receiveDrops &+= 1
                 pbuf_free(frame)
                 return
